@@ -1,0 +1,5 @@
+import sys
+
+from maskrt.cli import main
+
+sys.exit(main())

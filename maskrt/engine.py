@@ -1,0 +1,162 @@
+"""The embedding API: :class:`Engine` classifies and explains frames the host already has."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+
+from maskrt.backends import DEFAULT_BACKEND, Backend, create_backend
+from maskrt.labels import CLASSES
+from maskrt.preprocess import ImageError, decode_image, resize_to_input, to_bgr8
+
+#: What classify/explain accept: one image, a path, or a sequence / uint8[N, H, W, 3] array of them.
+Frames = Union[np.ndarray, str, os.PathLike, Sequence[Union[np.ndarray, str, os.PathLike]]]
+
+
+@dataclass
+class Result:
+    """The decision for one frame; ``overlay``/``heatmap`` are set by :meth:`Engine.explain`.
+
+    probabilities: float32[2], in :data:`maskrt.labels.CLASSES` order.
+    overlay: uint8[H, W, 3] BGR at the frame's own size. heatmap: float32[H, W] in [0, 1].
+    """
+
+    label: str
+    class_index: int
+    probabilities: np.ndarray
+    overlay: np.ndarray | None = field(default=None, repr=False)
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def p_with_mask(self) -> float:
+        return float(self.probabilities[0])
+
+    @property
+    def p_without_mask(self) -> float:
+        return float(self.probabilities[1])
+
+
+class Engine:
+    """Classify face images as with_mask / without_mask and explain each decision with a CAM.
+
+    model: None (the weights shipped with maskrt), a checkpoint path, or a MaskNet.
+    backend: "onnxruntime" (default, CPU), "torch" or "tensorrt", or a ready :class:`Backend`.
+    max_batch: largest batch sent to the backend at once; alpha: overlay blend weight of the image.
+    Extra keyword arguments go to the backend (see :func:`maskrt.backends.create_backend`).
+    """
+
+    def __init__(self, model: Any = None, backend: str | Backend = DEFAULT_BACKEND, *,
+                 max_batch: int = 64, alpha: float = 0.5, **backend_options: Any) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch: expected >= 1, got {max_batch}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+        if isinstance(backend, Backend):
+            self.backend = backend
+        else:
+            self.backend = create_backend(backend, model=model, **backend_options)
+        self.max_batch = max_batch
+        self.alpha = alpha
+
+    def classify(self, frames: Frames) -> Result | list[Result]:
+        """frames: one BGR uint8 image [H, W, 3] (or a path) -> Result; a list or
+        uint8[N, H, W, 3] array of them -> list[Result]. Any size; gray/BGRA are converted."""
+        images, single = _as_image_list(frames)
+        results = [self._decide(logits) for logits, _ in self._infer_all(images)]
+        return results[0] if single else results
+
+    def explain(self, frames: Frames, *, classes: Sequence[int] | None = None) -> Result | list[Result]:
+        """Like :meth:`classify`, plus the CAM overlay and heat map at each frame's own size.
+
+        classes: explain these class indices instead of the predicted ones (one per frame).
+        """
+        images, single = _as_image_list(frames)
+        if classes is not None and len(classes) != len(images):
+            raise ValueError(f"classes: expected {len(images)} class indices, got {len(classes)}")
+        results = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            logits, features = self.infer(np.stack([resize_to_input(im) for im in chunk]))
+            decided = [self._decide(row) for row in logits]
+            targets = (np.asarray(classes[start:start + len(chunk)], dtype=np.int64)
+                       if classes is not None else np.array([r.class_index for r in decided]))
+            self._draw_overlays(decided, chunk, features, targets)
+            results.extend(decided)
+        return results[0] if single else results
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """batch: uint8[N, 224, 224, 3] BGR -> (logits float32[N, 2], features [N, 512, 7, 7])."""
+        return self.backend.infer(batch)
+
+    def _infer_all(self, images: list[np.ndarray]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            logits, features = self.infer(np.stack([resize_to_input(im) for im in chunk]))
+            yield from zip(logits, features)
+
+    def _draw_overlays(self, results: list[Result], images: list[np.ndarray],
+                       features: np.ndarray, targets: np.ndarray) -> None:
+        from maskrt.cam import cam_overlay
+
+        weight = self.backend.fc_weight
+        # The kernel takes one image size per call: group the frames by size.
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for indices in by_size.values():
+            overlays, heatmaps = cam_overlay(
+                np.ascontiguousarray(features[indices]), weight, targets[indices],
+                np.stack([images[i] for i in indices]), alpha=self.alpha, heatmaps=True)
+            for slot, i in enumerate(indices):
+                results[i].overlay = overlays[slot]
+                results[i].heatmap = heatmaps[slot]
+
+    @staticmethod
+    def _decide(logits: np.ndarray) -> Result:
+        probabilities = softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
+        index = int(np.argmax(probabilities))
+        return Result(label=CLASSES[index], class_index=index, probabilities=probabilities)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _as_image_list(frames: Frames) -> tuple[list[np.ndarray], bool]:
+    """Normalise the ``frames`` argument to a list of uint8[H, W, 3] BGR images."""
+    if isinstance(frames, (str, os.PathLike)):
+        return [decode_image(frames)], True
+    if isinstance(frames, np.ndarray):
+        if frames.ndim == 4:
+            return [to_bgr8(f, what=f"frame {i}") for i, f in enumerate(frames)], False
+        return [to_bgr8(frames, what="frame")], True
+    if not isinstance(frames, Sequence) or isinstance(frames, (bytes, bytearray)):
+        raise ImageError(f"frames: expected an image array, a path, or a list of them, got "
+                         f"{type(frames).__name__}")
+    if len(frames) == 0:
+        raise ImageError("frames: expected at least one image, got an empty list")
+    images = []
+    for i, frame in enumerate(frames):
+        if isinstance(frame, (str, os.PathLike)):
+            images.append(decode_image(Path(frame)))
+        else:
+            images.append(to_bgr8(frame, what=f"frame {i}"))
+    return images, False
