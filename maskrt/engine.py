@@ -82,16 +82,33 @@ class Engine:
         for start in range(0, len(images), self.max_batch):
             chunk = images[start:start + self.max_batch]
             logits, features = self.infer(np.stack([resize_to_input(im) for im in chunk]))
-            decided = [self._decide(row) for row in logits]
-            targets = (np.asarray(classes[start:start + len(chunk)], dtype=np.int64)
-                       if classes is not None else np.array([r.class_index for r in decided]))
-            self._draw_overlays(decided, chunk, features, targets)
-            results.extend(decided)
+            chunk_classes = None if classes is None else classes[start:start + len(chunk)]
+            results.extend(self.results_from(logits, features, chunk, classes=chunk_classes))
         return results[0] if single else results
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """batch: uint8[N, 224, 224, 3] BGR -> (logits float32[N, 2], features [N, 512, 7, 7])."""
         return self.backend.infer(batch)
+
+    def results_from(self, logits: np.ndarray, features: np.ndarray | None = None,
+                     frames: Sequence[np.ndarray] | None = None, *,
+                     classes: Sequence[int] | None = None) -> list[Result]:
+        """Turn one :meth:`infer` output into Results; with ``features`` and ``frames`` (the
+        uint8[H, W, 3] BGR frames the batch was made from) also draw overlays and heat maps.
+
+        This is the building block for callers that batch and preprocess themselves (the
+        streaming pipeline): ``results_from(*engine.infer(batch), frames)``.
+        """
+        results = [self._decide(row) for row in np.asarray(logits)]
+        if frames is None:
+            return results
+        if features is None or len(frames) != len(results):
+            raise ValueError(f"frames: expected {len(results)} frames and the features of the "
+                             f"batch, got {len(frames)} frames, features={features is not None}")
+        targets = (np.asarray(classes, dtype=np.int64) if classes is not None
+                   else np.array([r.class_index for r in results], dtype=np.int64))
+        self._draw_overlays(results, list(frames), features, targets)
+        return results
 
     def _infer_all(self, images: list[np.ndarray]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(images), self.max_batch):

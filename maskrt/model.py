@@ -12,6 +12,7 @@ Two modules live here:
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -138,7 +139,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
         raise ModelLoadError(f"{path}: not a readable PyTorch weights file ({err})") from err
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         obj = obj["state_dict"]
@@ -171,7 +172,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> MaskNet:
         raise ModelLoadError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
         raise ModelLoadError(f"{path}: not a readable maskrt checkpoint ({err})") from err
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path}: expected a maskrt checkpoint (format={CHECKPOINT_FORMAT!r})")

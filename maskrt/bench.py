@@ -1,0 +1,131 @@
+"""``maskrt bench``: trtexec-style throughput and latency of a backend, per batch size.
+
+Warm-up iterations first, then timed ones; each iteration is one batch through
+``Engine.infer`` (+ ``Engine.results_from`` with overlays when ``--explain``). Reports images/s
+(batch / median latency) and p50/p95/p99 latency per batch size, with the machine and backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskrt.labels import INPUT_SIZE
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, OS and library versions, for benchmark headers."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version(), "load_1min": round(load, 2)}
+
+
+def sample_batch(batch: int, size: int = INPUT_SIZE) -> np.ndarray:
+    """uint8[batch, size, size, 3]: the shipped sample faces, resized and repeated."""
+    from maskrt.demo import SAMPLES_DIR
+    from maskrt.preprocess import decode_image, resize_to_input
+
+    faces = [resize_to_input(decode_image(p), size) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+    return np.stack([faces[i % len(faces)] for i in range(batch)])
+
+
+def time_calls(fn: Any, *, iterations: int, warmup: int) -> np.ndarray:
+    """Seconds per call of ``fn()`` over ``iterations`` timed calls after ``warmup`` untimed."""
+    for _ in range(warmup):
+        fn()
+    seconds = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        fn()
+        seconds[i] = time.perf_counter() - start
+    return seconds
+
+
+def summarise(seconds: np.ndarray, batch: int) -> dict[str, float]:
+    """Median-based throughput and latency percentiles (ms) of per-batch timings."""
+    p50, p95, p99 = np.percentile(seconds, [50, 95, 99]) * 1e3
+    q1, q3 = np.percentile(seconds, [25, 75]) * 1e3
+    return {"batch": batch, "images_per_s": batch / float(np.median(seconds)),
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "iqr_ms": q3 - q1,
+            "iterations": len(seconds)}
+
+
+def bench_engine(engine: Any, batch: int, *, explain: bool, iterations: int,
+                 warmup: int) -> dict[str, float]:
+    """Time one batch size on ``engine``; explain draws 224x224 overlays of the same batch."""
+    images = sample_batch(batch)
+    frames = list(images)
+
+    def classify() -> None:
+        engine.results_from(engine.infer(images)[0])
+
+    def classify_and_explain() -> None:
+        logits, features = engine.infer(images)
+        engine.results_from(logits, features, frames)
+
+    seconds = time_calls(classify_and_explain if explain else classify,
+                         iterations=iterations, warmup=warmup)
+    return summarise(seconds, batch)
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,8,32, "
+                                         f"got {text!r}") from err
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1, got {text!r}")
+    return batches
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="onnxruntime", help="backend (default: onnxruntime)")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--batch", type=parse_batches, default=[1, 8, 32],
+                        help="comma-separated batch sizes (default: 1,8,32)")
+    parser.add_argument("--explain", action="store_true", help="also draw CAM overlays")
+    parser.add_argument("--iterations", type=int, default=50, help="timed batches per size")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches per size")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+
+
+def main(args: argparse.Namespace) -> int:
+    from maskrt.engine import Engine
+
+    if args.iterations < 1 or args.warmup < 0:
+        raise SystemExit("maskrt bench: expected --iterations >= 1 and --warmup >= 0")
+    machine = machine_info()
+    with Engine(args.model, backend=args.backend, max_batch=max(args.batch)) as engine:
+        backend = engine.backend.describe()
+        print(f"machine: {machine['cpu']} ({machine['cores']} cores), load {machine['load_1min']}")
+        print(f"backend: {backend}; mode: {'classify+explain' if args.explain else 'classify'}; "
+              f"{args.warmup} warm-up + {args.iterations} timed batches per size")
+        print(f"{'batch':>5s} {'images/s':>10s} {'p50 ms':>9s} {'p95 ms':>9s} {'p99 ms':>9s}")
+        rows = []
+        for batch in args.batch:
+            row = bench_engine(engine, batch, explain=args.explain, iterations=args.iterations,
+                               warmup=args.warmup)
+            rows.append(row)
+            print(f"{batch:5d} {row['images_per_s']:10.1f} {row['p50_ms']:9.2f} "
+                  f"{row['p95_ms']:9.2f} {row['p99_ms']:9.2f}")
+    if args.json:
+        report = {"machine": machine, "backend": backend, "explain": args.explain, "rows": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
