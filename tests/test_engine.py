@@ -94,7 +94,10 @@ def test_explain_draws_at_each_frames_own_size(engine, faces) -> None:
         features, engine.backend.fc_weight, np.array([results[0].class_index]), faces[0][None],
         heatmaps=True)
     np.testing.assert_allclose(results[0].heatmap, expected_heat[0], atol=1e-5)
-    assert np.abs(results[0].overlay.astype(int) - expected_overlay[0]).max() <= 1 + 2
+    # Within one level, except where 255*heat sits on a colour-map step (tests/test_cam.py
+    # checks that case exactly); such pixels are rare.
+    within_one_level = np.abs(results[0].overlay.astype(int) - expected_overlay[0]) <= 1
+    assert within_one_level.mean() > 0.999
 
 
 def test_explain_requested_class_changes_the_map(engine, faces) -> None:

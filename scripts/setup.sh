@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up maskrt from nothing in ./.venv: PyTorch, the package with its compiled extension
+# (maskrt._C), and with --test the test dependencies and the system tools the streaming tests
+# serve real streams with. Idempotent: a second run only rebuilds what changed.
+#
+#   bash scripts/setup.sh [--test]
+#
+# Environment: PYTHON (default python3), MASKRT_CUDA=auto|on|off (build the CUDA kernel;
+# default auto), MASKRT_TORCH (pip spec for PyTorch; default "torch==2.14.1 torchvision==0.29.1").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[[ "${1:-}" == "--test" ]] && with_tests=1
+python=${PYTHON:-python3}
+torch_spec=${MASKRT_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  step "creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  step "installing PyTorch ($torch_spec)"
+  # shellcheck disable=SC2086  # the spec is a list of requirements
+  "${pip[@]}" install -q $torch_spec
+fi
+
+step "installing build tools and maskrt (editable; compiles maskrt._C, MASKRT_CUDA=${MASKRT_CUDA:-auto})"
+"${pip[@]}" install -q "setuptools>=68" wheel "pybind11>=2.12" "cmake>=3.18" ninja
+extras=""
+[[ $with_tests == 1 ]] && extras="[test]"
+"${pip[@]}" install -q --no-build-isolation -e ".${extras}"
+
+if [[ $with_tests == 1 ]]; then
+  step "installing pytorch-grad-cam (test oracle; --no-deps keeps opencv headless)"
+  "${pip[@]}" install -q --no-deps "grad-cam>=1.5,<2"
+  step "installing FFmpeg and the GStreamer RTSP server (real streams for the streaming tests)"
+  bash scripts/install_stream_tools.sh
+fi
+
+.venv/bin/python - <<'PY'
+import maskrt._C as C
+print(f"maskrt._C ready: CUDA kernels compiled in: {C.has_cuda()}, CUDA devices: {C.cuda_device_count()}")
+PY
