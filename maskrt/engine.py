@@ -99,7 +99,10 @@ class Engine:
         This is the building block for callers that batch and preprocess themselves (the
         streaming pipeline): ``results_from(*engine.infer(batch), frames)``.
         """
-        results = [self._decide(row) for row in np.asarray(logits)]
+        # Logits are tiny ([N, 2]): bring them to the host even when the backend left the
+        # features on the GPU, where the overlay kernel reads them in place.
+        host_logits = logits.cpu().numpy() if hasattr(logits, "cpu") else np.asarray(logits)
+        results = [self._decide(row) for row in host_logits]
         if frames is None:
             return results
         if features is None or len(frames) != len(results):
@@ -126,9 +129,13 @@ class Engine:
         for i, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(i)
         for indices in by_size.values():
-            overlays, heatmaps = cam_overlay(
-                np.ascontiguousarray(features[indices]), weight, targets[indices],
-                np.stack([images[i] for i in indices]), alpha=self.alpha, heatmaps=True)
+            if type(features).__module__.startswith("torch") and features.is_cuda:
+                overlays, heatmaps = _cam_overlay_on_device(features, weight, targets, images,
+                                                            indices, self.alpha)
+            else:
+                overlays, heatmaps = cam_overlay(
+                    np.ascontiguousarray(features[indices]), weight, targets[indices],
+                    np.stack([images[i] for i in indices]), alpha=self.alpha, heatmaps=True)
             for slot, i in enumerate(indices):
                 results[i].overlay = overlays[slot]
                 results[i].heatmap = heatmaps[slot]
@@ -148,6 +155,32 @@ class Engine:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _cam_overlay_on_device(features: Any, weight: np.ndarray, targets: np.ndarray,
+                           images: list[Any], indices: list[int], alpha: float) -> tuple[Any, Any]:
+    """CUDA features (left where the backend put them) -> overlays and heat maps of ``indices``.
+
+    Frames that are CUDA tensors stay on the device and so do their overlays; NumPy frames go up
+    once and their overlays come back as NumPy (the copy back waits for the kernel).
+    """
+    import torch
+
+    from maskrt.cam import cam_overlay
+
+    device = features.device
+    rows = torch.as_tensor(indices, device=device)
+    frames = [images[i] for i in indices]
+    on_device = isinstance(frames[0], torch.Tensor) and frames[0].is_cuda
+    batch = (torch.stack(frames) if on_device
+             else torch.from_numpy(np.stack(frames)).to(device))
+    overlays, heatmaps = cam_overlay(
+        features.index_select(0, rows).contiguous(), torch.as_tensor(weight, device=device),
+        torch.as_tensor(targets[indices], device=device), batch.contiguous(), alpha=alpha,
+        heatmaps=True)
+    if on_device:
+        return overlays, heatmaps
+    return overlays.cpu().numpy(), heatmaps.cpu().numpy()  # results go to the host
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,4 +1,24 @@
-"""PyTorch backend: FP32 on the CPU, FP16 channels_last on a CUDA GPU (optionally CUDA graphs)."""
+"""PyTorch backend: FP32 on the CPU, FP16 channels_last on a CUDA GPU (optionally CUDA graphs).
+
+On CUDA there are two ways in:
+
+* NumPy ``uint8[N, 224, 224, 3]``: copied into pinned host memory (allocated once, grown when a
+  larger batch comes), uploaded on the backend's own stream straight into the network's input
+  buffer, run, and the outputs come back through pinned buffers as float32 NumPy arrays. The
+  stream is synchronised once per call, because the results go to the host.
+* A torch CUDA uint8 tensor on the backend's device: runs on the caller's current stream and
+  returns ``(logits float32[N, 2], features float16[N, 512, 7, 7])`` on the device, with no
+  synchronisation, so the next kernel the caller queues (``cam_overlay``) reads the features
+  where they are. With CUDA graphs the outputs are the graph's static buffers: valid until the
+  next ``infer`` with the same batch size (clone them to keep them).
+
+The whole graph runs in FP16, the uint8 -> FP16 cast included (exact for 0..255); the
+normalising constants are rounded to FP16 (relative error 5e-4, below FP16 activation error).
+The in-graph NHWC -> NCHW permute already gives channels_last activations, which is the layout
+the channels_last convolution weights want, so no layout conversion runs on the way in. The
+features come out of layer4 channels_last too; they are made C-contiguous [N, 512, 7, 7] (what
+``cam_overlay`` reads) on the device, 50 kB per image in FP16.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +27,15 @@ from typing import Any
 import numpy as np
 
 from maskrt.backends.base import Backend, BackendUnavailable, check_images
-from maskrt.labels import INPUT_SIZE
+from maskrt.labels import CLASSES, FEATURE_CHANNELS, FEATURE_SIZE, INPUT_SIZE
 
 
 class TorchBackend(Backend):
-    """Runs :class:`maskrt.model.MaskNetUint8` eagerly.
+    """Runs :class:`maskrt.model.MaskNetUint8` eagerly, or as one CUDA graph per batch size.
 
     device: "cpu", "cuda", "cuda:1" or None (CUDA when a GPU is usable, else CPU).
     half: FP16 weights and activations; default True on CUDA, and refused on the CPU.
     cuda_graphs: capture one CUDA graph per batch size on first use and replay it (CUDA only).
-
-    On CUDA, NumPy batches go up through a pinned staging buffer on the backend's stream and
-    come back as NumPy; torch CUDA tensors stay on the device (logits float32, features fp16).
     """
 
     name = "torch"
@@ -29,31 +46,41 @@ class TorchBackend(Backend):
 
         from maskrt.model import MaskNetUint8, load_model
 
+        self._net = None  # close() works after a failed start
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        _check_device(self.device)
         on_cuda = self.device.type == "cuda"
-        self.half = on_cuda if half is None else half
+        if on_cuda:
+            check_cuda_device(self.device, "torch backend")
+            self.device = torch.device("cuda", self.device.index or 0)
+        elif self.device.type != "cpu":
+            raise ValueError(f"torch backend: expected device 'cpu' or 'cuda[:i]', got {device!r}")
+        self.half = on_cuda if half is None else bool(half)
         if self.half and not on_cuda:
             raise BackendUnavailable("torch backend: half=True needs a CUDA device (FP16 "
                                      "convolutions on the CPU are slow and not what users deploy)")
         if cuda_graphs and not on_cuda:
             raise BackendUnavailable("torch backend: cuda_graphs=True needs a CUDA device")
         self.precision = "fp16" if self.half else "fp32"
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs = bool(cuda_graphs)
         mask_net = load_model(model)
         self._fc_weight = mask_net.fc_weight.detach().float().cpu().numpy().copy()
-        net = MaskNetUint8(mask_net).eval().to(self.device)
-        if on_cuda:
-            net = net.to(memory_format=torch.channels_last)
-        # Only the network casts to fp16: the uint8 input and the normalising constants of the
-        # preprocessing stay exact, the first convolution then runs in fp16.
+        net = MaskNetUint8(mask_net).eval()
         if self.half:
-            net.model.half()
-            net.preprocess.half()
-        self._net = net
-        self._stream = torch.cuda.Stream(self.device) if on_cuda else None
+            net = net.half()
         self._graphs: dict[int, _CapturedGraph] = {}
-        self._pinned: Any = None
+        self._host: dict[str, Any] = {}  # pinned staging, grown to the largest batch seen
+        self._device_input: Any = None  # eager host path: upload target, grown likewise
+        self._stream: Any = None
+        if on_cuda:
+            # Process-wide: let cuDNN time its algorithms per input shape (first call per batch
+            # size is slower; every later one uses the fastest kernels).
+            torch.backends.cudnn.benchmark = True
+            with torch.cuda.device(self.device):
+                net = net.to(self.device, memory_format=torch.channels_last)
+                self._stream = torch.cuda.Stream(self.device)
+                # The weights were uploaded on the current stream; the backend's stream waits.
+                self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        self._net = net
 
     @property
     def fc_weight(self) -> np.ndarray:
@@ -66,105 +93,158 @@ class TorchBackend(Backend):
         extra = ", CUDA graphs" if self.cuda_graphs else ""
         return f"torch {torch.__version__} {where} ({self.precision}{extra})"
 
+    # ------------------------------------------------------------------ inference
     def infer(self, images: Any) -> tuple[Any, Any]:
+        """uint8[N, 224, 224, 3] BGR (NumPy, or a torch tensor on this device) -> (logits,
+        features); see the module docstring for dtypes, streams and buffer lifetimes."""
         import torch
 
         if self._net is None:
             raise RuntimeError("torch backend: used after close()")
         if isinstance(images, torch.Tensor):
-            return self._infer_tensor(images)
+            check_device_batch(images, self.device)
+            return self._run(images.contiguous())
         host = check_images(images)
         if self.device.type == "cpu":
             with torch.inference_mode():
                 logits, features = self._net(torch.from_numpy(host))
-            return logits.numpy(), features.numpy()
+            return logits.numpy(), features.contiguous().numpy()
         return self._infer_host_on_cuda(host)
 
-    def _infer_tensor(self, images: Any) -> tuple[Any, Any]:
+    def _run(self, images: Any) -> tuple[Any, Any]:
+        """Device batch -> device outputs, on the current stream, nothing synchronised."""
         import torch
 
-        expected = (INPUT_SIZE, INPUT_SIZE, 3)
-        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images: expected uint8[N,{INPUT_SIZE},{INPUT_SIZE},3], got "
-                             f"{images.dtype}{list(images.shape)}")
-        if images.device != self.device:
-            raise ValueError(f"images: expected a tensor on {self.device}, got {images.device}")
-        return self._run(images.contiguous())
+        if self.cuda_graphs:
+            graph = self._graph(images.shape[0])
+            graph.static_input.copy_(images)
+            return graph.replay()
+        with torch.inference_mode():
+            logits, features = self._net(images)
+        return logits.float(), features.contiguous()
 
     def _infer_host_on_cuda(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         n = host.shape[0]
-        if self._pinned is None or self._pinned.shape[0] < n:
-            self._pinned = torch.empty((n, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8,
-                                       pin_memory=True)
-        staging = self._pinned[:n]
-        staging.numpy()[...] = host
-        with torch.cuda.stream(self._stream):
-            device_images = staging.to(self.device, non_blocking=True)
-            logits, features = self._run(device_images)
-            logits_host = logits.float().cpu()
-            features_host = features.float().cpu()
-        return logits_host.numpy(), features_host.numpy()
+        staging = self._host_buffers(n)
+        staging["images"][:n].numpy()[...] = host  # free: the previous call synchronised
+        caller = torch.cuda.current_stream(self.device)
+        # Outputs of an earlier device-tensor call may still be read on the caller's stream.
+        self._stream.wait_stream(caller)
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            if self.cuda_graphs:
+                graph = self._graph(n)
+                graph.static_input.copy_(staging["images"][:n], non_blocking=True)
+                logits, features = graph.replay()
+            else:
+                device_input = self._upload_target(n)
+                device_input.copy_(staging["images"][:n], non_blocking=True)
+                with torch.inference_mode():
+                    logits, features = self._net(device_input)
+            staging["logits"][:n].copy_(logits.float(), non_blocking=True)
+            staging["features"][:n].copy_(features.float(), non_blocking=True)
+        # Results go to the host: the one synchronisation of this path.
+        self._stream.synchronize()
+        return staging["logits"][:n].numpy().copy(), staging["features"][:n].numpy().copy()
 
-    def _run(self, images: Any) -> tuple[Any, Any]:
+    def _host_buffers(self, n: int) -> dict[str, Any]:
+        """Pinned host buffers with room for ``n`` images (reallocated only to grow)."""
         import torch
 
-        if not self.cuda_graphs:
-            with torch.inference_mode():
-                logits, features = self._net(images)
-            return logits.float(), features
-        batch = images.shape[0]
+        if not self._host or self._host["images"].shape[0] < n:
+            shapes = {"images": ((n, INPUT_SIZE, INPUT_SIZE, 3), torch.uint8),
+                      "logits": ((n, len(CLASSES)), torch.float32),
+                      "features": ((n, FEATURE_CHANNELS, FEATURE_SIZE, FEATURE_SIZE), torch.float32)}
+            self._host = {k: torch.empty(s, dtype=t, pin_memory=True) for k, (s, t) in shapes.items()}
+        return self._host
+
+    def _upload_target(self, n: int) -> Any:
+        """Device uint8 input buffer for ``n`` images (called on the backend's stream)."""
+        import torch
+
+        if self._device_input is None or self._device_input.shape[0] < n:
+            self._device_input = torch.empty((n, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8,
+                                             device=self.device)
+        return self._device_input[:n]
+
+    def _graph(self, batch: int) -> "_CapturedGraph":
         graph = self._graphs.get(batch)
         if graph is None:
             graph = self._graphs[batch] = _CapturedGraph(self._net, batch, self.device)
-        return graph.replay(images)
+        return graph
 
     def close(self) -> None:
+        """Free the network, graphs and buffers; waits for queued work on the device first."""
+        if self._net is None:
+            return
+        if self.device.type == "cuda":
+            import torch
+
+            # Synchronise before freeing: queued kernels may still use graphs and buffers.
+            torch.cuda.synchronize(self.device)
         self._graphs.clear()
         self._net = None
-        self._pinned = None
+        self._host = {}
+        self._device_input = None
+        self._stream = None
 
 
 class _CapturedGraph:
-    """One CUDA graph of the network for one batch size, with its static input and outputs."""
+    """One CUDA graph of the network for one batch size, with its static input and outputs.
+
+    Capturing synchronises the device (``torch.cuda.graph`` does): a one-time cost per batch size.
+    Replays run on the current stream.
+    """
 
     def __init__(self, net: Any, batch: int, device: Any) -> None:
         import torch
 
         self.static_input = torch.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8,
                                         device=device)
+        caller = torch.cuda.current_stream(device)
         side_stream = torch.cuda.Stream(device)
-        side_stream.wait_stream(torch.cuda.current_stream(device))
+        side_stream.wait_stream(caller)
         with torch.cuda.stream(side_stream), torch.inference_mode():
-            for _ in range(3):  # warm up cuDNN autotuning and the allocator outside the capture
+            for _ in range(3):  # cuDNN autotuning and allocator warm-up outside the capture
                 net(self.static_input)
-        torch.cuda.current_stream(device).wait_stream(side_stream)
+        caller.wait_stream(side_stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.inference_mode():
-            logits, self.features = net(self.static_input)
-            self.logits = logits.float()
+            logits, features = net(self.static_input)
+            self.logits, self.features = logits.float(), features.contiguous()
 
-    def replay(self, images: Any) -> tuple[Any, Any]:
-        self.static_input.copy_(images, non_blocking=True)
+    def replay(self) -> tuple[Any, Any]:
+        """Run the graph on the current stream; returns its static (logits, features)."""
         self.graph.replay()
-        # Outputs alias the graph's static buffers: callers that keep them across calls clone.
         return self.logits, self.features
 
 
-def _check_device(device: Any) -> None:
+def check_cuda_device(device: Any, what: str) -> None:
+    """Raise :class:`BackendUnavailable` naming the reason when CUDA ``device`` is not usable."""
     import torch
 
-    if device.type == "cpu":
-        return
-    if device.type != "cuda":
-        raise ValueError(f"torch backend: expected device 'cpu' or 'cuda[:i]', got {device}")
     if not torch.cuda.is_available():
         raise BackendUnavailable(
-            f"torch backend on {device}: no usable CUDA GPU (torch.cuda.is_available() is False; "
-            f"torch {torch.__version__}, built for CUDA {torch.version.cuda}). Use device='cpu' "
-            "or the onnxruntime backend, or install a CUDA build of torch on a machine with a GPU.")
+            f"{what} on {device}: no usable CUDA GPU (torch.cuda.is_available() is False; "
+            f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none (CPU-only build)'}"
+            "). Use device='cpu' or the onnxruntime backend, or run on a machine with an NVIDIA "
+            "GPU, its driver, and a CUDA build of torch.")
     index = device.index or 0
     if index >= torch.cuda.device_count():
-        raise BackendUnavailable(f"torch backend: expected a CUDA device index below "
+        raise BackendUnavailable(f"{what}: expected a CUDA device index below "
                                  f"{torch.cuda.device_count()}, got {device}")
+
+
+def check_device_batch(images: Any, device: Any) -> None:
+    """Validate a torch batch: uint8[N, 224, 224, 3], N >= 1, on ``device`` (ValueError if not)."""
+    import torch
+
+    expected = (INPUT_SIZE, INPUT_SIZE, 3)
+    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images: expected uint8[N,{INPUT_SIZE},{INPUT_SIZE},3], got "
+                         f"{images.dtype}{list(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images: expected at least one image, got an empty batch")
+    if images.device != device:
+        raise ValueError(f"images: expected a tensor on {device}, got {images.device}")

@@ -1,0 +1,299 @@
+"""TensorRT: engine files, sidecar rules, profiles and the ONNX rewrite as plain Python; the engine
+itself only where TensorRT and a CUDA GPU are present (those tests skip here, saying why)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from maskrt.backends import BackendUnavailable, create_backend, trt_compat
+from maskrt.backends.tensorrt_build import (ENGINE_FORMAT, EngineFiles, Profile, Sidecar,
+                                            SidecarError, SystemInfo, add_arguments, engine_path,
+                                            main, profile_from_args, read_sidecar, sidecar_path,
+                                            stale_reasons, tensorrt_onnx_bytes, timing_cache_path,
+                                            write_atomic)
+from maskrt.export import INPUT_NAME, export_onnx
+from maskrt.model import MaskNet
+
+TRT_OK, TRT_WHY = trt_compat.tensorrt_status()
+needs_tensorrt = pytest.mark.skipif(
+    not (TRT_OK and torch.cuda.is_available()),
+    reason=f"needs TensorRT 10 and a CUDA GPU: {TRT_WHY if not TRT_OK else 'no CUDA GPU'}")
+no_tensorrt = pytest.mark.skipif(TRT_OK, reason="TensorRT is installed here")
+
+SHA = "ab" * 32
+H100 = SystemInfo("10.3.0", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+@pytest.fixture(scope="module")
+def seeded_model() -> MaskNet:
+    torch.manual_seed(5)
+    return MaskNet().eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory, seeded_model) -> Path:
+    return export_onnx(seeded_model, tmp_path_factory.mktemp("onnx") / "maskrt.onnx")
+
+
+# --------------------------------------------------------------------------- profile
+def test_profile_defaults_and_shapes() -> None:
+    profile = Profile()
+    assert (profile.min, profile.opt, profile.max) == (1, 32, 256)
+    assert profile.shapes() == ((1, 224, 224, 3), (32, 224, 224, 3), (256, 224, 224, 3))
+    assert Profile.from_dict(profile.as_dict()) == profile
+
+
+@pytest.mark.parametrize("args, message", [
+    ((0, 1, 1), r"min-batch: expected >= 1, got 0"),
+    ((8, 4, 16), r"expected min <= opt <= max, got min=8, opt=4, max=16"),
+    ((1, 64, 32), r"expected min <= opt <= max"),
+    ((1, 32, 5000), r"max-batch: expected <= 4096 .*got 5000"),
+    ((1, 32.0, 64), r"opt-batch: expected an integer, got 32.0"),
+    ((True, 2, 4), r"min-batch: expected an integer"),
+])
+def test_profile_rejects_bad_batches(args, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Profile(*args)
+
+
+def test_build_arguments_give_the_profile() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--min-batch", "2", "--opt-batch", "16", "--max-batch", "64"])
+    assert profile_from_args(args) == Profile(2, 16, 64)
+    assert profile_from_args(parser.parse_args([])) == Profile(1, 32, 256)
+    assert parser.parse_args([]).out == Path("engines")
+
+
+def test_build_verb_rejects_a_bad_profile_before_needing_tensorrt(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert main(parser.parse_args(["--opt-batch", "512"])) == 2
+    assert "expected min <= opt <= max, got min=1, opt=512, max=256" in capsys.readouterr().out
+
+
+@no_tensorrt
+def test_build_verb_without_tensorrt_says_why(capsys) -> None:
+    from maskrt.cli import main as cli_main
+
+    assert cli_main(["build", "--out", "unused"]) == 2
+    out = capsys.readouterr().out
+    assert "TensorRT is not importable here" in out and "pip install tensorrt" in out
+
+
+# --------------------------------------------------------------------------- sidecar rules
+def test_sidecar_round_trips_through_json() -> None:
+    sidecar = dataclasses.replace(Sidecar.expected(SHA, H100, Profile(1, 8, 64)),
+                                  built_at="2026-01-01T00:00:00", build_seconds=12.5)
+    data = json.loads(sidecar.to_json())
+    assert data["profile"] == {"min": 1, "opt": 8, "max": 64}
+    assert data["format"] == ENGINE_FORMAT and data["precision"] == "fp16"
+    assert data["gpu_name"] == "NVIDIA H100 80GB HBM3" and data["compute_capability"] == "9.0"
+    assert Sidecar.from_json(sidecar.to_json()) == sidecar
+
+
+def test_matching_sidecar_has_no_mismatch_and_ignores_build_time() -> None:
+    expected = Sidecar.expected(SHA, H100, Profile())
+    found = dataclasses.replace(expected, built_at="yesterday", build_seconds=99.0)
+    assert found.mismatches(expected) == []
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tensorrt_version": "10.0.1"}, "tensorrt_version"),
+    ({"gpu_name": "NVIDIA A100-SXM4-80GB"}, "gpu_name"),
+    ({"compute_capability": "8.0"}, "compute_capability"),
+    ({"onnx_sha256": "cd" * 32}, "onnx_sha256"),
+    ({"precision": "fp32"}, "precision"),
+    ({"profile": Profile(1, 32, 512)}, "profile"),
+    ({"format": ENGINE_FORMAT - 1}, "format"),
+])
+def test_each_mismatch_is_named_with_both_values(change, field) -> None:
+    expected = Sidecar.expected(SHA, H100, Profile())
+    found = dataclasses.replace(expected, **change)
+    reasons = found.mismatches(expected)
+    assert len(reasons) == 1 and reasons[0].startswith(f"{field}: engine has ")
+    assert "this system needs" in reasons[0]
+
+
+def test_stale_reasons_cover_missing_corrupt_and_mismatched_files(tmp_path) -> None:
+    expected = Sidecar.expected(SHA, H100, Profile())
+    engine = engine_path(tmp_path, SHA, Profile())
+    assert stale_reasons(engine, expected) == [f"no engine at {engine}"]
+    engine.write_bytes(b"serialized engine")
+    assert "no sidecar" in stale_reasons(engine, expected)[0]
+    sidecar_path(engine).write_text("{not json")
+    assert stale_reasons(engine, expected)[0].startswith("unreadable sidecar:")
+    sidecar_path(engine).write_text(json.dumps({"format": 1}))
+    assert "missing fields" in stale_reasons(engine, expected)[0]
+    old = dataclasses.replace(expected, tensorrt_version="10.0.1")
+    sidecar_path(engine).write_text(old.to_json())
+    assert stale_reasons(engine, expected) == [
+        "tensorrt_version: engine has '10.0.1', this system needs '10.3.0'"]
+    sidecar_path(engine).write_text(expected.to_json())
+    assert stale_reasons(engine, expected) == []
+
+
+def test_read_sidecar_names_the_file(tmp_path) -> None:
+    with pytest.raises(SidecarError, match="cannot read"):
+        read_sidecar(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(Sidecar.expected(SHA, H100, Profile()).to_json()),
+                               "profile": {"min": 4, "opt": 2, "max": 8}}))
+    with pytest.raises(SidecarError, match=r"bad\.json: batch profile"):
+        read_sidecar(bad)
+
+
+# --------------------------------------------------------------------------- file naming
+def test_engine_and_sidecar_names(tmp_path) -> None:
+    path = engine_path(tmp_path, SHA, Profile(1, 32, 256))
+    assert path == tmp_path / f"maskrt-{SHA[:16]}-fp16-b1-32-256.engine"
+    assert sidecar_path(path) == tmp_path / f"maskrt-{SHA[:16]}-fp16-b1-32-256.json"
+    assert engine_path(tmp_path, SHA, Profile(1, 8, 64)) != path
+    with pytest.raises(ValueError, match="64 lowercase hex digits"):
+        engine_path(tmp_path, "not-a-digest", Profile())
+
+
+def test_timing_cache_is_per_tensorrt_version_and_gpu(tmp_path) -> None:
+    path = timing_cache_path(tmp_path, H100)
+    assert path == tmp_path / "timing-trt10.3.0-sm90-nvidia-h100-80gb-hbm3.cache"
+    assert timing_cache_path(tmp_path, dataclasses.replace(H100, tensorrt_version="10.4.0")) != path
+    a100 = SystemInfo("10.3.0", "NVIDIA A100-SXM4-80GB", "8.0")
+    assert timing_cache_path(tmp_path, a100).name == "timing-trt10.3.0-sm80-nvidia-a100-sxm4-80gb.cache"
+
+
+def test_write_atomic_leaves_only_the_file(tmp_path) -> None:
+    target = tmp_path / "sub" / "engine.bin"
+    write_atomic(target, b"123")
+    write_atomic(target, b"4567")
+    assert target.read_bytes() == b"4567"
+    assert [p.name for p in target.parent.iterdir()] == ["engine.bin"]
+
+
+# --------------------------------------------------------------------------- version rules
+@pytest.mark.parametrize("text, parsed", [
+    ("10.3.0.26", (10, 3, 0, 26)), ("10.8.0.post1", (10, 8, 0)), ("11.0", (11, 0)), ("8", (8,)),
+])
+def test_parse_version(text, parsed) -> None:
+    assert trt_compat.parse_version(text) == parsed
+
+
+def test_supported_versions() -> None:
+    assert trt_compat.unsupported_reason("10.0.1") is None
+    assert trt_compat.unsupported_reason("10.13.2.6") is None
+    assert "older than the TensorRT 10 API" in trt_compat.unsupported_reason("8.6.1")
+    assert "removed BuilderFlag.FP16" in trt_compat.unsupported_reason("11.1.0")
+    assert "expected 'MAJOR.MINOR" in trt_compat.unsupported_reason("unknown")
+
+
+@no_tensorrt
+def test_tensorrt_backend_without_tensorrt_says_why_and_what_to_install() -> None:
+    ok, why = trt_compat.tensorrt_status()
+    assert not ok and "pip install tensorrt" in why
+    with pytest.raises(BackendUnavailable, match="TensorRT is not importable here.*pip install tensorrt"):
+        create_backend("tensorrt")
+
+
+# --------------------------------------------------------------------------- the ONNX rewrite
+def test_rewritten_graph_casts_the_uint8_input_first(onnx_file) -> None:
+    model = onnx.load_from_string(tensorrt_onnx_bytes(onnx_file))
+    readers = [n for n in model.graph.node if INPUT_NAME in n.input]
+    assert [(n.op_type, _attr(n, "to")) for n in readers] == [("Cast", TensorProto.FLOAT)]
+    onnx.checker.check_model(model, full_check=True)
+    assert onnx.load(str(onnx_file)).graph.node[0].op_type != "Cast"  # the file is untouched
+
+
+def test_rewritten_graph_computes_the_same_outputs(onnx_file) -> None:
+    import onnxruntime as ort
+
+    images = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    original = ort.InferenceSession(str(onnx_file)).run(None, {INPUT_NAME: images})
+    rewritten = ort.InferenceSession(tensorrt_onnx_bytes(onnx_file)).run(None, {INPUT_NAME: images})
+    for got, want in zip(rewritten, original):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_rewrite_refuses_a_graph_it_does_not_understand(tmp_path) -> None:
+    node = helper.make_node("Relu", [INPUT_NAME], ["out"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [1, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, [1, 2])])
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ValueError, match="feed only Transpose/Cast/Shape nodes, found Relu"):
+        tensorrt_onnx_bytes(path)
+
+
+def _attr(node, name):
+    return next((a.i for a in node.attribute if a.name == name), None)
+
+
+# --------------------------------------------------------------------------- real TensorRT
+@pytest.mark.cuda
+@needs_tensorrt
+def test_engine_is_built_once_then_reused_and_rebuilt_when_stale(tmp_path, onnx_file) -> None:
+    from maskrt.backends.tensorrt_build import load_or_build
+
+    trt = trt_compat.import_tensorrt()
+    profile = Profile(1, 4, 8)
+    messages: list[str] = []
+    first = load_or_build(trt, onnx_file, tmp_path, profile, log=messages.append)
+    assert isinstance(first, EngineFiles) and first.built and first.engine.is_file()
+    assert read_sidecar(sidecar_path(first.engine)).tensorrt_version == trt.__version__
+    assert timing_cache_path(tmp_path, SystemInfo.detect(trt)).is_file()
+    again = load_or_build(trt, onnx_file, tmp_path, profile, log=messages.append)
+    assert not again.built and again.reasons == []
+    stale = dataclasses.replace(read_sidecar(sidecar_path(first.engine)), tensorrt_version="9.0")
+    sidecar_path(first.engine).write_text(stale.to_json())
+    rebuilt = load_or_build(trt, onnx_file, tmp_path, profile, log=messages.append)
+    assert rebuilt.built and "tensorrt_version: engine has '9.0'" in rebuilt.reasons[0]
+    assert any("rebuilding" in m for m in messages)
+
+
+@pytest.mark.cuda
+@needs_tensorrt
+def test_undeserialisable_engine_is_rebuilt_with_the_reason(tmp_path, onnx_file) -> None:
+    from maskrt.backends.tensorrt_backend import TensorRTBackend
+
+    profile = dict(min_batch=1, opt_batch=4, max_batch=8)
+    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, **profile) as backend:
+        engine_file = backend._engine_file
+    engine_file.write_bytes(b"garbage" * 100)
+    messages: list[str] = []
+    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, log=messages.append,
+                         **profile) as backend:
+        assert backend.infer(np.zeros((2, 224, 224, 3), np.uint8))[0].shape == (2, 2)
+    assert any("could not deserialise" in m for m in messages)
+
+
+@pytest.mark.cuda
+@needs_tensorrt
+def test_tensorrt_fp16_agrees_with_onnxruntime_and_keeps_features_on_device(
+        tmp_path, onnx_file, seeded_model) -> None:
+    from maskrt.backends.tensorrt_backend import TensorRTBackend
+    from maskrt.bench import sample_batch
+
+    images = sample_batch(16)
+    with create_backend("onnxruntime", model=seeded_model) as ort_backend:
+        ref_logits, _ = ort_backend.infer(images)
+    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, min_batch=1, opt_batch=8,
+                         max_batch=8) as backend:
+        logits, features = backend.infer(images)  # 16 > max 8: runs in two chunks
+        assert logits.shape == (16, 2) and features.shape == (16, 512, 7, 7)
+        np.testing.assert_array_equal(logits.argmax(1), ref_logits.argmax(1))
+        scale = np.abs(ref_logits).max()
+        assert np.abs(logits - ref_logits).max() / scale < 2e-2
+        device_images = torch.from_numpy(images[:8]).cuda()
+        d_logits, d_features = backend.infer(device_images)
+        assert d_logits.is_cuda and d_features.is_cuda and d_features.shape == (8, 512, 7, 7)
+        np.testing.assert_allclose(d_logits.cpu().numpy(), logits[:8], rtol=1e-3, atol=1e-3)
+        with pytest.raises(ValueError, match="at most 8 images per call"):
+            backend.infer(torch.from_numpy(images).cuda())
