@@ -1,0 +1,158 @@
+// maskrt._C: the pybind11 module over the CAM overlay kernels.
+//
+// The Python wrapper (maskrt/cam.py) validates inputs and allocates outputs; the checks here are
+// a cheap second line so that a direct call cannot make a kernel read or write out of bounds.
+// Kernels take raw pointers, so this module links neither libtorch nor OpenCV.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "ops/cam_overlay.h"
+#include "ops/jet.h"
+
+namespace py = pybind11;
+
+namespace maskrt {
+
+#if !defined(MASKRT_WITH_CUDA)
+bool cuda_compiled() { return false; }
+int cuda_device_count() { return 0; }
+void cam_overlay_cuda(const CamOverlayArgs&, void*) {
+  throw std::runtime_error("maskrt was built without CUDA (MASKRT_CUDA=off or no nvcc)");
+}
+#endif
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::string s = "[";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + "]";
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// `dtype` is NumPy's name ("float32"...); a byte-swapped array prints differently and is refused.
+void require_array(const py::array& a, const char* name, int ndim, const std::string& dtype) {
+  require(a.ndim() == ndim, std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                                std::to_string(a.ndim()));
+  require(dtype_name(a) == dtype, std::string(name) + ": expected dtype " + dtype + ", got " + dtype_name(a));
+  require((a.flags() & py::array::c_style) != 0, std::string(name) + ": expected a C-contiguous array");
+}
+
+void cam_overlay_cpu_py(const py::array& features, const py::array& weights, const py::array& classes,
+                        const py::array& images, py::array& overlays, py::object heatmaps, float alpha, bool rgb,
+                        int num_threads) {
+  const bool half = dtype_name(features) == "float16";
+  require_array(features, "features", 4, half ? "float16" : "float32");
+  require_array(weights, "weights", 2, "float32");
+  require_array(classes, "classes", 1, "int64");
+  require_array(images, "images", 4, "uint8");
+  require_array(overlays, "overlays", 4, "uint8");
+  require(overlays.writeable(), "overlays: expected a writeable array");
+  const py::ssize_t n = images.shape(0), h = images.shape(1), w = images.shape(2);
+  require(features.shape(0) == n && features.shape(1) == kFeatureChannels && features.shape(2) == kCamSide &&
+              features.shape(3) == kCamSide,
+          "features: expected shape [" + std::to_string(n) + ", 512, 7, 7], got " + shape_of(features));
+  require(weights.shape(1) == kFeatureChannels, "weights: expected shape [C, 512], got " + shape_of(weights));
+  require(classes.shape(0) == n, "classes: expected shape [" + std::to_string(n) + "], got " + shape_of(classes));
+  require(images.shape(3) == 3, "images: expected shape [N, H, W, 3], got " + shape_of(images));
+  require(overlays.shape(0) == n && overlays.shape(1) == h && overlays.shape(2) == w && overlays.shape(3) == 3,
+          "overlays: expected shape " + shape_of(images) + ", got " + shape_of(overlays));
+  require(alpha >= 0.f && alpha <= 1.f, "alpha: expected a value in [0, 1], got " + std::to_string(alpha));
+
+  CamOverlayArgs args;
+  if (!heatmaps.is_none()) {
+    auto hm = heatmaps.cast<py::array>();
+    require_array(hm, "heatmaps", 3, "float32");
+    require(hm.writeable(), "heatmaps: expected a writeable array");
+    require(hm.shape(0) == n && hm.shape(1) == h && hm.shape(2) == w,
+            "heatmaps: expected shape [" + std::to_string(n) + ", " + std::to_string(h) + ", " + std::to_string(w) +
+                "], got " + shape_of(hm));
+    args.heatmaps = static_cast<float*>(hm.mutable_data());
+  }
+  args.features = features.data();
+  args.feature_type = half ? FeatureType::kFloat16 : FeatureType::kFloat32;
+  args.weights = static_cast<const float*>(weights.data());
+  args.num_classes = weights.shape(0);
+  args.classes = classes.data();
+  args.images = static_cast<const std::uint8_t*>(images.data());
+  args.overlays = static_cast<std::uint8_t*>(overlays.mutable_data());
+  args.n = n;
+  args.height = h;
+  args.width = w;
+  args.alpha = alpha;
+  args.rgb = rgb;
+  py::gil_scoped_release release;
+  cam_overlay_cpu(args, num_threads);
+}
+
+void cam_overlay_cuda_py(std::uintptr_t features, bool features_fp16, std::uintptr_t weights, std::int64_t num_classes,
+                         std::uintptr_t classes, bool classes_int32, std::uintptr_t images, std::uintptr_t overlays,
+                         std::uintptr_t heatmaps, std::int64_t n, std::int64_t height, std::int64_t width, float alpha,
+                         bool rgb, std::uintptr_t stream) {
+  if (!cuda_compiled()) cam_overlay_cuda(CamOverlayArgs{}, nullptr);  // throws the "built without CUDA" error
+  require(n >= 0 && height >= 0 && width >= 0 && num_classes > 0, "cam_overlay_cuda: expected n, height, width >= 0 "
+                                                                  "and num_classes > 0");
+  require(alpha >= 0.f && alpha <= 1.f, "alpha: expected a value in [0, 1], got " + std::to_string(alpha));
+  require(n == 0 || (features && weights && classes && images && overlays),
+          "cam_overlay_cuda: expected non-null device pointers");
+  CamOverlayArgs args;
+  args.features = reinterpret_cast<const void*>(features);
+  args.feature_type = features_fp16 ? FeatureType::kFloat16 : FeatureType::kFloat32;
+  args.weights = reinterpret_cast<const float*>(weights);
+  args.num_classes = num_classes;
+  args.classes = reinterpret_cast<const void*>(classes);
+  args.classes_int32 = classes_int32;
+  args.images = reinterpret_cast<const std::uint8_t*>(images);
+  args.overlays = reinterpret_cast<std::uint8_t*>(overlays);
+  args.heatmaps = reinterpret_cast<float*>(heatmaps);
+  args.n = n;
+  args.height = height;
+  args.width = width;
+  args.alpha = alpha;
+  args.rgb = rgb;
+  py::gil_scoped_release release;
+  cam_overlay_cuda(args, reinterpret_cast<void*>(stream));
+}
+
+py::array_t<std::uint8_t> jet_colormap() {
+  py::array_t<std::uint8_t> table({256, 3});
+  auto* out = table.mutable_data();
+  for (int v = 0; v < 256; ++v)
+    for (int c = 0; c < 3; ++c) out[v * 3 + c] = kJetBgr[v][c];
+  return table;
+}
+
+}  // namespace
+}  // namespace maskrt
+
+PYBIND11_MODULE(_C, m) {
+  using namespace maskrt;
+  m.doc() = "maskrt compiled kernels: fused CAM + JET overlay on the CPU and (when built with it) CUDA.";
+  m.def("has_cuda", &cuda_compiled, "Whether the CUDA kernels were compiled into this build.");
+  m.def("cuda_device_count", &cuda_device_count,
+        "Number of usable CUDA devices right now; 0 without a driver, a device or CUDA support. Never raises.");
+  m.def("num_threads", &cpu_default_num_threads, "Threads the CPU kernel uses at most (the CPUs this process may run on).");
+  m.def("jet_colormap", &jet_colormap, "OpenCV COLORMAP_JET as uint8[256, 3], BGR order.");
+  m.def("cam_overlay_cpu", &cam_overlay_cpu_py, py::arg("features"), py::arg("weights"), py::arg("classes"),
+        py::arg("images"), py::arg("overlays"), py::arg("heatmaps") = py::none(), py::arg("alpha") = 0.5f,
+        py::arg("rgb") = false, py::arg("num_threads") = 0,
+        "CPU kernel on NumPy arrays: features float32|float16[N,512,7,7], weights float32[C,512], classes "
+        "int64[N], images uint8[N,H,W,3]; writes overlays uint8[N,H,W,3] and optionally heatmaps float32[N,H,W]. "
+        "Releases the GIL.");
+  m.def("cam_overlay_cuda", &cam_overlay_cuda_py, py::arg("features"), py::arg("features_fp16"), py::arg("weights"),
+        py::arg("num_classes"), py::arg("classes"), py::arg("classes_int32"), py::arg("images"), py::arg("overlays"),
+        py::arg("heatmaps"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("alpha"), py::arg("rgb"),
+        py::arg("stream"),
+        "CUDA kernel on device pointers (integers); one launch on `stream` (a cudaStream_t as an integer), no "
+        "synchronisation. heatmaps = 0 for none. A class index outside [0, num_classes) gives that image a NaN heat "
+        "map and an unmodified copy of the image.");
+}

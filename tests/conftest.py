@@ -1,0 +1,24 @@
+"""Shared pytest configuration: markers and the CUDA device fixture."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device and a CUDA-enabled maskrt build (skips otherwise)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture
+def cuda_device():
+    """A ``torch.device`` for CUDA tests; skips, saying why, where the kernel cannot run."""
+    ext = pytest.importorskip("maskrt._C", reason="maskrt._C is not built (pip install -e . --no-build-isolation)")
+    if not ext.has_cuda():
+        pytest.skip("maskrt was built without CUDA (MASKRT_CUDA=off or no nvcc)")
+    if ext.cuda_device_count() == 0:
+        pytest.skip("no usable CUDA device (maskrt._C.cuda_device_count() == 0)")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch.cuda.is_available() is False")
+    return torch.device("cuda", 0)

@@ -1,0 +1,46 @@
+"""What the compiled extension says about itself (has_cuda, cuda_device_count) and how a build
+without CUDA answers a CUDA call."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+_C = pytest.importorskip("maskrt._C", reason="maskrt._C is not built (pip install -e . --no-build-isolation)")
+
+
+def test_has_cuda_is_a_bool_consistent_with_the_build_request() -> None:
+    compiled = _C.has_cuda()
+    assert isinstance(compiled, bool)
+    requested = os.environ.get("MASKRT_CUDA", "").strip().lower()
+    if requested == "off":
+        assert not compiled, "MASKRT_CUDA=off in the environment, but the CUDA kernels are compiled in"
+    if requested == "on":
+        assert compiled, "MASKRT_CUDA=on in the environment, but the CUDA kernels are missing"
+
+
+def test_cuda_device_count_never_raises() -> None:
+    count = _C.cuda_device_count()
+    assert isinstance(count, int) and count >= 0
+    if not _C.has_cuda():
+        assert count == 0
+
+
+def test_num_threads_and_jet_table() -> None:
+    assert _C.num_threads() >= 1
+    assert tuple(_C.jet_colormap().shape) == (256, 3)
+
+
+def test_cuda_call_without_cuda_build_is_a_clear_error() -> None:
+    if _C.has_cuda():
+        pytest.skip("this build has the CUDA kernels")
+    with pytest.raises(RuntimeError, match=r"built without CUDA \(MASKRT_CUDA=off or no nvcc\)"):
+        _C.cam_overlay_cuda(0, False, 0, 2, 0, False, 0, 0, 0, 1, 8, 8, 0.5, False, 0)
+
+
+def test_cuda_build_without_device_raises_instead_of_launching() -> None:
+    if not _C.has_cuda() or _C.cuda_device_count() > 0:
+        pytest.skip("needs a CUDA-enabled build on a machine without a usable GPU")
+    with pytest.raises(RuntimeError, match=r"CUDA error at .*cam_overlay\.cu:\d+: cudaGetDevice"):
+        _C.cam_overlay_cuda(1, False, 1, 2, 1, False, 1, 1, 0, 1, 8, 8, 0.5, False, 0)
