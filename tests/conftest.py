@@ -22,3 +22,18 @@ def cuda_device():
     if not torch.cuda.is_available():
         pytest.skip("torch.cuda.is_available() is False")
     return torch.device("cuda", 0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_onnx_cache(tmp_path_factory):
+    """Export each model's ONNX graph once per test session, into a temporary cache, never into
+    the user's ~/.cache/maskrt (unless MASKRT_CACHE_DIR is set on purpose)."""
+    import os
+
+    if os.environ.get("MASKRT_CACHE_DIR"):
+        yield os.environ["MASKRT_CACHE_DIR"]
+        return
+    path = str(tmp_path_factory.mktemp("maskrt-cache"))
+    os.environ["MASKRT_CACHE_DIR"] = path
+    yield path
+    del os.environ["MASKRT_CACHE_DIR"]
