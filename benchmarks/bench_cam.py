@@ -32,16 +32,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from maskrt.bench import machine_info
+
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return str(machine_info()["cpu"])
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:

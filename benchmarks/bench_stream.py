@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,19 +34,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from maskrt.bench import machine_info
+
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "facemask"
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return str(machine_info()["cpu"])
 
 
 def make_videos(directory: Path, count: int, frames: int, size: tuple[int, int]) -> list[Path]:
