@@ -13,8 +13,9 @@ order, so ``cm[0, 0]`` = with_mask kept as with_mask (TN) and ``cm[1, 1]`` = wit
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class BinaryMetrics:
     fp: int  # with_mask predicted without_mask
 
     @classmethod
-    def from_confusion(cls, cm: np.ndarray | Sequence[Sequence[int]]) -> "BinaryMetrics":
+    def from_confusion(cls, cm: np.ndarray | Sequence[Sequence[int]]) -> BinaryMetrics:
         cm = np.asarray(cm)
         if cm.shape != (2, 2):
             raise ValueError(f"expected a 2x2 confusion matrix [true, predicted], got shape {list(cm.shape)}")
@@ -60,7 +61,7 @@ class BinaryMetrics:
                    tn=int(cm[WITH_MASK, WITH_MASK]), fp=int(cm[WITH_MASK, WITHOUT_MASK]))
 
     @classmethod
-    def from_labels(cls, y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> "BinaryMetrics":
+    def from_labels(cls, y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> BinaryMetrics:
         return cls.from_confusion(confusion_matrix(y_true, y_pred, 2))
 
     @property
