@@ -129,15 +129,19 @@ def main() -> int:
         batches = decoded_batches(videos, args.max_batch)
         n_frames = sum(len(b) for b in batches)
         engine.infer(batches[0])  # warm-up
-        raw = [run_raw(engine, batches) for _ in range(args.repeats)]
-        runs = {}
-        for wait in args.max_wait_ms:
-            fps, lat, counters = [], [], None
-            for _ in range(args.repeats):
-                f, latencies, counters = run_pipeline(engine, videos, args.max_batch, wait)
-                fps.append(f)
-                lat.extend(latencies)
-            runs[wait] = (fps, lat, counters)
+        # Interleaved (raw, then each max_wait_ms, per repeat) so that drifts of a shared
+        # machine's speed hit the baseline and the pipeline alike.
+        raw: list[float] = []
+        fps: dict[float, list[float]] = {wait: [] for wait in args.max_wait_ms}
+        lat: dict[float, list[float]] = {wait: [] for wait in args.max_wait_ms}
+        counters: dict[float, object] = {}
+        for _ in range(args.repeats):
+            raw.append(run_raw(engine, batches))
+            for wait in args.max_wait_ms:
+                f, latencies, counters[wait] = run_pipeline(engine, videos, args.max_batch, wait)
+                fps[wait].append(f)
+                lat[wait].extend(latencies)
+        runs = {wait: (fps[wait], lat[wait], counters[wait]) for wait in args.max_wait_ms}
 
     raw_median = statistics.median(raw)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average before "

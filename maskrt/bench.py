@@ -55,6 +55,21 @@ def time_calls(fn: Any, *, iterations: int, warmup: int) -> np.ndarray:
     return seconds
 
 
+def time_interleaved(fns: dict[str, Any], *, iterations: int, warmup: int) -> dict[str, np.ndarray]:
+    """Like :func:`time_calls` for several functions, run in turn within each iteration, so that
+    drifts of a shared machine's speed hit every one of them alike (fair A/B ratios)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    seconds = {name: np.empty(iterations) for name in fns}
+    for i in range(iterations):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name][i] = time.perf_counter() - start
+    return seconds
+
+
 def summarise(seconds: np.ndarray, batch: int) -> dict[str, float]:
     """Median-based throughput and latency percentiles (ms) of per-batch timings."""
     p50, p95, p99 = np.percentile(seconds, [50, 95, 99]) * 1e3
@@ -67,6 +82,13 @@ def summarise(seconds: np.ndarray, batch: int) -> dict[str, float]:
 def bench_engine(engine: Any, batch: int, *, explain: bool, iterations: int,
                  warmup: int) -> dict[str, float]:
     """Time one batch size on ``engine``; explain draws 224x224 overlays of the same batch."""
+    return bench_modes(engine, batch, iterations=iterations, warmup=warmup,
+                       modes=("classify+explain",) if explain else ("classify",))[0]
+
+
+def bench_modes(engine: Any, batch: int, *, iterations: int, warmup: int,
+                modes: tuple[str, ...] = ("classify", "classify+explain")) -> list[dict[str, Any]]:
+    """Time classify-only and/or classify+explain on one batch size, interleaved."""
     images = sample_batch(batch)
     frames = list(images)
 
@@ -77,9 +99,10 @@ def bench_engine(engine: Any, batch: int, *, explain: bool, iterations: int,
         logits, features = engine.infer(images)
         engine.results_from(logits, features, frames)
 
-    seconds = time_calls(classify_and_explain if explain else classify,
-                         iterations=iterations, warmup=warmup)
-    return summarise(seconds, batch)
+    runs = {"classify": classify, "classify+explain": classify_and_explain}
+    seconds = time_interleaved({mode: runs[mode] for mode in modes}, iterations=iterations,
+                               warmup=warmup)
+    return [{"mode": mode, **summarise(seconds[mode], batch)} for mode in modes]
 
 
 def parse_batches(text: str) -> list[int]:

@@ -133,8 +133,11 @@ class Engine:
                 overlays, heatmaps = _cam_overlay_on_device(features, weight, targets, images,
                                                             indices, self.alpha)
             else:
+                # One size for the whole batch (the usual case): no gather copy of the features.
+                same_batch = len(indices) == len(images)
                 overlays, heatmaps = cam_overlay(
-                    np.ascontiguousarray(features[indices]), weight, targets[indices],
+                    np.ascontiguousarray(features if same_batch else features[indices]), weight,
+                    targets if same_batch else targets[indices],
                     np.stack([images[i] for i in indices]), alpha=self.alpha, heatmaps=True)
             for slot, i in enumerate(indices):
                 results[i].overlay = overlays[slot]
