@@ -238,8 +238,7 @@ class _Progress:
     def finish(self) -> None:
         if self.interval <= 0:
             return
-        if time.perf_counter() >= self._next - self.interval + 0.2:  # not printed just now
-            self._print()
+        self._print()  # the final counts, however short the run was
         if self.tty:
             self.stream.write("\n")
 
