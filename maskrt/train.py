@@ -274,7 +274,7 @@ def set_train_mode(model: nn.Module, frozen: Sequence[nn.Module]) -> None:
 
 def make_optimizer(recipe: Recipe, model: MaskNet) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
     groups = [{"params": decay, "weight_decay": recipe.weight_decay},
@@ -577,8 +577,9 @@ def _progressive(text: str) -> list[tuple[int, int]]:
         try:
             size, epochs = part.split(":")
             out.append((int(size), int(epochs)))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected SIZE:EPOCHS[,SIZE:EPOCHS...], got {text!r}")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(
+                f"expected SIZE:EPOCHS[,SIZE:EPOCHS...], got {text!r}") from err
     return out
 
 

@@ -158,7 +158,6 @@ def cam_section(timer: Timer, batch: int, sizes: dict[str, tuple[int, int]],
         rows.append({"frames": name, "batch": batch, "features": feature_dtype,
                      **rate(timing, batch), "bytes_moved": moved, "bytes_per_s": achieved,
                      "bandwidth_fraction": achieved / bandwidth, **timing})
-        del images
     return rows
 
 
