@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -67,7 +67,9 @@ class Engine:
         """frames: one BGR uint8 image [H, W, 3] (or a path) -> Result; a list or
         uint8[N, H, W, 3] array of them -> list[Result]. Any size; gray/BGRA are converted."""
         images, single = _as_image_list(frames)
-        results = [self._decide(logits) for logits, _ in self._infer_all(images)]
+        results = []
+        for _, chunk in self._chunks(images):
+            results.extend(self.results_from(self.infer(chunk)[0]))
         return results[0] if single else results
 
     def explain(self, frames: Frames, *, classes: Sequence[int] | None = None) -> Result | list[Result]:
@@ -79,11 +81,10 @@ class Engine:
         if classes is not None and len(classes) != len(images):
             raise ValueError(f"classes: expected {len(images)} class indices, got {len(classes)}")
         results = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start:start + self.max_batch]
-            logits, features = self.infer(np.stack([resize_to_input(im) for im in chunk]))
-            chunk_classes = None if classes is None else classes[start:start + len(chunk)]
-            results.extend(self.results_from(logits, features, chunk, classes=chunk_classes))
+        for start, batch in self._chunks(images):
+            chunk = images[start:start + len(batch)]
+            chunk_classes = None if classes is None else classes[start:start + len(batch)]
+            results.extend(self.results_from(*self.infer(batch), chunk, classes=chunk_classes))
         return results[0] if single else results
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,11 +114,11 @@ class Engine:
         self._draw_overlays(results, list(frames), features, targets)
         return results
 
-    def _infer_all(self, images: list[np.ndarray]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    def _chunks(self, images: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """(start index, uint8[n, 224, 224, 3] batch) for each run of up to max_batch images."""
         for start in range(0, len(images), self.max_batch):
             chunk = images[start:start + self.max_batch]
-            logits, features = self.infer(np.stack([resize_to_input(im) for im in chunk]))
-            yield from zip(logits, features)
+            yield start, np.stack([resize_to_input(im) for im in chunk])
 
     def _draw_overlays(self, results: list[Result], images: list[np.ndarray],
                        features: np.ndarray, targets: np.ndarray) -> None:

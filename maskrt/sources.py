@@ -140,10 +140,8 @@ def _read_file(path: Path, index: int) -> Frame:
     return Frame(index, _mtime(path), data=data, uri=str(path))
 
 
-class ImageFileSource(Source):
-    """One image file: one frame."""
-
-    kind = "image"
+class PathSource(Source):
+    """A source named by one filesystem path; its id defaults to the path."""
 
     def __init__(self, path: str | os.PathLike[str], id: str | None = None, **kw: Any) -> None:
         self.path = Path(path)
@@ -152,13 +150,19 @@ class ImageFileSource(Source):
     def default_id(self) -> str:
         return str(self.path)
 
+
+class ImageFileSource(PathSource):
+    """One image file: one frame."""
+
+    kind = "image"
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         self.state = "reading"
         yield _read_file(self.path, 0)
         self.state = "finished"
 
 
-class FolderSource(Source):
+class FolderSource(PathSource):
     """Every non-hidden regular file under ``path``, recursively, sorted by path (directories are
     listed one at a time, so a folder of millions of files never sits in memory as a list).
 
@@ -170,12 +174,8 @@ class FolderSource(Source):
 
     def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
                  extensions: set[str] | None = None, **kw: Any) -> None:
-        self.path = Path(path)
         self.extensions = {e.lower() for e in extensions} if extensions else None
-        super().__init__(id, **kw)
-
-    def default_id(self) -> str:
-        return str(self.path)
+        super().__init__(path, id, **kw)
 
     def files(self) -> Iterator[Path]:
         """The folder's files in the order they are read."""
@@ -214,7 +214,7 @@ class FolderSource(Source):
         self.state = "finished"
 
 
-class DropFolderSource(Source):
+class DropFolderSource(PathSource):
     """A folder that cameras upload face crops into (e.g. over FTP), watched by polling.
 
     Each new complete file is yielded once. A file is complete when it has not been modified for
@@ -233,13 +233,12 @@ class DropFolderSource(Source):
     def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
                  settle_s: float = 1.0, poll_s: float = 0.25, incomplete_grace_s: float = 30.0,
                  existing: bool = True, recursive: bool = False, **kw: Any) -> None:
-        self.path = Path(path)
         self.settle_s = settle_s
         self.poll_s = poll_s
         self.incomplete_grace_s = incomplete_grace_s
         self.existing = existing
         self.recursive = recursive
-        super().__init__(id, **kw)
+        super().__init__(path, id, **kw)
 
     def default_id(self) -> str:
         return f"{DROP_PREFIX}{self.path}"
@@ -296,7 +295,7 @@ class DropFolderSource(Source):
 
 # --------------------------------------------------------------------------- videos
 
-class VideoFileSource(Source):
+class VideoFileSource(PathSource):
     """A video file decoded with OpenCV's FFmpeg backend, every frame, as fast as it is consumed.
 
     A video that cannot be opened yields one failed frame; one that ends before the frame count
@@ -304,13 +303,6 @@ class VideoFileSource(Source):
     """
 
     kind = "video"
-
-    def __init__(self, path: str | os.PathLike[str], id: str | None = None, **kw: Any) -> None:
-        self.path = Path(path)
-        super().__init__(id, **kw)
-
-    def default_id(self) -> str:
-        return str(self.path)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         import cv2
