@@ -32,7 +32,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from maskrt.bench import machine_info
+from maskrt.tools.bench import machine_info
 
 
 def cpu_model() -> str:
@@ -94,7 +94,7 @@ def load_grad_cam():
         import pytorch_grad_cam
     except ImportError:
         return None
-    from maskrt.model import Preprocess, UntrainedModelWarning, load_model
+    from maskrt.graph.model import Preprocess, UntrainedModelWarning, load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from maskrt.bench import (bench_modes, machine_info, parse_batches, sample_batch, summarise,
+from maskrt.tools.bench import (bench_modes, machine_info, parse_batches, sample_batch, summarise,
                           time_calls)
 from maskrt.engine import Engine
-from maskrt.model import UntrainedModelWarning, load_model
+from maskrt.graph.model import UntrainedModelWarning, load_model
 
 
 def grad_cam_pipeline_seconds(batch: int, iterations: int, warmup: int) -> np.ndarray:
@@ -34,7 +34,7 @@ def grad_cam_pipeline_seconds(batch: int, iterations: int, warmup: int) -> np.nd
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from maskrt.model import Preprocess
+    from maskrt.graph.model import Preprocess
 
     model = load_model().eval()
     preprocess = Preprocess()

@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskrt.bench import machine_info
+from maskrt.tools.bench import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "facemask"
@@ -62,7 +62,7 @@ def make_videos(directory: Path, count: int, frames: int, size: tuple[int, int])
 
 
 def decoded_batches(videos: list[Path], batch: int) -> list[np.ndarray]:
-    from maskrt.preprocess import resize_to_input
+    from maskrt.image import resize_to_input
 
     frames = []
     for video in videos:
@@ -86,7 +86,7 @@ def run_raw(engine, batches: list[np.ndarray]) -> float:
 
 def run_pipeline(engine, videos: list[Path], max_batch: int, max_wait_ms: float
                  ) -> tuple[float, list[float], dict]:
-    from maskrt.pipeline import Pipeline
+    from maskrt.stream.pipeline import Pipeline
 
     latencies = []
     start = time.perf_counter()
@@ -117,7 +117,7 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO))
     from maskrt.engine import Engine
-    from maskrt.model import UntrainedModelWarning
+    from maskrt.graph.model import UntrainedModelWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)

@@ -148,7 +148,8 @@ PYBIND11_MODULE(_C, m) {
         "CPU kernel on NumPy arrays: features float32|float16[N,512,7,7], weights float32[C,512], classes "
         "int64[N], images uint8[N,H,W,3]; writes overlays uint8[N,H,W,3] and optionally heatmaps float32[N,H,W]. "
         "Releases the GIL.");
-  m.def("cam_overlay_cuda", &cam_overlay_cuda_py, py::arg("features"), py::arg("features_fp16"), py::arg("weights"),
+  // Keyword-only: fifteen integers in a row are too easy to pass in the wrong order.
+  m.def("cam_overlay_cuda", &cam_overlay_cuda_py, py::kw_only(), py::arg("features"), py::arg("features_fp16"), py::arg("weights"),
         py::arg("num_classes"), py::arg("classes"), py::arg("classes_int32"), py::arg("images"), py::arg("overlays"),
         py::arg("heatmaps"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("alpha"), py::arg("rgb"),
         py::arg("stream"),

@@ -35,6 +35,7 @@ def cam_overlay_cpu(
     Raises ValueError on inconsistent shapes, dtypes or class indices."""
 
 def cam_overlay_cuda(
+    *,
     features: int,
     features_fp16: bool,
     weights: int,
@@ -51,6 +52,6 @@ def cam_overlay_cuda(
     rgb: bool,
     stream: int,
 ) -> None:
-    """CUDA kernel on device pointers (integers, heatmaps 0 for none): one launch on `stream` (a
+    """CUDA kernel on device pointers (integers, heatmaps 0 for none; keyword arguments only): one launch on `stream` (a
     cudaStream_t as an integer), no synchronisation. Raises RuntimeError when built without CUDA
     or when a CUDA call fails."""

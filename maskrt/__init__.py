@@ -6,7 +6,13 @@ matters to code that uses it):
 * :class:`Engine`, :class:`Result` - classify and explain frames the host already decoded.
 * :func:`cam_overlay`, :func:`cam_reference` - the fused CAM + overlay kernel and its reference.
 * :func:`export_onnx`, :func:`build_model`, :func:`load_model` - the network and its graph.
-* :func:`create_backend` - onnxruntime / torch / tensorrt behind one interface.
+* :func:`create_backend` - onnxruntime / torch / tensorrt behind one interface; :class:`Graph` -
+  the graph backends load.
+* :class:`Pipeline`, :class:`Stage`, :class:`Sink` - streaming many sources, and its seams.
+
+The package's layers (ARCHITECTURE.md): ``graph/`` -> ``backends/`` -> ``cam/`` -> ``engine.py``
+-> ``stream/``; ``image.py`` decodes, ``train/`` trains and evaluates, ``cli/`` has one module
+per verb, ``tools/`` benchmarks and checks.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ _EXPORTS = {
     "Result": "maskrt.engine",
     "cam_overlay": "maskrt.cam",
     "cam_reference": "maskrt.cam",
-    "export_onnx": "maskrt.export",
-    "build_model": "maskrt.model",
-    "load_model": "maskrt.model",
+    "export_onnx": "maskrt.graph.export",
+    "build_model": "maskrt.graph.model",
+    "load_model": "maskrt.graph.model",
     "create_backend": "maskrt.backends",
-    "Pipeline": "maskrt.pipeline",
+    "Pipeline": "maskrt.stream.pipeline",
+    "Stage": "maskrt.stream.stages",
+    "Sink": "maskrt.stream.sinks",
+    "Graph": "maskrt.graph.loader",
 }
 
 __all__ = ["CLASSES", "__version__", *_EXPORTS]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
 from maskrt.backends import DEFAULT_BACKEND, Backend, create_backend
-from maskrt.labels import CLASSES
-from maskrt.preprocess import ImageError, decode_image, resize_to_input, to_bgr8
+from maskrt.cam.explainer import Explainer
+from maskrt.devices import is_cuda, is_tensor, to_host
+from maskrt.graph import Graph
+from maskrt.image import ImageError, decode_image, resize_to_input, to_bgr8
+from maskrt.labels import CLASSES, INPUT_SIZE
 
-#: What classify/explain accept: one image, a path, or a sequence / uint8[N, H, W, 3] array of them.
-Frames = Union[np.ndarray, str, os.PathLike, Sequence[Union[np.ndarray, str, os.PathLike]]]
+#: What classify/explain accept: one image, a path, or a sequence / [N, H, W, 3] batch of them;
+#: images are NumPy uint8 BGR arrays or torch uint8 BGR tensors (CUDA tensors stay on the GPU).
+Frames = Union[np.ndarray, Any, str, os.PathLike, Sequence[Union[np.ndarray, Any, str, os.PathLike]]]
 
 
 @dataclass
@@ -24,13 +28,14 @@ class Result:
 
     probabilities: float32[2], in :data:`maskrt.labels.CLASSES` order.
     overlay: uint8[H, W, 3] BGR at the frame's own size. heatmap: float32[H, W] in [0, 1].
+    (Torch CUDA tensors when the frames were CUDA tensors.)
     """
 
     label: str
     class_index: int
     probabilities: np.ndarray
-    overlay: np.ndarray | None = field(default=None, repr=False)
-    heatmap: np.ndarray | None = field(default=None, repr=False)
+    overlay: Any = field(default=None, repr=False)
+    heatmap: Any = field(default=None, repr=False)
 
     @property
     def p_with_mask(self) -> float:
@@ -44,28 +49,37 @@ class Result:
 class Engine:
     """Classify face images as with_mask / without_mask and explain each decision with a CAM.
 
-    model: None (the weights shipped with maskrt), a checkpoint path, or a MaskNet.
-    backend: "onnxruntime" (default, CPU), "torch" or "tensorrt", or a ready :class:`Backend`.
-    max_batch: largest batch sent to the backend at once; alpha: overlay blend weight of the image.
-    Extra keyword arguments go to the backend (see :func:`maskrt.backends.create_backend`).
+    model: None (the weights shipped with maskrt), a checkpoint or ONNX path, a MaskNet, or a
+        :class:`~maskrt.graph.Graph`.
+    backend: "onnxruntime" (default, CPU), "torch" or "tensorrt" (see
+        :mod:`maskrt.backends.registry`), or a ready :class:`Backend`.
+    chunk_size: most images sent to the backend in one call (longer inputs run in chunks).
+    alpha: overlay blend weight of the image.
+    Extra keyword arguments are backend options (``threads``, ``device``, ``half``, ...).
     """
 
     def __init__(self, model: Any = None, backend: str | Backend = DEFAULT_BACKEND, *,
-                 max_batch: int = 64, alpha: float = 0.5, **backend_options: Any) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch: expected >= 1, got {max_batch}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+                 chunk_size: int = 64, alpha: float = 0.5, max_batch: int | None = None,
+                 **backend_options: Any) -> None:
+        if max_batch is not None:
+            warnings.warn("Engine(max_batch=) is now chunk_size=", DeprecationWarning, stacklevel=2)
+            chunk_size = max_batch
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
         if isinstance(backend, Backend):
             self.backend = backend
         else:
-            self.backend = create_backend(backend, model=model, **backend_options)
-        self.max_batch = max_batch
-        self.alpha = alpha
+            self.backend = create_backend(backend, Graph.of(model), **backend_options)
+        self.chunk_size = chunk_size
+        self.explainer = Explainer(self.backend.cam_weights, alpha)
+
+    @property
+    def alpha(self) -> float:
+        return self.explainer.alpha
 
     def classify(self, frames: Frames) -> Result | list[Result]:
         """frames: one BGR uint8 image [H, W, 3] (or a path) -> Result; a list or
-        uint8[N, H, W, 3] array of them -> list[Result]. Any size; gray/BGRA are converted."""
+        [N, H, W, 3] batch of them -> list[Result]. Any size; gray/BGRA are converted."""
         images, single = _as_image_list(frames)
         results = []
         for _, chunk in self._chunks(images):
@@ -87,23 +101,22 @@ class Engine:
             results.extend(self.results_from(*self.infer(batch), chunk, classes=chunk_classes))
         return results[0] if single else results
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """batch: uint8[N, 224, 224, 3] BGR -> (logits float32[N, 2], features [N, 512, 7, 7])."""
+    def infer(self, batch: Any) -> tuple[Any, Any]:
+        """batch: uint8[N, 224, 224, 3] BGR -> (logits float32[N, 2], features [N, 512, 7, 7]);
+        a torch CUDA batch gives outputs on the device (GPU backends)."""
         return self.backend.infer(batch)
 
-    def results_from(self, logits: np.ndarray, features: np.ndarray | None = None,
-                     frames: Sequence[np.ndarray] | None = None, *,
-                     classes: Sequence[int] | None = None) -> list[Result]:
+    def results_from(self, logits: Any, features: Any = None, frames: Sequence[Any] | None = None,
+                     *, classes: Sequence[int] | None = None, heatmaps: bool = True) -> list[Result]:
         """Turn one :meth:`infer` output into Results; with ``features`` and ``frames`` (the
-        uint8[H, W, 3] BGR frames the batch was made from) also draw overlays and heat maps.
+        uint8[H, W, 3] BGR frames the batch was made from) also draw overlays (and heat maps).
 
         This is the building block for callers that batch and preprocess themselves (the
         streaming pipeline): ``results_from(*engine.infer(batch), frames)``.
         """
         # Logits are tiny ([N, 2]): bring them to the host even when the backend left the
         # features on the GPU, where the overlay kernel reads them in place.
-        host_logits = logits.cpu().numpy() if hasattr(logits, "cpu") else np.asarray(logits)
-        results = [self._decide(row) for row in host_logits]
+        results = [decide(row) for row in to_host(logits)]
         if frames is None:
             return results
         if features is None or len(frames) != len(results):
@@ -111,44 +124,20 @@ class Engine:
                              f"batch, got {len(frames)} frames, features={features is not None}")
         targets = (np.asarray(classes, dtype=np.int64) if classes is not None
                    else np.array([r.class_index for r in results], dtype=np.int64))
-        self._draw_overlays(results, list(frames), features, targets)
+        overlays, heat = self.explainer.draw(features, targets, list(frames), heatmaps=heatmaps)
+        for i, result in enumerate(results):
+            result.overlay = overlays[i]
+            result.heatmap = heat[i] if heat is not None else None
         return results
 
-    def _chunks(self, images: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """(start index, uint8[n, 224, 224, 3] batch) for each run of up to max_batch images."""
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start:start + self.max_batch]
-            yield start, np.stack([resize_to_input(im) for im in chunk])
-
-    def _draw_overlays(self, results: list[Result], images: list[np.ndarray],
-                       features: np.ndarray, targets: np.ndarray) -> None:
-        from maskrt.cam import cam_overlay
-
-        weight = self.backend.fc_weight
-        # The kernel takes one image size per call: group the frames by size.
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            by_size.setdefault(image.shape[:2], []).append(i)
-        for indices in by_size.values():
-            if type(features).__module__.startswith("torch") and features.is_cuda:
-                overlays, heatmaps = _cam_overlay_on_device(features, weight, targets, images,
-                                                            indices, self.alpha)
+    def _chunks(self, images: list[Any]) -> Iterator[tuple[int, Any]]:
+        """(start index, uint8[n, 224, 224, 3] batch) for each run of up to chunk_size images."""
+        for start in range(0, len(images), self.chunk_size):
+            chunk = images[start:start + self.chunk_size]
+            if is_cuda(chunk[0]):
+                yield start, _device_batch(chunk)
             else:
-                # One size for the whole batch (the usual case): no gather copy of the features.
-                same_batch = len(indices) == len(images)
-                overlays, heatmaps = cam_overlay(
-                    np.ascontiguousarray(features if same_batch else features[indices]), weight,
-                    targets if same_batch else targets[indices],
-                    np.stack([images[i] for i in indices]), alpha=self.alpha, heatmaps=True)
-            for slot, i in enumerate(indices):
-                results[i].overlay = overlays[slot]
-                results[i].heatmap = heatmaps[slot]
-
-    @staticmethod
-    def _decide(logits: np.ndarray) -> Result:
-        probabilities = softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
-        index = int(np.argmax(probabilities))
-        return Result(label=CLASSES[index], class_index=index, probabilities=probabilities)
+                yield start, np.stack([resize_to_input(im) for im in chunk])
 
     def close(self) -> None:
         self.backend.close()
@@ -161,30 +150,11 @@ class Engine:
         self.close()
 
 
-def _cam_overlay_on_device(features: Any, weight: np.ndarray, targets: np.ndarray,
-                           images: list[Any], indices: list[int], alpha: float) -> tuple[Any, Any]:
-    """CUDA features (left where the backend put them) -> overlays and heat maps of ``indices``.
-
-    Frames that are CUDA tensors stay on the device and so do their overlays; NumPy frames go up
-    once and their overlays come back as NumPy (the copy back waits for the kernel).
-    """
-    import torch
-
-    from maskrt.cam import cam_overlay
-
-    device = features.device
-    rows = torch.as_tensor(indices, device=device)
-    frames = [images[i] for i in indices]
-    on_device = isinstance(frames[0], torch.Tensor) and frames[0].is_cuda
-    batch = (torch.stack(frames) if on_device
-             else torch.from_numpy(np.stack(frames)).to(device))
-    overlays, heatmaps = cam_overlay(
-        features.index_select(0, rows).contiguous(), torch.as_tensor(weight, device=device),
-        torch.as_tensor(targets[indices], device=device), batch.contiguous(), alpha=alpha,
-        heatmaps=True)
-    if on_device:
-        return overlays, heatmaps
-    return overlays.cpu().numpy(), heatmaps.cpu().numpy()  # results go to the host
+def decide(logits: np.ndarray) -> Result:
+    """The decision rule: softmax, then the most probable class."""
+    probabilities = softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
+    index = int(np.argmax(probabilities))
+    return Result(label=CLASSES[index], class_index=index, probabilities=probabilities)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -194,23 +164,52 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _as_image_list(frames: Frames) -> tuple[list[np.ndarray], bool]:
-    """Normalise the ``frames`` argument to a list of uint8[H, W, 3] BGR images."""
+def _device_batch(frames: list[Any]) -> Any:
+    """CUDA uint8 [H, W, 3] frames -> uint8[n, 224, 224, 3] on their device: the host path's
+    squash-resize (area averaging when shrinking, bilinear when enlarging), done by torch."""
+    import torch
+    import torch.nn.functional as F
+
+    out = torch.empty((len(frames), INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8,
+                      device=frames[0].device)
+    for i, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        if (h, w) == (INPUT_SIZE, INPUT_SIZE):
+            out[i] = frame
+            continue
+        mode = "area" if h >= INPUT_SIZE and w >= INPUT_SIZE else "bilinear"
+        chw = frame.permute(2, 0, 1).unsqueeze(0).float()
+        resized = F.interpolate(chw, size=(INPUT_SIZE, INPUT_SIZE), mode=mode,
+                                **({} if mode == "area" else {"align_corners": False}))
+        out[i] = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _as_image_list(frames: Frames) -> tuple[list[Any], bool]:
+    """Normalise the ``frames`` argument to a list of [H, W, 3] BGR uint8 images: NumPy arrays,
+    or torch CUDA tensors (kept on their device). CPU tensors become NumPy arrays."""
     if isinstance(frames, (str, os.PathLike)):
         return [decode_image(frames)], True
-    if isinstance(frames, np.ndarray):
+    if is_tensor(frames) or isinstance(frames, np.ndarray):
         if frames.ndim == 4:
-            return [to_bgr8(f, what=f"frame {i}") for i, f in enumerate(frames)], False
-        return [to_bgr8(frames, what="frame")], True
+            return [_as_image(f, f"frame {i}") for i, f in enumerate(frames)], False
+        return [_as_image(frames, "frame")], True
     if not isinstance(frames, Sequence) or isinstance(frames, (bytes, bytearray)):
-        raise ImageError(f"frames: expected an image array, a path, or a list of them, got "
-                         f"{type(frames).__name__}")
+        raise ImageError(f"frames: expected an image array or tensor, a path, or a list of them, "
+                         f"got {type(frames).__name__}")
     if len(frames) == 0:
         raise ImageError("frames: expected at least one image, got an empty list")
-    images = []
-    for i, frame in enumerate(frames):
-        if isinstance(frame, (str, os.PathLike)):
-            images.append(decode_image(Path(frame)))
-        else:
-            images.append(to_bgr8(frame, what=f"frame {i}"))
+    images = [decode_image(frame) if isinstance(frame, (str, os.PathLike))
+              else _as_image(frame, f"frame {i}") for i, frame in enumerate(frames)]
+    if len({is_cuda(image) for image in images}) > 1:
+        raise ImageError("frames: expected all frames on the host or all on one GPU, got a mix")
     return images, False
+
+
+def _as_image(frame: Any, what: str) -> Any:
+    if is_cuda(frame):
+        if str(frame.dtype) != "torch.uint8" or frame.dim() != 3 or frame.shape[2] != 3:
+            raise ImageError(f"{what}: expected a CUDA uint8 tensor [H, W, 3] (BGR), got "
+                             f"{frame.dtype}{list(frame.shape)}")
+        return frame.contiguous()
+    return to_bgr8(to_host(frame) if is_tensor(frame) else frame, what=what)

@@ -43,7 +43,7 @@ def shared_engine() -> Any:
     """One ONNX Runtime Engine for every streaming test (exporting the graph takes ~10 s)."""
     cache_dir()
     from maskrt.engine import Engine
-    from maskrt.model import UntrainedModelWarning
+    from maskrt.graph.model import UntrainedModelWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)

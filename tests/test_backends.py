@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskrt.backends import BACKENDS, BackendUnavailable, create_backend
-from maskrt.model import MaskNet
+from maskrt.graph.model import MaskNet
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from maskrt.bench import parse_batches, summarise
+from maskrt.tools.bench import parse_batches, summarise
 from maskrt.cli import main as cli_main
 
 

@@ -219,7 +219,7 @@ def test_binding_rechecks_inputs() -> None:
 # ---- the reference against pytorch-grad-cam on real faces ----------------------------------------
 
 def _real_faces(per_class: int) -> np.ndarray:
-    from maskrt.preprocess import decode_image, resize_to_input
+    from maskrt.image import decode_image, resize_to_input
 
     if not DATA.is_dir():
         pytest.skip(f"shared face data not found at {DATA}")
@@ -241,7 +241,7 @@ def test_reference_matches_pytorch_grad_cam() -> None:
     grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is not installed")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from maskrt.model import Preprocess, UntrainedModelWarning, load_model
+    from maskrt.graph.model import Preprocess, UntrainedModelWarning, load_model
 
     images = _real_faces(per_class=3)
     with warnings.catch_warnings():

@@ -7,11 +7,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
-from maskrt.backends import trt_compat
-from maskrt.check import (compare, label_from_name, load_check_images, logits_relative_error)
+from maskrt.backends.tensorrt import versions as trt_compat
+from maskrt.graph.model import MaskNet
+from maskrt.tools.check import (compare, label_from_name, load_check_images, logits_relative_error,
+                                run_check)
 from maskrt.cli import main as cli_main
-from maskrt.demo import SAMPLES_DIR
+from maskrt.samples import SAMPLES_DIR
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_loads_flat_folders_and_imagefolder_trees(tmp_path) -> None:
 
 def test_check_verb_torch_cpu_passes_and_writes_json(tmp_path, capsys) -> None:
     report = tmp_path / "check.json"
-    code = cli_main(["check", "--backend", "torch", "--device", "cpu", "--limit", "4",
+    code = cli_main(["check", "--backend", "torch", "--backend-option", "device=cpu", "--limit", "4",
                      "--json", str(report)])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -100,9 +103,12 @@ def test_check_verb_torch_cpu_passes_and_writes_json(tmp_path, capsys) -> None:
     (["--batch", "0"], "expected --batch >= 1"),
     (["--min-agreement", "1.5"], "expected a fraction in [0, 1], got 1.5"),
     (["--data", "/nonexistent/folder"], "no such folder"),
+    (["--backend-option", "threads=2"], "backend torch: unknown option(s) ['threads']"),
+    (["--backend-option", "half=maybe"], "--backend-option half: expected true/false, got 'maybe'"),
+    (["--backend-option", "device"], "--backend-option: expected KEY=VALUE, got 'device'"),
 ])
 def test_check_verb_rejects_bad_arguments(argv, message, capsys) -> None:
-    assert cli_main(["check", "--device", "cpu", *argv]) == 2
+    assert cli_main(["check", "--backend-option", "device=cpu", *argv]) == 2
     assert message in capsys.readouterr().out
 
 
@@ -110,3 +116,27 @@ def test_check_verb_rejects_bad_arguments(argv, message, capsys) -> None:
 def test_check_verb_tensorrt_without_tensorrt_says_why(capsys) -> None:
     assert cli_main(["check", "--backend", "tensorrt", "--limit", "2"]) == 2
     assert "pip install tensorrt" in capsys.readouterr().out
+
+
+def test_run_check_gives_both_backends_one_graph(monkeypatch) -> None:
+    """One Graph for the candidate and the reference: one export, CAM weights read once."""
+    import maskrt.backends
+
+    created = []
+    create_backend = maskrt.backends.create_backend
+
+    def recording_create_backend(name, model=None, **options):
+        backend = create_backend(name, model, **options)
+        created.append(backend)
+        return backend
+
+    monkeypatch.setattr(maskrt.backends, "create_backend", recording_create_backend)
+    torch.manual_seed(3)
+    net = MaskNet().eval()
+    report = run_check("torch", load_check_images(SAMPLES_DIR, limit=2), model=net,
+                       options={"device": "cpu"})
+    candidate, reference = created
+    assert candidate.name == "torch" and reference.name == "onnxruntime"
+    assert candidate.graph is reference.graph
+    assert candidate.cam_weights is reference.cam_weights
+    assert report.passed and report.images == 2

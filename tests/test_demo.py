@@ -8,8 +8,8 @@ import cv2
 import pytest
 
 from maskrt.cli import main as cli_main
-from maskrt.demo import SAMPLES_DIR
-from maskrt.model import has_shipped_weights
+from maskrt.samples import SAMPLES_DIR
+from maskrt.graph.model import has_shipped_weights
 
 
 def test_demo_writes_overlays_and_summary(tmp_path, capsys) -> None:

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from maskrt.engine import Engine, softmax
-from maskrt.model import MaskNet
-from maskrt.preprocess import ImageError, decode_image, prepare_batch
+from maskrt.graph.model import MaskNet
+from maskrt.image import ImageError, decode_image, prepare_batch
 from tests.helpers import val_image_paths
 
 
 @pytest.fixture(scope="module")
 def engine():
     torch.manual_seed(5)
-    with Engine(MaskNet().eval(), max_batch=4) as ready:
+    with Engine(MaskNet().eval(), chunk_size=4) as ready:
         yield ready
 
 
@@ -46,7 +46,7 @@ def test_one_image_gives_one_result_and_paths_work(engine, faces) -> None:
 
 
 def test_batch_array_and_chunking_give_the_same_answers(engine, faces) -> None:
-    square = np.stack([cv2.resize(f, (100, 100)) for f in faces])  # 6 frames, max_batch 4
+    square = np.stack([cv2.resize(f, (100, 100)) for f in faces])  # 6 frames, chunk_size 4
     from_array = engine.classify(square)
     from_list = [engine.classify(frame) for frame in square]
     assert len(from_array) == len(faces)
@@ -109,7 +109,7 @@ def test_explain_requested_class_changes_the_map(engine, faces) -> None:
 
 
 def test_engine_argument_errors() -> None:
-    with pytest.raises(ValueError, match="max_batch: expected >= 1, got 0"):
-        Engine(MaskNet(), max_batch=0)
+    with pytest.raises(ValueError, match="chunk_size: expected >= 1, got 0"):
+        Engine(MaskNet(), chunk_size=0)
     with pytest.raises(ValueError, match=r"alpha: expected a value in \[0, 1\], got 2"):
         Engine(MaskNet(), alpha=2)

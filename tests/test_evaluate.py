@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from maskrt import cli
-from maskrt.evaluate import evaluate_folder
-from maskrt.metrics import confusion_matrix
-from maskrt.model import (
+from maskrt.train.evaluate import evaluate_folder
+from maskrt.train.metrics import confusion_matrix
+from maskrt.graph.model import (
     MaskNet,
     MaskNetUint8,
     has_shipped_weights,
     load_model,
     save_checkpoint,
 )
-from maskrt.preprocess import decode_image, resize_to_input
+from maskrt.image import decode_image, resize_to_input
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "facemask"
 #: Targets of issue 3 on the shared val split: better than the paper on every metric.
@@ -104,7 +104,7 @@ def test_gallery_shows_the_mistakes_with_overlays(tmp_path, always_without_mask)
     assert code == 0
     image = cv2.imread(str(gallery))
     assert image is not None
-    from maskrt.evaluate import CAPTION, TILE
+    from maskrt.train.evaluate import CAPTION, TILE
     # 5 mistakes, 4 per row: 2 rows of (image | overlay) pairs.
     assert image.shape[1] == 4 * (2 * TILE + 8) + 8
     assert image.shape[0] >= 2 * (TILE + CAPTION)

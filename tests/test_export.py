@@ -1,4 +1,4 @@
-"""maskrt.export: the ONNX graph of DESIGN.md, checked by onnx and run by ONNX Runtime."""
+"""maskrt.graph.export: the ONNX graph of DESIGN.md, checked by onnx and run by ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from maskrt.cli import main as cli_main
-from maskrt.export import export_onnx
-from maskrt.model import MaskNet, MaskNetUint8, load_checkpoint, save_checkpoint
-from maskrt.preprocess import decode_image, prepare_batch
+from maskrt.graph.export import export_onnx
+from maskrt.graph.model import MaskNet, MaskNetUint8, load_checkpoint, save_checkpoint
+from maskrt.image import decode_image, prepare_batch
 from tests.helpers import relative_error, val_image_paths
 
 

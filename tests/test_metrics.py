@@ -1,4 +1,4 @@
-"""maskrt.metrics on hand-computed confusion matrices (positive = without_mask)."""
+"""maskrt.train.metrics on hand-computed confusion matrices (positive = without_mask)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from maskrt.metrics import (
+from maskrt.train.metrics import (
     BinaryMetrics,
     binary_metrics,
     confusion_matrix,

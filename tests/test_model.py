@@ -1,4 +1,4 @@
-"""maskrt.model: the network, its checkpoints and the pretrained-weights paths."""
+"""maskrt.graph.model: the network, its checkpoints and the pretrained-weights paths."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from maskrt import model as model_module
-from maskrt.model import (MaskNet, MaskNetUint8, ModelLoadError, Preprocess, build_model,
+from maskrt.graph import model as model_module
+from maskrt.graph.model import (MaskNet, MaskNetUint8, ModelLoadError, Preprocess, build_model,
                           load_checkpoint, save_checkpoint)
 
 

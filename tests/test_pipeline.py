@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskrt.pipeline import REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED, Pipeline
-from maskrt.sources import DropFolderSource, Frame, Source, StreamSource
+from maskrt.stream.pipeline import Pipeline
+from maskrt.stream.work import REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED
+from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
 from streaming_fixtures import (check_accounting, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_frames_dir, write_video)
 from streaming_servers import free_port, mjpeg_server, rtsp_server, rtsp_unavailable_reason
@@ -49,7 +50,7 @@ def test_files_folders_and_videos_are_scored_as_engine_classify_scores_them(engi
     for i, path in enumerate(faces[:4]):
         shutil.copy(path, folder / ("b" if i % 2 else "") / f"{i}.jpg")
     video = write_video(tmp_path / "clip.avi", 10, fps=10)
-    records, counters = run(Pipeline(engine, [folder, str(faces[5]), str(video)], max_batch=8,
+    records, counters = run(Pipeline(engine, [folder, str(faces[5]), str(video)], batch_size=8,
                                      max_wait_ms=10))
     by_source = check_accounting(records, counters)
     assert counters["total"] == {"read": 15, "scored": 15, "dropped": 0, "failed": 0,
@@ -128,7 +129,7 @@ def test_bad_inputs_fail_or_convert_one_record_each_within_bounded_memory(engine
     engine.infer(np.zeros((8, 224, 224, 3), np.uint8))  # warm the backend's buffers
     can_measure = _reset_peak_rss()
     rss_before = _memory_kib("VmRSS")
-    records, counters = run(Pipeline(engine, [tmp_path / "bad"], max_batch=8, max_wait_ms=10))
+    records, counters = run(Pipeline(engine, [tmp_path / "bad"], batch_size=8, max_wait_ms=10))
     peak = _memory_kib("VmHWM")
     check_accounting(records, counters)
     got = {Path(r.uri).name: r for r in records}
@@ -153,7 +154,7 @@ def test_bad_inputs_fail_or_convert_one_record_each_within_bounded_memory(engine
 
 def test_lossless_sources_never_drop_even_for_a_slow_consumer(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 12)
-    pipeline = Pipeline(engine, [str(video)], max_batch=2, max_wait_ms=0, queue_size=1,
+    pipeline = Pipeline(engine, [str(video)], batch_size=2, max_wait_ms=0, queue_size=1,
                         output_capacity=1)
     records = []
     with pipeline:
@@ -172,7 +173,7 @@ def test_a_batch_waits_max_wait_ms_for_more_frames_unless_none_can_come(engine, 
     drop.mkdir()
     jpeg = cv2.imencode(".jpg", face_frames(1)[0])[1].tobytes()
     source = DropFolderSource(drop, settle_s=0.0, poll_s=0.02)
-    with Pipeline(engine, [source], max_batch=32, max_wait_ms=400) as pipeline:
+    with Pipeline(engine, [source], batch_size=32, max_wait_ms=400) as pipeline:
         (drop / "one.jpg").write_bytes(jpeg)
         record = pipeline.get(timeout=20)
         assert record is not None and record.status == "scored"
@@ -182,7 +183,7 @@ def test_a_batch_waits_max_wait_ms_for_more_frames_unless_none_can_come(engine, 
     # A finite source that is done does not make its last batch wait.
     image = tmp_path / "face.jpg"
     image.write_bytes(jpeg)
-    records, counters = run(Pipeline(engine, [str(image)], max_batch=32, max_wait_ms=60_000))
+    records, counters = run(Pipeline(engine, [str(image)], batch_size=32, max_wait_ms=60_000))
     assert len(records) == 1 and records[0].latency_ms < 30_000
     check_accounting(records, counters)
 
@@ -190,7 +191,7 @@ def test_a_batch_waits_max_wait_ms_for_more_frames_unless_none_can_come(engine, 
 def test_sources_can_be_added_and_removed_while_running(engine, tmp_path):
     long_video = write_video(tmp_path / "long.avi", 60)
     short_video = write_video(tmp_path / "short.avi", 5)
-    pipeline = Pipeline(engine, [str(long_video)], max_batch=4, max_wait_ms=10,
+    pipeline = Pipeline(engine, [str(long_video)], batch_size=4, max_wait_ms=10,
                         stop_when_done=False)
     records: list = []
 
@@ -261,7 +262,7 @@ def test_a_failing_reader_or_batch_fails_only_its_frames(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6)
     records, counters = run(Pipeline(_FlakyEngine(engine), [_BrokenSource(id="broken"),
                                                             str(video)],
-                                     max_batch=2, max_wait_ms=0))
+                                     batch_size=2, max_wait_ms=0))
     by_source = check_accounting(records, counters)
     broken = sorted(by_source["broken"], key=lambda r: r.frame_index)
     assert len(broken) == 3 and "sensor on fire" in broken[2].reason
@@ -281,7 +282,7 @@ def test_explain_overlays_match_engine_explain(engine, tmp_path):
     folder.mkdir()
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{i}.png"), frame)
-    records, counters = run(Pipeline(engine, [folder], explain=True, max_batch=4))
+    records, counters = run(Pipeline(engine, [folder], explain=True, batch_size=4))
     check_accounting(records, counters)
     for record, expected in zip(sorted(records, key=lambda r: r.frame_index), reference):
         assert record.status == "scored" and record.reason is None
@@ -291,7 +292,7 @@ def test_explain_overlays_match_engine_explain(engine, tmp_path):
 
 def test_stop_mid_stream_accounts_for_every_frame_and_joins_threads(engine, tmp_path):
     videos = [str(write_video(tmp_path / f"v{i}.avi", 40)) for i in range(2)]
-    pipeline = Pipeline(engine, videos, max_batch=4, max_wait_ms=5)
+    pipeline = Pipeline(engine, videos, batch_size=4, max_wait_ms=5)
     records = []
     with pipeline:
         for record in pipeline:
@@ -347,7 +348,7 @@ def test_http_mjpeg_server_killed_and_restarted(engine, tmp_path, caplog):
     server = mjpeg_server(frames_dir, fps=25)
     source = StreamSource(f"http://127.0.0.1:{server.port}/cam.mjpg", id="cam",
                           backoff=(0.2, 1.0), timeout_s=3.0)
-    pipeline = Pipeline(engine, [source], max_batch=4, max_wait_ms=20, output_capacity=2)
+    pipeline = Pipeline(engine, [source], batch_size=4, max_wait_ms=20, output_capacity=2)
     records: list = []
     try:
         server.start()
@@ -380,7 +381,7 @@ def test_gstreamer_rtsp_server_killed_and_restarted(engine, tmp_path):
     server = rtsp_server(video)
     source = StreamSource(f"rtsp://127.0.0.1:{server.port}/stream", id="rtsp",
                           backoff=(0.2, 1.0), timeout_s=3.0)
-    pipeline = Pipeline(engine, [source], max_batch=8, max_wait_ms=20)
+    pipeline = Pipeline(engine, [source], batch_size=8, max_wait_ms=20)
     records: list = []
     try:
         server.start()
@@ -398,7 +399,7 @@ def test_gstreamer_rtsp_server_killed_and_restarted(engine, tmp_path):
 def test_unreachable_url_fails_without_stopping_the_other_sources(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 8)
     url = f"rtsp://127.0.0.1:{free_port()}/nobody-home"
-    records, counters = run(Pipeline(engine, [str(video), url], max_batch=8,
+    records, counters = run(Pipeline(engine, [str(video), url], batch_size=8,
                                      source_options={"retries": 1, "backoff": (0.05, 0.1),
                                                      "timeout_s": 2.0}))
     by_source = check_accounting(records, counters)

@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from maskrt.cli import main as cli_main
-from maskrt.records import JSON_FIELDS
+from maskrt.stream.records import JSON_FIELDS
 from streaming_fixtures import (REPO, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_video)
 from streaming_servers import free_port
@@ -49,7 +49,7 @@ def test_score_writes_records_summary_overlays_and_videos(tmp_path, capsys):
     video = write_video(tmp_path / "clip.avi", 6, fps=8)
     explain = has_cam_kernel()
     out = tmp_path / "out"
-    argv = ["score", str(folder), str(video), "--out", str(out), "--max-batch", "4",
+    argv = ["score", str(folder), str(video), "--out", str(out), "--batch-size", "4",
             "--max-wait-ms", "5", "--video", "--progress-interval", "0.2"]
     rc = cli_main(argv + (["--explain"] if explain else []))
     assert rc == 0
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_cleanly_and_still_writes_the_summary(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-m", "maskrt", "score", f"drop:{drop}", str(video), "--out", str(out),
-         "--max-batch", "4", "--settle", "0", "--progress-interval", "0.5"],
+         "--batch-size", "4", "--settle", "0", "--progress-interval", "0.5"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90

@@ -13,11 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskrt.pipeline import decode_bytes, limit_side
-from maskrt.preprocess import ImageError
-from maskrt.sources import (CameraSource, DropFolderSource, FolderSource, ImageFileSource,
-                            StreamSource, VideoFileSource, image_size, open_source, redact_url,
-                            truncation_reason)
+from maskrt.image import ImageError, decode_image, image_size, limit_side, truncation_reason
+from maskrt.stream.sources import (CameraSource, DropFolderSource, FolderSource, ImageFileSource,
+                                   StreamSource, VideoFileSource, open_source, redact_url)
 from streaming_fixtures import face_frames, face_paths, write_video
 from streaming_servers import free_port
 
@@ -245,21 +243,21 @@ def test_truncation_and_header_sizes(tmp_path: Path) -> None:
     assert image_size(b"GIF89a...") is None
 
 
-def test_decode_bytes_rejects_bad_data_and_bounds_huge_images() -> None:
+def test_decode_image_rejects_bad_data_and_bounds_huge_images() -> None:
     frame = face_frames(1)[0]
     jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
     with pytest.raises(ImageError, match="0 bytes"):
-        decode_bytes(b"", what="empty.jpg")
+        decode_image(b"", what="empty.jpg")
     with pytest.raises(ImageError, match="truncated JPEG"):
-        decode_bytes(jpeg[: len(jpeg) // 2], what="cut.jpg")
+        decode_image(jpeg[: len(jpeg) // 2], what="cut.jpg")
     with pytest.raises(ImageError, match="not a decodable image"):
-        decode_bytes(b"hello, world\n" * 20, what="notes.txt")
+        decode_image(b"hello, world\n" * 20, what="notes.txt")
     big = cv2.resize(frame, (5000, 3000), interpolation=cv2.INTER_NEAREST)
-    decoded = decode_bytes(cv2.imencode(".jpg", big)[1].tobytes(), max_side=2048)
+    decoded = decode_image(cv2.imencode(".jpg", big)[1].tobytes(), max_side=2048)
     assert decoded.shape == (750, 1250, 3)  # decoded at 1/4 size straight from the JPEG
     assert limit_side(np.zeros((100, 400, 3), np.uint8), 224).shape == (56, 224, 3)
     gray16 = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)
-    assert decode_bytes(cv2.imencode(".png", gray16)[1].tobytes()).shape == (48, 64, 3)
+    assert decode_image(cv2.imencode(".png", gray16)[1].tobytes()).shape == (48, 64, 3)
 
 
 def test_face_paths_are_shared_images() -> None:

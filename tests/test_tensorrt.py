@@ -14,14 +14,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from maskrt.backends import BackendUnavailable, create_backend, trt_compat
-from maskrt.backends.tensorrt_build import (ENGINE_FORMAT, EngineFiles, Profile, Sidecar,
-                                            SidecarError, SystemInfo, add_arguments, engine_path,
-                                            main, profile_from_args, read_sidecar, sidecar_path,
-                                            stale_reasons, tensorrt_onnx_bytes, timing_cache_path,
-                                            write_atomic)
-from maskrt.export import INPUT_NAME, export_onnx
-from maskrt.model import MaskNet
+from maskrt.backends import BackendUnavailable, create_backend
+from maskrt.backends.tensorrt import versions as trt_compat
+from maskrt.backends.tensorrt.build import (ENGINE_FORMAT, EngineFiles, Profile, Sidecar,
+                                            SidecarError, SystemInfo, engine_path, read_sidecar,
+                                            sidecar_path, stale_reasons, tensorrt_onnx_bytes,
+                                            timing_cache_path, write_atomic)
+from maskrt.cli.build import add_arguments, main, profile_from_args
+from maskrt.graph import Graph
+from maskrt.graph.export import INPUT_NAME, export_onnx
+from maskrt.graph.model import MaskNet
 
 TRT_OK, TRT_WHY = trt_compat.tensorrt_status()
 needs_tensorrt = pytest.mark.skipif(
@@ -240,7 +242,7 @@ def _attr(node, name):
 @pytest.mark.cuda
 @needs_tensorrt
 def test_engine_is_built_once_then_reused_and_rebuilt_when_stale(tmp_path, onnx_file) -> None:
-    from maskrt.backends.tensorrt_build import load_or_build
+    from maskrt.backends.tensorrt.build import load_or_build
 
     trt = trt_compat.import_tensorrt()
     profile = Profile(1, 4, 8)
@@ -261,15 +263,15 @@ def test_engine_is_built_once_then_reused_and_rebuilt_when_stale(tmp_path, onnx_
 @pytest.mark.cuda
 @needs_tensorrt
 def test_undeserialisable_engine_is_rebuilt_with_the_reason(tmp_path, onnx_file) -> None:
-    from maskrt.backends.tensorrt_backend import TensorRTBackend
+    from maskrt.backends.tensorrt.runtime import TensorRTBackend
 
-    profile = dict(min_batch=1, opt_batch=4, max_batch=8)
-    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, **profile) as backend:
+    profile = (1, 4, 8)
+    with TensorRTBackend(Graph(onnx_file), engine_dir=tmp_path, profile=profile) as backend:
         engine_file = backend._engine_file
     engine_file.write_bytes(b"garbage" * 100)
     messages: list[str] = []
-    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, log=messages.append,
-                         **profile) as backend:
+    with TensorRTBackend(Graph(onnx_file), engine_dir=tmp_path, profile=profile,
+                         log=messages.append) as backend:
         assert backend.infer(np.zeros((2, 224, 224, 3), np.uint8))[0].shape == (2, 2)
     assert any("could not deserialise" in m for m in messages)
 
@@ -278,14 +280,13 @@ def test_undeserialisable_engine_is_rebuilt_with_the_reason(tmp_path, onnx_file)
 @needs_tensorrt
 def test_tensorrt_fp16_agrees_with_onnxruntime_and_keeps_features_on_device(
         tmp_path, onnx_file, seeded_model) -> None:
-    from maskrt.backends.tensorrt_backend import TensorRTBackend
-    from maskrt.bench import sample_batch
+    from maskrt.backends.tensorrt.runtime import TensorRTBackend
+    from maskrt.tools.bench import sample_batch
 
     images = sample_batch(16)
     with create_backend("onnxruntime", model=seeded_model) as ort_backend:
         ref_logits, _ = ort_backend.infer(images)
-    with TensorRTBackend(onnx_path=onnx_file, engine_dir=tmp_path, min_batch=1, opt_batch=8,
-                         max_batch=8) as backend:
+    with TensorRTBackend(Graph(onnx_file), engine_dir=tmp_path, profile=(1, 8, 8)) as backend:
         logits, features = backend.infer(images)  # 16 > max 8: runs in two chunks
         assert logits.shape == (16, 2) and features.shape == (16, 512, 7, 7)
         np.testing.assert_array_equal(logits.argmax(1), ref_logits.argmax(1))

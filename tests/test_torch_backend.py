@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from maskrt.backends import BackendUnavailable, create_backend
-from maskrt.bench import sample_batch
-from maskrt.model import MaskNet
+from maskrt.graph import Graph
+from maskrt.tools.bench import sample_batch
+from maskrt.graph.model import MaskNet
 from tests.helpers import relative_error, val_image_paths
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -25,7 +26,7 @@ def seeded_model() -> MaskNet:
 @pytest.fixture(scope="module")
 def real_images() -> np.ndarray:
     """The packaged sample faces plus, when the shared data is beside the repo, 8 val images."""
-    from maskrt.preprocess import decode_image, resize_to_input
+    from maskrt.image import decode_image, resize_to_input
 
     faces = list(sample_batch(8))
     try:
@@ -61,6 +62,44 @@ def test_cpu_tensor_in_gives_tensors_out(seeded_model, real_images, ort_outputs)
     assert isinstance(logits, torch.Tensor) and isinstance(features, torch.Tensor)
     assert features.is_contiguous()  # layer4 runs channels_last; cam_overlay reads NCHW
     assert relative_error(logits.numpy(), ort_outputs[0][:2]) < 1e-4
+
+
+def _tensor_layout(net: MaskNet) -> dict[str, tuple]:
+    """name -> (dtype, device, strides, a copy of the values) of every parameter and buffer."""
+    return {name: (t.dtype, t.device, t.stride(), t.detach().clone())
+            for name, t in net.state_dict(keep_vars=True).items()}
+
+
+def test_graph_gives_the_torch_backend_a_private_copy() -> None:
+    torch.manual_seed(17)
+    net = MaskNet().eval()
+    copy = Graph(net).torch_module()
+    assert copy is not net
+    ours = dict(net.named_parameters())
+    for name, param in copy.named_parameters():
+        assert torch.equal(param, ours[name]) and param.data_ptr() != ours[name].data_ptr(), name
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, needs_gpu])])
+def test_backend_leaves_the_callers_model_alone(device, real_images) -> None:
+    """Building a torch backend (FP16, CUDA, channels_last on a GPU) never converts the MaskNet
+    it was given: an ONNX Runtime backend made from that model afterwards still runs FP32 on the
+    CPU and agrees with it."""
+    torch.manual_seed(13)
+    net = MaskNet().eval()
+    before = _tensor_layout(net)
+    with create_backend("torch", model=net, device=device) as backend:
+        logits, _ = backend.infer(real_images)
+    after = _tensor_layout(net)
+    assert after.keys() == before.keys()
+    for name, (dtype, where, strides, values) in before.items():
+        assert after[name][:3] == (dtype, where, strides), name
+        assert torch.equal(after[name][3], values), name
+    with create_backend("onnxruntime", model=net) as ort_backend:
+        ort_logits, _ = ort_backend.infer(real_images)
+    if device == "cpu":  # FP16 may flip a near tie of this random model; FP32 may not
+        np.testing.assert_array_equal(logits.argmax(1), ort_logits.argmax(1))
+    assert relative_error(logits, ort_logits) < (1e-4 if device == "cpu" else 2e-2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")

@@ -11,15 +11,17 @@ import pytest
 import torch
 
 from maskrt import cli
-from maskrt.data import (
+from maskrt.train.data import (
     DatasetError,
     SkippedImageWarning,
     index_image_folder,
     load_image_folder,
 )
-from maskrt.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint
-from maskrt.preprocess import decode_image, resize_to_input
-from maskrt.train import Recipe, apply_freeze, lr_at, train
+from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint
+from maskrt.image import decode_image, resize_to_input
+from maskrt.train.optim import apply_freeze
+from maskrt.train.recipe import Recipe, lr_at
+from maskrt.train.trainer import train
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "facemask"
 
@@ -58,7 +60,7 @@ def test_default_recipe_is_the_papers() -> None:
 
 
 def test_cli_defaults_match_the_recipe() -> None:
-    parser = cli.build_parser(["train"])
+    parser = cli.build_parser()
     args = parser.parse_args(["train", "DATA", "--out", "RUN"])
     r = Recipe()
     for name in ("pretrained", "freeze_until", "epochs", "lr", "optimizer", "momentum",
@@ -205,10 +207,10 @@ def test_pretrained_path_and_frozen_stages_stay_put(tiny_data, tmp_path) -> None
 
 
 def test_imagenet_offline_fails_clearly(tiny_data, tmp_path, monkeypatch, capsys) -> None:
-    import maskrt.model
+    import maskrt.graph.model
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(maskrt.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")
+    monkeypatch.setattr(maskrt.graph.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")
     with pytest.raises(ModelLoadError, match="pretrained='imagenet'"):
         train(Recipe(epochs=1, img_size=48), tiny_data, tmp_path / "run", progress=False, log=lambda s: None)
     code = cli.main(["train", str(tiny_data), "--out", str(tmp_path / "run2"), "--no-progress",

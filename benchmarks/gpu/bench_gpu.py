@@ -213,9 +213,10 @@ def latency_section(timer: Timer, backend: Any, host_images: np.ndarray, calls: 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from maskrt.backends import create_backend, trt_compat
-    from maskrt.bench import sample_batch
-    from maskrt.model import load_model
+    from maskrt.backends import create_backend
+    from maskrt.backends.tensorrt import versions as trt_compat
+    from maskrt.tools.bench import sample_batch
+    from maskrt.graph.model import load_model
 
     device = torch.device("cpu" if args.smoke_cpu else "cuda")
     timer = Timer(device, args.repeats, max_iters=1 if args.smoke_cpu else 1000)

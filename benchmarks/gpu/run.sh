@@ -85,7 +85,7 @@ EOF
 HAVE_ONNX=0
 "$PY" -c "import onnx, onnxruntime" >/dev/null 2>&1 && HAVE_ONNX=1
 HAVE_TRT=0
-"$PY" -c "from maskrt.backends.trt_compat import import_tensorrt; import_tensorrt()" >/dev/null 2>&1 \
+"$PY" -c "from maskrt.backends.tensorrt.versions import import_tensorrt; import_tensorrt()" >/dev/null 2>&1 \
   && HAVE_TRT=1
 ARCH=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')" \
   2>/dev/null || echo 90)

@@ -1,0 +1,16 @@
+"""Class activation maps: where the CAM weights come from, the fused kernels, and their reference.
+
+* :class:`CamWeights` (``weights.py``): the classifier weights of the deployed graph, read once,
+  on the host and (cached per device) on the GPU. Every backend exposes the same object.
+* :func:`cam_overlay` (``kernel.py``): NumPy arrays run the C++ kernel, torch CUDA tensors the
+  CUDA kernel; :func:`cam_reference` (``reference.py``): the NumPy/OpenCV oracle.
+* :class:`Explainer` (``explainer.py``): overlays and heat maps for a batch of results, on the
+  device the features are on.
+"""
+
+from maskrt.cam.explainer import Explainer
+from maskrt.cam.kernel import cam_overlay
+from maskrt.cam.reference import cam_reference
+from maskrt.cam.weights import CamWeights
+
+__all__ = ["CamWeights", "Explainer", "cam_overlay", "cam_reference"]

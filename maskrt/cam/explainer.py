@@ -1,0 +1,88 @@
+"""Overlays and heat maps for a batch of frames, drawn where the features are.
+
+Features on the host (ONNX Runtime, torch CPU) go to the C++ kernel. Features a GPU backend left
+on its device go to the CUDA kernel in place; frames that are host arrays are uploaded once per
+batch, and only what the caller asked for comes back (overlays as uint8; heat maps only when
+wanted), so the streaming path never copies features to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from maskrt.cam.kernel import cam_overlay
+from maskrt.cam.weights import CamWeights
+from maskrt.devices import is_cuda
+
+
+class Explainer:
+    """Draws the CAM of ``classes[i]`` from ``features[i]`` over ``frames[i]`` for a batch.
+
+    weights: the graph's :class:`CamWeights`. alpha: blend weight of the image.
+    """
+
+    def __init__(self, weights: CamWeights, alpha: float = 0.5) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+        self.weights = weights
+        self.alpha = alpha
+
+    def draw(self, features: Any, classes: np.ndarray, frames: Sequence[Any], *,
+             heatmaps: bool = True) -> tuple[list[Any], list[Any] | None]:
+        """(overlays, heat maps or None), one per frame, each at its frame's own size.
+
+        The kernels take one image size per call, so frames are grouped by size (one group in
+        the usual case, which needs no gather of the features).
+        """
+        if len(frames) != len(classes):
+            raise ValueError(f"frames: expected {len(classes)} frames (one per class index), got "
+                             f"{len(frames)}")
+        overlays: list[Any] = [None] * len(frames)
+        heat: list[Any] | None = [None] * len(frames) if heatmaps else None
+        for indices in _by_size(frames).values():
+            draw = self._on_device if is_cuda(features) else self._on_host
+            group_overlays, group_heat = draw(features, classes, frames, indices, heatmaps)
+            for slot, i in enumerate(indices):
+                overlays[i] = group_overlays[slot]
+                if heat is not None:
+                    heat[i] = group_heat[slot]
+        return overlays, heat
+
+    def _on_host(self, features: Any, classes: np.ndarray, frames: Sequence[Any],
+                 indices: list[int], heatmaps: bool) -> tuple[Any, Any]:
+        whole = len(indices) == len(frames)
+        out = cam_overlay(np.ascontiguousarray(features if whole else features[indices]),
+                          self.weights.host, classes if whole else classes[indices],
+                          np.stack([frames[i] for i in indices]), alpha=self.alpha,
+                          heatmaps=heatmaps)
+        return out if heatmaps else (out, None)
+
+    def _on_device(self, features: Any, classes: np.ndarray, frames: Sequence[Any],
+                   indices: list[int], heatmaps: bool) -> tuple[Any, Any]:
+        """CUDA features, read in place. CUDA frames stay on the device and so do their
+        overlays; host frames go up once and their overlays come back as NumPy (the copy back
+        waits for the kernel: the one synchronisation, because the caller wants host arrays)."""
+        import torch
+
+        device = features.device
+        group = [frames[i] for i in indices]
+        frames_on_device = is_cuda(group[0])
+        images = (torch.stack(group) if frames_on_device
+                  else torch.from_numpy(np.stack(group)).to(device, non_blocking=True))
+        rows = torch.as_tensor(indices, device=device)
+        out = cam_overlay(features.index_select(0, rows).contiguous(), self.weights.on(device),
+                          torch.as_tensor(np.asarray(classes)[indices], device=device),
+                          images.contiguous(), alpha=self.alpha, heatmaps=heatmaps)
+        overlays, heat = out if heatmaps else (out, None)
+        if frames_on_device:
+            return overlays, heat
+        return overlays.cpu().numpy(), (heat.cpu().numpy() if heat is not None else None)
+
+
+def _by_size(frames: Sequence[Any]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, frame in enumerate(frames):
+        groups.setdefault(tuple(frame.shape[:2]), []).append(i)
+    return groups

@@ -1,0 +1,82 @@
+"""``maskrt build``: an FP16 TensorRT engine from the ONNX graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# Plain Python (TensorRT is imported by main, through versions.import_tensorrt): the profile rules
+# and file names the parser's defaults and the summary need.
+from maskrt.backends.tensorrt.build import (DEFAULT_ENGINE_DIR, DEFAULT_PROFILE, Profile,
+                                            load_or_build, sidecar_path)
+from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
+from maskrt.labels import INPUT_SIZE
+
+
+def profile_from_args(args: argparse.Namespace) -> Profile:
+    """The validated profile of ``--min-batch/--opt-batch/--max-batch`` (ValueError if invalid)."""
+    return Profile(args.min_batch, args.opt_batch, args.max_batch)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="ONNX graph (default: the model's graph, exported into the cache)")
+    parser.add_argument("--model", default=None,
+                        help="maskrt checkpoint when --onnx is not given (default: shipped weights)")
+    parser.add_argument("--min-batch", type=int, default=DEFAULT_PROFILE[0],
+                        help=f"smallest batch the engine takes (default {DEFAULT_PROFILE[0]})")
+    parser.add_argument("--opt-batch", type=int, default=DEFAULT_PROFILE[1],
+                        help=f"batch TensorRT tunes the kernels for (default {DEFAULT_PROFILE[1]})")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_PROFILE[2],
+                        help=f"largest batch; device buffers are sized for it (default "
+                             f"{DEFAULT_PROFILE[2]}, at most {MAX_EXPORT_BATCH})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_ENGINE_DIR,
+                        help=f"engine folder (default: {DEFAULT_ENGINE_DIR}/)")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--workspace-mb", type=int, default=None,
+                        help="TensorRT workspace limit in MB (default: TensorRT's)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild even when a matching engine exists")
+
+
+def main(args: argparse.Namespace) -> int:
+    from maskrt.backends import BackendUnavailable
+    from maskrt.backends.tensorrt import versions as trt_compat
+    from maskrt.graph.model import ModelLoadError
+
+    try:
+        profile = profile_from_args(args)
+    except ValueError as err:
+        print(f"maskrt build: {err}")
+        return 2
+    try:
+        trt = trt_compat.import_tensorrt()
+    except BackendUnavailable as err:
+        print(f"maskrt build: {err}")
+        return 2
+    try:
+        onnx_path = args.onnx if args.onnx is not None else _default_onnx(args.model)
+    except ModelLoadError as err:
+        print(f"maskrt build: {err}")
+        return 2
+    if not Path(onnx_path).is_file():
+        print(f"maskrt build: ONNX file not found: {onnx_path}")
+        return 2
+    workspace = args.workspace_mb * (1 << 20) if args.workspace_mb else None
+    files = load_or_build(trt, Path(onnx_path), args.out, profile, device_index=args.device,
+                          force=args.force, workspace_bytes=workspace)
+    if not files.built:
+        print(f"up to date: {files.engine} (built {files.sidecar.built_at} with TensorRT "
+              f"{files.sidecar.tensorrt_version} on {files.sidecar.gpu_name})")
+    print(f"  input  {INPUT_NAME}: uint8[N,{INPUT_SIZE},{INPUT_SIZE},3], N in "
+          f"[{profile.min}, {profile.max}], tuned for {profile.opt}")
+    print(f"  outputs {', '.join(OUTPUT_NAMES)}; sidecar {sidecar_path(files.engine)}")
+    return 0
+
+
+def _default_onnx(model: Any) -> Path:
+    """The model's graph, exported once into the export cache (what the backends run)."""
+    from maskrt.graph import Graph
+
+    return Graph(model).onnx_path()

@@ -1,0 +1,89 @@
+"""The graph every backend runs, loaded once and handed to backends (Polygraphy-style loaders).
+
+A backend never exports or loads a model itself: it is given a :class:`Graph` and asks it for the
+form it runs - the ONNX file (ONNX Runtime, TensorRT's builder), or a private copy of the torch
+module (the torch backend) - and for the :class:`~maskrt.cam.CamWeights` of its classifier.
+Each form is made on first request and cached, so one Graph shared by several backends exports
+once and reads the CAM weights once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from maskrt.cam.weights import CamWeights
+
+
+class Graph:
+    """The deployed network, from one source.
+
+    source: None (the weights shipped with maskrt), a checkpoint path (``.pt``), an exported
+    ONNX file (``.onnx``: runs on ONNX Runtime and TensorRT; the torch backend needs weights), or
+    a MaskNet (never modified: the torch backend gets a copy).
+    """
+
+    def __init__(self, source: Any = None) -> None:
+        self._lock = threading.RLock()
+        self._model: Any = None
+        self._onnx: Path | None = None
+        self._cam_weights: CamWeights | None = None
+        if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"graph: expected an ONNX file, {path} does not exist")
+            self._onnx = path
+            self.source: Any = None
+            self.origin = str(path)
+        else:
+            self.source = source
+            self.origin = "shipped weights" if source is None else (
+                str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__)
+
+    @classmethod
+    def of(cls, graph_or_source: Any) -> "Graph":
+        """``graph_or_source`` if it already is a Graph, else a Graph of it."""
+        return graph_or_source if isinstance(graph_or_source, Graph) else cls(graph_or_source)
+
+    def model(self) -> Any:
+        """The MaskNet (FP32, CPU, eval mode), loaded on first use. Shared: do not modify it."""
+        with self._lock:
+            if self._model is None:
+                if self.source is None and self._onnx is not None:
+                    raise ValueError(f"graph {self.origin}: an ONNX file has no torch weights; "
+                                     "give a checkpoint (or None for the shipped model) instead")
+                from maskrt.graph.model import load_model
+
+                self._model = load_model(self.source)
+            return self._model
+
+    def torch_module(self) -> Any:
+        """A private copy of the MaskNet, for a backend that converts it (dtype, device, layout)."""
+        return copy.deepcopy(self.model())
+
+    def onnx_path(self) -> Path:
+        """The ONNX file: the given one, or the model exported once into the export cache."""
+        with self._lock:
+            if self._onnx is None:
+                from maskrt.graph.cache import onnx_for_model
+
+                self._onnx = onnx_for_model(self.model())
+            return self._onnx
+
+    @property
+    def cam_weights(self) -> CamWeights:
+        """The classifier weights the CAM uses, read once: from the ONNX file when there is one
+        (so they are exactly what ran), else from the torch module's ``fc``."""
+        with self._lock:
+            if self._cam_weights is None:
+                if self._onnx is not None:
+                    self._cam_weights = CamWeights.from_onnx(self._onnx)
+                else:
+                    self._cam_weights = CamWeights.from_module(self.model())
+            return self._cam_weights
+
+    def __repr__(self) -> str:
+        return f"Graph({self.origin})"

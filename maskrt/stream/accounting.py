@@ -1,0 +1,131 @@
+"""The accounting of a pipeline: every frame read ends in exactly one status, counted here.
+
+The :class:`Ledger` is the only place that counts frames and the only way records reach the
+consumer, so the identity ``read == scored + dropped + failed`` (per source and overall) holds by
+construction once nothing is in flight. The summary of ``maskrt score`` is built from these
+counters, not recounted from records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from maskrt.labels import CLASSES
+from maskrt.stream.queue import BoundedQueue
+from maskrt.stream.records import DROPPED, FAILED, SCORED, Record, empty_counts
+from maskrt.stream.work import FrameTask, SourceHandle
+
+#: at most this many distinct failure/drop reasons are kept per source
+MAX_REASONS = 100
+#: window of the per-source frames/s figures
+RATE_WINDOW_S = 5.0
+
+
+class _Account:
+    def __init__(self, handle: SourceHandle) -> None:
+        self.handle = handle
+        self.counts = empty_counts()
+        self.labels: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.scored_times: deque[float] = deque()
+        self.next_index = 0
+
+    def note_reason(self, reason: str | None) -> None:
+        if reason is not None and (len(self.reasons) < MAX_REASONS or reason in self.reasons):
+            self.reasons[reason] += 1
+
+
+class Ledger:
+    """Per-source counters, latencies and labels; hands every record to ``output``."""
+
+    def __init__(self, output: BoundedQueue[Record]) -> None:
+        self.output = output
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _Account] = {}
+        self._latencies = array("d")  # of scored frames, ms
+
+    def open(self, handle: SourceHandle) -> None:
+        with self._lock:
+            self._accounts[handle.id] = _Account(handle)
+
+    def read(self, task: FrameTask) -> None:
+        """A source yielded ``task``'s frame: it is now in flight."""
+        with self._lock:
+            account = self._accounts[task.source_id]
+            account.counts["read"] += 1
+            account.next_index = max(account.next_index, task.frame.index + 1)
+
+    def next_index(self, source_id: str) -> int:
+        with self._lock:
+            return self._accounts[source_id].next_index
+
+    def drop(self, task: FrameTask, reason: str) -> None:
+        self._finish(task, DROPPED, [frame_record(task, DROPPED, reason)])
+
+    def fail(self, task: FrameTask, reason: str) -> None:
+        self._finish(task, FAILED, [frame_record(task, FAILED, reason)])
+
+    def scored(self, task: FrameTask, records: list[Record]) -> None:
+        """The frame was scored; ``records``: one per region (or the one region-less record)."""
+        self._finish(task, SCORED, records)
+
+    def _finish(self, task: FrameTask, status: str, records: list[Record]) -> None:
+        with self._lock:
+            account = self._accounts[task.source_id]
+            account.counts[status] += 1
+            if status == SCORED:
+                account.scored_times.append(time.perf_counter())
+                self._latencies.append(records[0].latency_ms)
+                account.labels.update(r.label for r in records if r.label is not None)
+            account.note_reason(records[0].reason)
+        # Dropped and failed records are small and never wait for the consumer, so a slow
+        # consumer makes live sources drop rather than stall; scored ones wait for room.
+        for record in records:
+            self.output.put(record, force=status != SCORED)
+
+    def source_counters(self, source_id: str, t_start: float | None) -> dict[str, Any]:
+        now = time.perf_counter()
+        with self._lock:
+            account = self._accounts[source_id]
+            times = account.scored_times
+            while times and times[0] < now - RATE_WINDOW_S:
+                times.popleft()
+            counts = dict(account.counts)
+            window = min(RATE_WINDOW_S, now - (t_start or now)) or 1.0
+            source = account.handle.source
+            return {
+                **counts,
+                "in_flight": counts["read"] - counts[SCORED] - counts[DROPPED] - counts[FAILED],
+                "kind": source.kind,
+                "live": source.live,
+                "state": "removed" if account.handle.removed else source.state,
+                "fps": len(times) / window,
+                "reconnects": source.reconnects,
+                "connect_failures": source.connect_failures,
+                "last_error": source.last_error,
+                "reasons": dict(account.reasons.most_common()),
+                "labels": {c: account.labels[c] for c in CLASSES},
+            }
+
+    def source_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._accounts)
+
+    def latencies(self) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._latencies, dtype=np.float64)
+
+
+def frame_record(task: FrameTask, status: str, reason: str | None, **fields: Any) -> Record:
+    """The record of ``task``'s frame (no region yet): its identity, status, reason, latency."""
+    frame = task.frame
+    return Record(source_id=task.source_id, frame_index=frame.index,
+                  source_timestamp=frame.timestamp, status=status, reason=reason,
+                  latency_ms=(time.perf_counter() - frame.t_read) * 1000.0, uri=frame.uri,
+                  **fields)

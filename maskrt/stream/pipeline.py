@@ -1,0 +1,409 @@
+"""The streaming pipeline: the composition root that wires sources, stages, queues and sinks.
+
+    reader per source -> source queue -+
+    reader per source -> source queue -+-> decode -> [user stages] -> prepare -> infer -> explain
+                                                                                            |
+                           sinks <- consumer (iteration, ``get``) <- records <- ledger <----+
+
+Every arrow is a :class:`~maskrt.stream.queue.BoundedQueue`; every stage runs in its own named
+``maskrt-*`` thread(s); every frame read ends in the :class:`~maskrt.stream.accounting.Ledger` as
+scored, dropped or failed. See ARCHITECTURE.md for the contracts and where to add things.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from types import TracebackType
+from typing import Any, Iterable, Iterator, Sequence
+
+from maskrt.image import MAX_SIDE
+from maskrt.stream.accounting import Ledger
+from maskrt.stream.batching import ExplainStage, InferStage, InferredBatch
+from maskrt.stream.queue import BoundedQueue
+from maskrt.stream.readers import LIVE_QUEUE_SIZE, SourceQueues, run_reader
+from maskrt.stream.records import DROPPED, FAILED, SCORED, Record, empty_counts
+from maskrt.stream.sinks import Sink
+from maskrt.stream.sources import Source, SourceSpec, open_source
+from maskrt.stream.stages import DecodeStage, PrepareStage, Stage, run_stage
+from maskrt.stream.summary import build_summary
+from maskrt.stream.work import REASON_REMOVED, REASON_STOPPED, FrameTask, SourceHandle
+
+log = logging.getLogger("maskrt.pipeline")
+
+
+class Pipeline:
+    """Score (and explain) frames from many sources in cross-source batches.
+
+    engine: an :class:`~maskrt.engine.Engine`, a backend name (an Engine is made and closed with
+        the pipeline), or None for the default Engine.
+    sources: specs for :func:`~maskrt.stream.sources.open_source` (paths, URLs, camera indices,
+        ``drop:DIR``) or :class:`~maskrt.stream.sources.Source` objects.
+    batch_size: regions per backend call at most. max_wait_ms: how long a batch waits for more
+        after its first region was prepared.
+    explain: draw the CAM overlay of each scored region (``record.overlay``, at its size).
+    keep_frames: attach the decoded frame to its records (``record.frame``; annotated videos).
+    stages: user :class:`~maskrt.stream.stages.Stage` objects run, in order, on each decoded frame.
+    sinks: :class:`~maskrt.stream.sinks.Sink` objects given every record the consumer takes.
+    queue_size: per-source queue capacity (default: 4 for live sources, max(8, batch_size) for
+        others); a source's own ``queue_size`` wins.
+    preprocess_threads: decode threads (1 keeps each source's records in frame order).
+    max_side: frames whose longer side exceeds this are decoded at reduced size.
+    output_capacity: scored records waiting for the consumer before scoring pauses.
+    stop_when_done: end the record stream when every source has finished (False: keep running,
+        for sources added later, until :meth:`stop`).
+    source_options: options for the sources made from specs (``retries``, ``timeout_s``, ...).
+    """
+
+    def __init__(self, engine: Any = None, sources: Iterable[SourceSpec] | SourceSpec = (), *,
+                 batch_size: int = 32, max_wait_ms: float = 20.0, explain: bool = False,
+                 keep_frames: bool = False, stages: Sequence[Stage] = (),
+                 sinks: Sequence[Sink] = (), queue_size: int | None = None,
+                 preprocess_threads: int = 1, max_side: int = MAX_SIDE,
+                 output_capacity: int = 1024, stop_when_done: bool = True,
+                 source_options: dict[str, Any] | None = None, max_batch: int | None = None) -> None:
+        if max_batch is not None:
+            warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
+                          stacklevel=2)
+            batch_size = max_batch
+        _check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
+                        output_capacity)
+        for stage in stages:
+            if not callable(getattr(stage, "process", None)):
+                raise TypeError(f"stages: expected objects with process(task), got {stage!r}")
+        if isinstance(sources, (str, int, Source)) or hasattr(sources, "__fspath__"):
+            sources = [sources]  # type: ignore[list-item]
+        self._source_options = dict(source_options or {})
+        opened = [open_source(spec, **self._source_options) for spec in sources]  # fail early
+        self._owns_engine = engine is None or isinstance(engine, str)
+        if self._owns_engine:
+            from maskrt.engine import Engine
+
+            engine = Engine(backend=engine) if engine else Engine()
+        self.engine = engine
+        self.batch_size = batch_size
+        self.explain = explain
+        self.sinks = list(sinks)
+        self.keep_frames = keep_frames or any(getattr(s, "needs_frames", False) for s in self.sinks)
+        self.queue_size = queue_size
+        self.stop_when_done = stop_when_done
+        self._output: BoundedQueue[Record] = BoundedQueue(output_capacity, name="records")
+        self.ledger = Ledger(self._output)
+        self._sources = SourceQueues(self.ledger)
+        self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads), *stages,
+                                    PrepareStage(keep_image=explain or self.keep_frames)]
+        self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0)
+        self._explain = ExplainStage(engine, self.ledger, explain=explain,
+                                     keep_frames=self.keep_frames)
+        self._stage_queues: list[BoundedQueue[Any]] = []
+        self._handles: dict[str, SourceHandle] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._state = "new"  # new -> running -> stopping -> finished
+        self._explain_done = False
+        self._t_start: float | None = None
+        self._t_end: float | None = None
+        self._sink_parts: dict[str, Any] = {}
+        self._sinks_closed = False
+        for source in opened:
+            self._register(source)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "Pipeline":
+        """Start the threads (iteration and ``with`` do this). Idempotent."""
+        with self._lock:
+            if self._state != "new":
+                if self._state == "finished" and self._t_start is None:
+                    raise RuntimeError("pipeline: already stopped; create a new one")
+                return self
+            self._state = "running"
+            self._t_start = time.perf_counter()
+            handles = list(self._handles.values())
+        for sink in self.sinks:
+            sink.open(self)
+        inbox: Any = self._sources
+        for stage in self._chain:
+            outbox: BoundedQueue[FrameTask] = BoundedQueue(self.batch_size, name=stage.name)
+            self._stage_queues.append(outbox)
+            self._spawn_stage(stage, inbox, outbox)
+            inbox = outbox
+        results: BoundedQueue[InferredBatch] = BoundedQueue(2, name="results")
+        self._spawn(lambda: self._infer.run(inbox, results), "maskrt-infer")
+        self._spawn(lambda: self._run_explain(results), "maskrt-explain")
+        for handle in handles:
+            self._start_reader(handle)
+        self._check_input_closed()
+        return self
+
+    def _spawn_stage(self, stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask]) -> None:
+        workers = [threading.Thread(target=run_stage, args=(stage, inbox, outbox, self.ledger),
+                                    name=f"maskrt-{stage.name}-{i}", daemon=True)
+                   for i in range(max(1, int(getattr(stage, "threads", 1))))]
+
+        def supervise() -> None:  # the stage's output ends when its last worker does
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            outbox.close()
+
+        self._spawn(supervise, f"maskrt-{stage.name}")
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_explain(self, results: BoundedQueue[InferredBatch]) -> None:
+        try:
+            self._explain.run(results)
+        finally:
+            with self._lock:
+                self._explain_done = True
+            self._check_finished()
+
+    def stop(self, *, drain: bool = False, timeout: float = 15.0) -> None:
+        """Stop reading and shut every thread down (idempotent).
+
+        drain=False: frames still queued are recorded as ``dropped`` (reason: pipeline stopped);
+        batches already at the backend finish. drain=True: everything read so far is scored
+        first. Records not yet taken stay available to iteration.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            started = self._state not in ("new", "finished")
+            if self._state == "new":
+                self._state = "finished"
+            elif self._state == "running":
+                self._state = "stopping"
+            handles = list(self._handles.values())
+        if started:
+            for handle in handles:
+                handle.stop.set()
+                if not handle.removed:
+                    handle.discard_reason = REASON_STOPPED
+            if not drain:
+                self._abort_queues(handles)
+            self._output.overflow()  # records must not wait for a consumer that stopped
+            self._join(handles, deadline, timeout)
+        self._output.close()
+        if self._owns_engine:
+            self.engine.close()
+
+    close = stop
+
+    def _abort_queues(self, handles: list[SourceHandle]) -> None:
+        for handle in handles:
+            for task in self._sources.queue(handle.id).abort():
+                self.ledger.drop(task, handle.discard_reason)
+        for queue in self._stage_queues:
+            for task in queue.abort():
+                self.ledger.drop(task, task.handle.discard_reason)
+
+    def _join(self, handles: list[SourceHandle], deadline: float, timeout: float) -> None:
+        self._check_input_closed()
+        for thread in [h.thread for h in handles if h.thread] + self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in [*self._threads, *(h.thread for h in handles if h.thread)]
+                 if t.is_alive()]
+        if alive:
+            log.warning("pipeline threads %s still running after %.1f s; their frames will be "
+                        "recorded when they end", alive, timeout)
+        with self._lock:
+            self._state = "finished"
+            self._t_end = self._t_end or time.perf_counter()
+
+    # ------------------------------------------------------------------ sources
+
+    def add_source(self, spec: SourceSpec, **options: Any) -> str:
+        """Add a source (spec or Source) to the running pipeline; returns its id (made unique)."""
+        source = open_source(spec, **{**self._source_options, **options})
+        with self._lock:
+            if self._state in ("stopping", "finished") or self._input_closed():
+                raise RuntimeError("pipeline: cannot add a source after the pipeline finished or "
+                                   "was stopped (use stop_when_done=False to add sources later)")
+        handle = self._register(source)
+        if self._state == "running":
+            self._start_reader(handle)
+        return handle.id
+
+    def remove_source(self, source_id: str, *, drain: bool = False,
+                      timeout: float = 10.0) -> dict[str, Any]:
+        """Stop a source's reader and account for its frames: those still queued are scored with
+        ``drain=True``, else recorded as ``dropped`` (reason: source removed); frames already
+        past its queue are scored. Returns the source's counters at that moment."""
+        with self._lock:
+            handle = self._handles.get(source_id)
+            if handle is None or handle.removed:
+                active = [h.id for h in self._handles.values() if not h.removed]
+                raise KeyError(f"remove_source: no active source {source_id!r}; active: {active}")
+            handle.removed = True
+            handle.discard_reason = REASON_REMOVED
+        handle.stop.set()
+        queue = self._sources.queue(source_id)
+        if not drain:
+            for task in queue.abort():
+                self.ledger.drop(task, REASON_REMOVED)
+        if handle.thread is not None:
+            handle.thread.join(timeout)
+            if handle.thread.is_alive():
+                log.warning("%s: reader still busy %.1f s after removal; its frames will be "
+                            "recorded as dropped", source_id, timeout)
+                for task in queue.abort():
+                    self.ledger.drop(task, REASON_REMOVED)
+        handle.source.state = "removed"
+        self._check_input_closed()
+        return self.ledger.source_counters(source_id, self._t_start)
+
+    def _register(self, source: Source) -> SourceHandle:
+        capacity = source.queue_size or self.queue_size or (
+            LIVE_QUEUE_SIZE if source.live else max(8, self.batch_size))
+        with self._lock:
+            base, k = source.id, 2
+            while source.id in self._handles:
+                source.id = f"{base}#{k}"
+                k += 1
+            handle = SourceHandle(source)
+            self._handles[source.id] = handle
+        self.ledger.open(handle)
+        self._sources.add(handle, capacity)
+        return handle
+
+    def _start_reader(self, handle: SourceHandle) -> None:
+        handle.thread = threading.Thread(
+            target=run_reader, args=(handle, self._sources.queue(handle.id), self.ledger,
+                                     self._reader_done),
+            daemon=True, name=f"maskrt-reader-{handle.id}")
+        handle.thread.start()
+
+    def _reader_done(self, handle: SourceHandle) -> None:
+        handle.reader_done = True
+        self._check_input_closed()
+        self._check_finished()
+
+    def _input_closed(self) -> bool:
+        """No frame will be read any more: every reader is done and the pipeline is stopping or
+        stops when its sources are done."""
+        return (self._state != "new" and (self._state != "running" or self.stop_when_done)
+                and all(h.reader_done or (h.thread is None and h.removed)
+                        for h in self._handles.values()))
+
+    def _check_input_closed(self) -> None:
+        if self._input_closed():
+            self._sources.close_input()
+
+    def _check_finished(self) -> None:
+        with self._lock:
+            done = self._explain_done and all(h.reader_done or h.thread is None
+                                              for h in self._handles.values())
+            if done and self._t_end is None:
+                self._t_end = time.perf_counter()
+        if done:
+            self._output.close()
+
+    # ------------------------------------------------------------------ records
+
+    def get(self, timeout: float | None = None) -> Record | None:
+        """The next record (also given to the sinks); None when ``timeout`` seconds passed
+        without one, or the pipeline has finished and every record was taken (then
+        :attr:`finished` is True and the sinks are closed)."""
+        if self._state == "new":
+            self.start()
+        record = self._output.get(timeout)
+        if record is None:
+            return None
+        if not isinstance(record, Record):  # CLOSED: the end of the stream
+            self._close_sinks()
+            return None
+        for sink in self.sinks:
+            sink.write(record, record.frame)
+        return record
+
+    def __iter__(self) -> Iterator[Record]:
+        while True:
+            record = self.get()
+            if record is None:
+                return
+            yield record
+
+    def run(self) -> dict[str, Any]:
+        """Consume every record into the sinks and return the summary."""
+        with self:
+            for _ in self:
+                pass
+        return self.summary()
+
+    def _close_sinks(self) -> None:
+        if self._sinks_closed:
+            return
+        self._sinks_closed = True
+        for sink in self.sinks:
+            part = sink.close()
+            if part:
+                self._sink_parts.update(part)
+
+    @property
+    def finished(self) -> bool:
+        """Every thread is done and every record was taken."""
+        return self._output.closed and len(self._output) == 0 and self._state != "new"
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def source_ids(self) -> list[str]:
+        with self._lock:
+            return [h.id for h in self._handles.values() if not h.removed]
+
+    def sources(self) -> dict[str, Source]:
+        """Every source ever added (removed ones too), by id."""
+        with self._lock:
+            return {h.id: h.source for h in self._handles.values()}
+
+    def counters(self) -> dict[str, Any]:
+        """Live counters: per source and in total ``read``, ``scored``, ``dropped``, ``failed``,
+        ``in_flight`` (read but not yet recorded), plus per source its kind, state, frames/s
+        scored over the last few seconds, queued frames, reconnects, labels, drop/failure
+        reasons; and the batching figures."""
+        now = time.perf_counter()
+        per = {}
+        for source_id in self.ledger.source_ids():
+            per[source_id] = self.ledger.source_counters(source_id, self._t_start)
+            per[source_id]["queued"] = len(self._sources.queue(source_id))
+        total = empty_counts()
+        for counts in per.values():
+            for key in total:
+                total[key] += counts[key]
+        total["in_flight"] = total["read"] - total[SCORED] - total[DROPPED] - total[FAILED]
+        elapsed = ((self._t_end or now) - self._t_start) if self._t_start else 0.0
+        return {"sources": per, "total": total, "elapsed_s": elapsed,
+                "fps": total[SCORED] / elapsed if elapsed > 0 else 0.0,
+                **self._infer.counters(), "finished": self.finished}
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """The run's summary (what ``summary.json`` holds), from the counters, plus ``extra``."""
+        return build_summary(self.counters(), self.ledger.latencies(),
+                             outputs=dict(self._sink_parts), **extra)
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        if self.sinks:  # with sinks, what the consumer left goes to them before they close
+            for _ in self:
+                pass
+
+
+def _check_settings(batch_size: int, max_wait_ms: float, preprocess_threads: int,
+                    queue_size: int | None, max_side: int, output_capacity: int) -> None:
+    for name, value, low in (("batch_size", batch_size, 1), ("max_wait_ms", max_wait_ms, 0),
+                             ("preprocess_threads", preprocess_threads, 1),
+                             ("max_side", max_side, 224), ("output_capacity", output_capacity, 1)):
+        if value < low:
+            raise ValueError(f"{name}: expected >= {low}, got {value}")
+    if queue_size is not None and queue_size < 1:
+        raise ValueError(f"queue_size: expected >= 1, got {queue_size}")

@@ -1,0 +1,93 @@
+"""Records: what became of every frame a source yields (ARCHITECTURE.md, "Accounting").
+
+A frame ends in exactly one status - ``scored``, ``dropped`` or ``failed`` - so per source and
+overall ``read == scored + dropped + failed`` once nothing is in flight. A scored frame yields one
+record per region it was scored in (the whole frame, or each face a detector stage found), with
+``region_index`` 0..faces-1 and the region's ``box``; a scored frame with no region yields one
+frame-level record with ``faces`` 0 and no label. Dropped and failed frames yield one record each,
+with the reason and no region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCORED = "scored"
+DROPPED = "dropped"
+FAILED = "failed"
+STATUSES = (SCORED, DROPPED, FAILED)
+
+#: The fields written to records.jsonl, in this order (new fields are only ever appended).
+JSON_FIELDS = ("source_id", "frame_index", "source_timestamp", "status", "reason", "label",
+               "p_with_mask", "p_without_mask", "latency_ms", "uri", "region_index", "box",
+               "face_score", "faces")
+
+
+@dataclass
+class Record:
+    """What became of one frame, or of one region of a scored frame.
+
+    source_timestamp: seconds; the position in the video for video files, the file's mtime (Unix
+    time) for files, the wall clock at read (Unix time) for cameras and streams.
+    status: ``scored``, ``dropped`` (a live source's full queue, a filter stage, or the frame was
+    still queued when its source was removed or the pipeline stopped) or ``failed`` (``reason``
+    says why).
+    latency_ms: from the moment the frame was read to the moment this record was made.
+    uri: the file a frame came from (files, folders, drop folders), else None.
+    region_index, box: which region of the frame this record scores, and where it is
+    ([x0, y0, x1, y1] in frame pixels; the whole frame when no stage made regions); None for
+    dropped and failed frames and for a scored frame without regions.
+    face_score: the detector's confidence for the region, when a detector made it.
+    faces: the number of regions the scored frame had (None for dropped and failed frames).
+    overlay: uint8[H, W, 3] BGR CAM overlay at the region's size, when the pipeline explains.
+    frame: the decoded frame, when the pipeline keeps frames (annotated videos).
+    outputs: files that sinks wrote for this record.
+    """
+
+    source_id: str
+    frame_index: int
+    source_timestamp: float | None
+    status: str
+    reason: str | None = None
+    label: str | None = None
+    p_with_mask: float | None = None
+    p_without_mask: float | None = None
+    latency_ms: float = 0.0
+    uri: str | None = None
+    region_index: int | None = None
+    box: list[int] | None = None
+    face_score: float | None = None
+    faces: int | None = None
+    overlay: np.ndarray | None = field(default=None, repr=False)
+    frame: np.ndarray | None = field(default=None, repr=False)
+    #: files sinks wrote for this record (e.g. ``{"overlay": path}``), added to its JSON line
+    outputs: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def frame_level(self) -> bool:
+        """True for the one record that carries the frame's status in the accounting: every
+        dropped or failed record, and region 0 (or the region-less record) of a scored frame."""
+        return self.status != SCORED or not self.region_index
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON fields (no arrays), floats rounded for the log."""
+        out: dict[str, Any] = {}
+        for name in JSON_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, float):
+                precise = name.startswith("p_") or name in ("source_timestamp", "face_score")
+                value = round(value, 6) if precise else round(value, 3)
+            out[name] = value
+        return out
+
+
+def empty_counts() -> dict[str, int]:
+    return {"read": 0, SCORED: 0, DROPPED: 0, FAILED: 0}
+
+
+def accounting_holds(counts: dict[str, int]) -> bool:
+    """``read == scored + dropped + failed``."""
+    return counts["read"] == counts[SCORED] + counts[DROPPED] + counts[FAILED]

@@ -1,0 +1,241 @@
+"""Where records go: sinks behind one protocol - JSON lines, overlay images, annotated videos and
+the summary - and :func:`build_sinks`, the one place ``maskrt score`` turns its flags into sinks.
+
+A :class:`Sink` is opened with the pipeline when it starts, given every record the consumer takes
+(with the decoded frame when it asked for frames: ``needs_frames = True``), and closed at the
+end of the stream; ``close`` returns its part of the summary's ``outputs`` (or None)::
+
+    summary = Pipeline(engine, sources, sinks=[JsonlSink("out/records.jsonl")]).run()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from maskrt.labels import CLASSES
+from maskrt.stream.records import SCORED, Record
+from maskrt.stream.sources.base import VIDEO_EXTENSIONS
+from maskrt.stream.summary import write_json_atomic
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(source_id: str, limit: int = 80) -> str:
+    """A file-system-safe folder name for a source id (``rtsp://cam:554/x`` -> ``rtsp_cam_554_x``)."""
+    name = _UNSAFE.sub("_", source_id).strip("._") or "source"
+    return name[-limit:]
+
+
+class Sink:
+    """The sink protocol. Subclass and override :meth:`write` (and :meth:`open`/:meth:`close`)."""
+
+    #: True: the pipeline keeps the decoded frame for :meth:`write` (costs memory per record)
+    needs_frames = False
+
+    def open(self, pipeline: Any) -> None:
+        """Called once when the pipeline starts (it gives access to ``counters()``/``summary()``)."""
+
+    def write(self, record: Record, frame: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> dict[str, Any] | None:
+        """Called once at the end of the stream; returns this sink's part of ``outputs``."""
+        return None
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class JsonlSink(Sink):
+    """One JSON object per record (the fields of :data:`maskrt.stream.records.JSON_FIELDS`, plus
+    the files other sinks wrote for it, e.g. ``overlay``), one per line, flushed every
+    ``flush_every`` records, at least once a second, and on close."""
+
+    def __init__(self, path: str | os.PathLike[str], flush_every: int = 64) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+        self._flush_every = flush_every
+        self._pending = 0
+        self._last_flush = time.monotonic()
+        self.count = 0
+
+    def write(self, record: Record, frame: np.ndarray | None = None) -> None:
+        entry = record.to_dict()
+        entry.update(record.outputs)
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.count += 1
+        self._pending += 1
+        now = time.monotonic()
+        if self._pending >= self._flush_every or now - self._last_flush >= 1.0:
+            self._file.flush()
+            self._pending = 0
+            self._last_flush = now
+
+    def close(self) -> dict[str, Any]:
+        if not self._file.closed:
+            self._file.close()
+        return {"records": str(self.path)}
+
+
+class OverlaySink(Sink):
+    """Overlay images: ``DIR/<source>/<frame_index>[_<file stem>].jpg`` (one folder per source)."""
+
+    def __init__(self, directory: str | os.PathLike[str], quality: int = 90) -> None:
+        self.directory = Path(directory)
+        self.quality = quality
+        self._made: set[Path] = set()
+        self.count = 0
+
+    def write(self, record: Record, frame: np.ndarray | None = None) -> str | None:
+        """Write the record's overlay (and note it in ``record.outputs``); returns the path, or
+        None when it has none."""
+        import cv2
+
+        if record.overlay is None:
+            return None
+        folder = self.directory / safe_name(record.source_id)
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        name = f"{record.frame_index:08d}"
+        if record.region_index:  # regions after the first of a frame
+            name += f"_r{record.region_index}"
+        if record.uri:
+            name += "_" + safe_name(Path(record.uri).stem, 60)
+        path = folder / f"{name}.jpg"
+        if not cv2.imwrite(str(path), record.overlay, [cv2.IMWRITE_JPEG_QUALITY, self.quality]):
+            return None
+        self.count += 1
+        record.outputs["overlay"] = str(path)
+        return str(path)
+
+    def close(self) -> dict[str, Any]:
+        return {"overlays": str(self.directory)}
+
+
+def annotate(image: np.ndarray, record: Record) -> np.ndarray:
+    """A copy of ``image`` with the record's decision written in its top-left corner."""
+    import cv2
+
+    out = image.copy()
+    if record.label is None:
+        return out
+    p = record.p_with_mask if record.label == CLASSES[0] else record.p_without_mask
+    text = f"{record.label} {p:.2f}"
+    colour = (0, 160, 0) if record.label == CLASSES[0] else (0, 0, 220)
+    scale = max(0.4, min(out.shape[:2]) / 400.0)
+    thickness = max(1, int(round(scale * 2)))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.rectangle(out, (0, 0), (w + 8, h + base + 8), (255, 255, 255), -1)
+    cv2.putText(out, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+                cv2.LINE_AA)
+    return out
+
+
+class VideoSink(Sink):
+    """Annotated videos, one per source given to it: ``DIR/<source>_annotated.avi`` (MJPG), each scored
+    frame (its overlay when the pipeline explains, else the frame itself, which this sink asks
+    the pipeline to keep) with its label written on it. Dropped and failed frames have
+    no picture and are left out; ``fps`` per source comes from the source (default 25)."""
+
+    def __init__(self, directory: str | os.PathLike[str], source_ids: Iterable[str],
+                 fps_of: Callable[[str], float | None] = lambda source_id: None) -> None:
+        self.directory = Path(directory)
+        self.source_ids = set(source_ids)
+        self.fps_of = fps_of
+        self._writers: dict[str, Any] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self.paths: dict[str, str] = {}
+
+    needs_frames = True
+
+    def write(self, record: Record, frame: np.ndarray | None = None) -> bool:
+        import cv2
+
+        if record.source_id not in self.source_ids or record.status != SCORED:
+            return False
+        image = record.overlay if record.overlay is not None else frame
+        if image is None:
+            return False
+        writer = self._writers.get(record.source_id)
+        if writer is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            root, ext = os.path.splitext(safe_name(record.source_id))
+            path = self.directory / f"{root if ext.lower() in VIDEO_EXTENSIONS else root + ext}" \
+                f"_annotated.avi"
+            size = (image.shape[1], image.shape[0])
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"),
+                                     float(self.fps_of(record.source_id) or 25.0), size)
+            if not writer.isOpened():
+                self.source_ids.discard(record.source_id)
+                return False
+            self._writers[record.source_id] = writer
+            self._sizes[record.source_id] = size
+            self.paths[record.source_id] = str(path)
+        size = self._sizes[record.source_id]
+        if (image.shape[1], image.shape[0]) != size:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        writer.write(annotate(image, record))
+        return True
+
+    def close(self) -> dict[str, Any]:
+        for writer in self._writers.values():
+            writer.release()
+        self._writers.clear()
+        return {"videos": dict(self.paths)}
+
+
+class SummarySink(Sink):
+    """Writes the pipeline's summary (:meth:`Pipeline.summary`, from its counters) to ``path``
+    atomically when the stream ends. Close it after the other sinks, so their ``outputs`` are in
+    it; ``extra`` (backend, settings, how the run stopped...) is added and may be updated until
+    then."""
+
+    def __init__(self, path: str | os.PathLike[str], **extra: Any) -> None:
+        self.path = Path(path)
+        self.extra = extra
+        self.summary: dict[str, Any] | None = None
+        self._pipeline: Any = None
+
+    def open(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+
+    def write(self, record: Record, frame: np.ndarray | None = None) -> None:
+        pass  # the counts come from the pipeline's ledger, not from recounting records
+
+    def close(self) -> dict[str, Any]:
+        if self._pipeline is not None:
+            self.summary = self._pipeline.summary(**self.extra)
+            self.summary["outputs"]["summary"] = str(self.path)
+            write_json_atomic(self.path, self.summary)
+        return {"summary": str(self.path)}
+
+
+def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
+                fps_of: Callable[[str], float | None], **summary_extra: Any) -> list[Sink]:
+    """The sinks of ``maskrt score``: overlays (``--explain``; before the JSONL sink, which
+    records their paths), records.jsonl, annotated videos (given video sources), summary.json."""
+    sinks: list[Sink] = []
+    if explain:
+        sinks.append(OverlaySink(out / "overlays"))
+    sinks.append(JsonlSink(out / "records.jsonl"))
+    video_sources = list(video_sources)
+    if video_sources:
+        sinks.append(VideoSink(out / "videos", video_sources, fps_of=fps_of))
+    sinks.append(SummarySink(out / "summary.json", **summary_extra))
+    return sinks
+
+

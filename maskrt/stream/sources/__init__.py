@@ -1,0 +1,20 @@
+"""Frame sources: files, folders, videos, cameras, network streams and drop folders.
+
+* ``base.py``: :class:`Frame` and :class:`Source` (subclass it for a new kind of source), the
+  constants naming videos and stream schemes.
+* ``files.py``: image files, folders, drop folders (lossless: encoded bytes, decoded later).
+* ``video.py``: video files. ``live.py``: cameras and network streams, with reconnection.
+* ``spec.py``: :func:`open_source`, from ``"clip.avi"``, ``0``, ``"rtsp://..."``, ``"drop:DIR"``.
+"""
+
+from maskrt.stream.sources.base import (DROP_PREFIX, STREAM_SCHEMES, VIDEO_EXTENSIONS, Frame,
+                                        Source, SourceSpec)
+from maskrt.stream.sources.files import DropFolderSource, FolderSource, ImageFileSource, PathSource
+from maskrt.stream.sources.live import CameraSource, CaptureSource, StreamSource, redact_url
+from maskrt.stream.sources.spec import SPEC_HELP, open_source
+from maskrt.stream.sources.video import VideoFileSource
+
+__all__ = ["CameraSource", "CaptureSource", "DROP_PREFIX", "DropFolderSource", "FolderSource",
+           "Frame", "ImageFileSource", "PathSource", "SPEC_HELP", "STREAM_SCHEMES", "Source",
+           "SourceSpec", "StreamSource", "VIDEO_EXTENSIONS", "VideoFileSource", "open_source",
+           "redact_url"]

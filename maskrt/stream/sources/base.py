@@ -1,0 +1,116 @@
+"""Frame sources for the streaming pipeline: files, folders, videos, cameras, network streams and
+drop folders.
+
+A source is an object whose :meth:`Source.frames` generator runs in the source's own reader
+thread (the pipeline starts one per source) and yields :class:`Frame` objects. Every yielded
+frame becomes exactly one record (``scored``, ``dropped`` or ``failed``), so a source yields a
+frame with ``error`` set, rather than nothing, when a read produced no usable frame: a file that
+cannot be read, a camera or URL that cannot be opened, a stream that was lost, a video that ends
+before its header said it would. Those failure frames take a frame index like any other.
+
+Source specifications (:func:`open_source`):
+
+==============================  ==================================================================
+``"face.jpg"``                  an image file (any file that is not a video is decoded as an image)
+``"crops/"``                    a folder, recursive, in a stable order (sorted by path); every
+                                non-hidden regular file is one frame (non-images become ``failed``)
+``"clip.avi"``                  a video file (extensions in :data:`VIDEO_EXTENSIONS`)
+``0``, ``"0"``                  a camera index (OpenCV's default camera backend)
+``"rtsp://..."``, ``"http://"``  a network stream (RTSP, HTTP MJPEG, ...) read through OpenCV's FFmpeg
+                                backend; also ``rtsps``, ``rtmp``, ``https``, ``udp``, ``tcp``, ``srt``
+``"drop:DIR"``                  a drop folder watched for new image files (cameras that upload face
+                                crops over FTP): each new complete file is scored once
+==============================  ==================================================================
+
+Files, folders, videos and drop folders are *finite or lossless* sources: when the pipeline is
+busy their reader blocks, nothing is dropped. Cameras and network streams are *live*: their queue
+keeps the newest frames, the oldest is dropped (and recorded as ``dropped``) when it is full, and
+a failing live source reconnects with exponential back-off (``backoff`` seconds, doubled per
+failed attempt, capped), each attempt logged on the ``maskrt.stream.sources`` logger.
+
+Source timestamps (``Frame.timestamp``, seconds): video files - the position in the video
+(``CAP_PROP_POS_MSEC`` / 1000); image files, folders and drop folders - the file's mtime (Unix
+time); cameras and streams - the wall clock (Unix time) when the frame was read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+import numpy as np
+
+VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg",
+                              ".ts", ".mts", ".wmv", ".flv", ".3gp", ".mjpeg", ".mjpg", ".ogv"})
+#: URL schemes read as network streams.
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp",
+                            "srt", "rtp"})
+#: Prefix of a drop-folder spec: ``drop:/srv/ftp/camera7``.
+DROP_PREFIX = "drop:"
+#: Names a drop folder ignores: uploads in progress under a temporary name, and hidden files.
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", ".download", "~")
+
+SourceSpec = Union[str, int, os.PathLike, "Source"]
+
+
+@dataclass
+class Frame:
+    """One frame read by a source.
+
+    Exactly one of ``image`` (decoded BGR uint8, for videos and cameras), ``data`` (encoded bytes,
+    decoded by the pipeline's preprocessing stage, off the reader and inference threads) or
+    ``error`` (the read failed; becomes a ``failed`` record with this reason) is set.
+    """
+
+    index: int
+    timestamp: float | None
+    image: np.ndarray | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
+    uri: str | None = None
+    error: str | None = None
+    #: time.perf_counter() when the frame was read (set by the pipeline's reader thread)
+    t_read: float = 0.0
+
+
+class Source:
+    """Base class of all sources; subclasses implement :meth:`frames`.
+
+    id: unique name in a pipeline (default: derived from the spec).
+    queue_size: capacity of the source's queue in the pipeline (default: the pipeline's).
+    """
+
+    kind = "source"
+    #: live sources drop their oldest queued frame when the queue is full; others block
+    live = False
+
+    def __init__(self, id: str | None = None, *, queue_size: int | None = None) -> None:
+        if queue_size is not None and queue_size < 1:
+            raise ValueError(f"queue_size: expected >= 1, got {queue_size}")
+        self.id = id or self.default_id()
+        self.queue_size = queue_size
+        #: "idle", "connecting", "streaming", "reading", "reconnecting", "finished", "failed"
+        self.state = "idle"
+        #: successful reconnections after a loss (live sources)
+        self.reconnects = 0
+        #: failed open / read attempts (live sources log each one)
+        self.connect_failures = 0
+        self.last_error: str | None = None
+        #: nominal frame rate, when the source knows one (videos, streams); used by video sinks
+        self.fps: float | None = None
+
+    def default_id(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Yield frames until exhausted or ``stop`` is set. Runs in the source's reader thread."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r})"
+
+

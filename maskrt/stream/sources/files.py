@@ -1,0 +1,187 @@
+"""Image files, folders (recursive) and drop folders: lossless sources whose frames are encoded
+image bytes, decoded later by the pipeline's decode stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from maskrt.image import truncation_reason
+from maskrt.stream.sources.base import DROP_PREFIX, PARTIAL_SUFFIXES, Frame, Source
+
+log = logging.getLogger("maskrt.sources")
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _read_file(path: Path, index: int) -> Frame:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return Frame(index, _mtime(path), uri=str(path),
+                     error=f"{path}: cannot read file ({err.strerror or err})")
+    return Frame(index, _mtime(path), data=data, uri=str(path))
+
+
+class PathSource(Source):
+    """A source named by one filesystem path; its id defaults to the path."""
+
+    def __init__(self, path: str | os.PathLike[str], id: str | None = None, **kw: Any) -> None:
+        self.path = Path(path)
+        super().__init__(id, **kw)
+
+    def default_id(self) -> str:
+        return str(self.path)
+
+
+class ImageFileSource(PathSource):
+    """One image file: one frame."""
+
+    kind = "image"
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self.state = "reading"
+        yield _read_file(self.path, 0)
+        self.state = "finished"
+
+
+class FolderSource(PathSource):
+    """Every non-hidden regular file under ``path``, recursively, sorted by path (directories are
+    listed one at a time, so a folder of millions of files never sits in memory as a list).
+
+    extensions: only files with these endings (e.g. ``{".jpg", ".png"}``); default: all files, so
+    that a stray non-image is reported as a ``failed`` record instead of silently skipped.
+    """
+
+    kind = "folder"
+
+    def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
+                 extensions: set[str] | None = None, **kw: Any) -> None:
+        self.extensions = {e.lower() for e in extensions} if extensions else None
+        super().__init__(path, id, **kw)
+
+    def files(self) -> Iterator[Path]:
+        """The folder's files in the order they are read."""
+        yield from self._walk(self.path)
+
+    def _walk(self, directory: Path) -> Iterator[Path]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            log.warning("%s: cannot list %s: %s", self.id, directory, err)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from self._walk(Path(entry.path))
+                elif entry.is_file():
+                    if self.extensions is None or Path(entry.name).suffix.lower() in self.extensions:
+                        yield Path(entry.path)
+            except OSError:
+                continue
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if not self.path.is_dir():
+            self.state = "failed"
+            self.last_error = f"{self.path}: not a folder"
+            yield Frame(0, None, uri=str(self.path), error=self.last_error)
+            return
+        self.state = "reading"
+        for index, path in enumerate(self.files()):
+            if stop.is_set():
+                return
+            yield _read_file(path, index)
+        self.state = "finished"
+
+
+class DropFolderSource(PathSource):
+    """A folder that cameras upload face crops into (e.g. over FTP), watched by polling.
+
+    Each new complete file is yielded once. A file is complete when it has not been modified for
+    ``settle_s`` seconds and is not named like an upload in progress (:data:`PARTIAL_SUFFIXES`,
+    hidden files). A JPEG or PNG that still looks cut short (no end marker) is given up to
+    ``incomplete_grace_s`` seconds after its last modification to be completed before it is
+    passed on (and then fails as truncated). A file replaced under the same name (new inode, size
+    or mtime) is a new file. ``existing``: also score the files present at start.
+    The source runs until it is removed or the pipeline stops; it never drops (lossless).
+    It remembers every file it passed on (path -> inode, size, mtime) and lists the folder every
+    ``poll_s``: move or delete scored files when millions pass through one folder.
+    """
+
+    kind = "drop"
+
+    def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
+                 settle_s: float = 1.0, poll_s: float = 0.25, incomplete_grace_s: float = 30.0,
+                 existing: bool = True, recursive: bool = False, **kw: Any) -> None:
+        self.settle_s = settle_s
+        self.poll_s = poll_s
+        self.incomplete_grace_s = incomplete_grace_s
+        self.existing = existing
+        self.recursive = recursive
+        super().__init__(path, id, **kw)
+
+    def default_id(self) -> str:
+        return f"{DROP_PREFIX}{self.path}"
+
+    def _scan(self, directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if self.recursive:
+                        yield from self._scan(Path(entry.path))
+                elif entry.is_file():
+                    yield Path(entry.path), entry.stat()
+            except OSError:
+                continue
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if not self.path.is_dir():
+            self.state = "failed"
+            self.last_error = f"{self.path}: drop folder does not exist"
+            yield Frame(0, None, uri=str(self.path), error=self.last_error)
+            return
+        seen: dict[Path, tuple[int, int, int]] = {}
+        if not self.existing:
+            seen = {p: (st.st_ino, st.st_size, st.st_mtime_ns) for p, st in self._scan(self.path)}
+        index = 0
+        self.state = "watching"
+        while not stop.is_set():
+            for path, st in self._scan(self.path):
+                key = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if seen.get(path) == key:
+                    continue
+                age = time.time() - st.st_mtime
+                if age < self.settle_s:
+                    continue
+                frame = _read_file(path, index)
+                if (frame.data is not None and age < self.incomplete_grace_s
+                        and truncation_reason(frame.data) is not None):
+                    continue  # an upload still in progress: look again at the next poll
+                seen[path] = key
+                index += 1
+                yield frame
+                if stop.is_set():
+                    return
+            stop.wait(self.poll_s)
+
+

@@ -1,0 +1,108 @@
+"""Stages: the steps a frame goes through, each in its own thread(s) between two bounded queues.
+
+    read (one thread per source) -> decode -> [user stages] -> prepare -> infer -> explain -> records
+
+A per-frame stage is a :class:`Stage`: ``process(task)`` returns the task (changed as it likes) to
+pass it on, returns None to drop the frame (a filter; recorded as ``dropped`` with the stage's
+name), or raises to fail the frame (recorded as ``failed`` with the error). A detector is a stage
+that sets ``task.regions``. Users pass their own stages to ``Pipeline(..., stages=[...])``; they
+run after decoding, on the decoded BGR frame (``task.image``), in order.
+
+The infer and explain stages work on batches and live in ``batching.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from maskrt.image import ImageError, MAX_SIDE, decode_image, limit_side, resize_to_input, to_bgr8
+from maskrt.stream.accounting import Ledger
+from maskrt.stream.queue import CLOSED, BoundedQueue
+from maskrt.stream.work import FrameTask
+
+log = logging.getLogger("maskrt.pipeline")
+
+
+class Stage:
+    """One step of per-frame work. Subclass it and override :meth:`process`.
+
+    name: used in thread names and in the reasons of the frames it drops or fails.
+    threads: how many threads run it (1 keeps each source's frames in order).
+    """
+
+    name = "stage"
+    threads = 1
+
+    def process(self, task: FrameTask) -> FrameTask | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called once when the pipeline has stopped (release what the stage holds)."""
+
+
+class DecodeStage(Stage):
+    """Encoded bytes or a captured frame -> ``task.image``, uint8[H, W, 3] BGR, at most
+    ``max_side`` pixels per side (through :func:`maskrt.image.decode_image`, the one decoder)."""
+
+    name = "decode"
+
+    def __init__(self, max_side: int = MAX_SIDE, threads: int = 1) -> None:
+        self.max_side = max_side
+        self.threads = threads
+
+    def process(self, task: FrameTask) -> FrameTask:
+        frame = task.frame
+        what = frame.uri or f"frame {frame.index}"
+        if frame.image is not None:
+            task.image = limit_side(to_bgr8(frame.image, what=what), self.max_side)
+        else:
+            task.image = decode_image(frame.data or b"", what=what, max_side=self.max_side)
+        frame.image = frame.data = None  # the task holds the decoded frame from now on
+        return task
+
+
+class PrepareStage(Stage):
+    """One uint8[224, 224, 3] network input per region (the whole frame when no stage set
+    regions): the region is squash-resized, as in training. The decoded frame is kept only when
+    overlays or annotated videos need it."""
+
+    name = "prepare"
+
+    def __init__(self, keep_image: bool) -> None:
+        self.keep_image = keep_image
+
+    def process(self, task: FrameTask) -> FrameTask:
+        if task.regions is None:
+            task.regions = [task.whole_frame()]
+        for region in task.regions:
+            region.input = resize_to_input(region.crop(task.image))
+        if not self.keep_image:
+            task.image = None
+        task.t_prepared = time.perf_counter()
+        return task
+
+
+def run_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger: Ledger) -> None:
+    """The loop of one thread of ``stage``: take a task, process it, pass it on; every task that
+    does not go on is accounted for (failed, filtered, or dropped because the pipeline stops)."""
+    while True:
+        task = inbox.get()
+        if task is CLOSED:
+            return
+        if task is None:
+            continue
+        try:
+            result = stage.process(task)
+        except ImageError as err:
+            ledger.fail(task, str(err))
+            continue
+        except Exception as err:  # noqa: BLE001 - one bad frame (or stage bug) must not stop the stream
+            log.debug("stage %s failed on a frame", stage.name, exc_info=True)
+            ledger.fail(task, f"{stage.name} error: {type(err).__name__}: {err}")
+            continue
+        if result is None:
+            ledger.drop(task, f"filtered by stage {stage.name}")
+        elif not outbox.put(result):
+            ledger.drop(result, result.handle.discard_reason)

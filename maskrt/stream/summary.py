@@ -1,0 +1,78 @@
+"""The summary of a run (``summary.json``), built from the pipeline's counters - never recounted
+from records - and written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskrt.labels import CLASSES
+from maskrt.stream.records import STATUSES
+
+#: per-source counters copied into the summary
+_SOURCE_FIELDS = ("kind", "state", "reconnects", "connect_failures", "last_error", "reasons",
+                  "labels")
+
+
+def percentiles(values: Any, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:
+    """{"p50": ..., "p95": ..., "p99": ...} of ``values`` (None when empty)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        return {f"p{q:g}": None for q in qs}
+    return {f"p{q:g}": round(float(v), 3) for q, v in zip(qs, np.percentile(data, qs))}
+
+
+def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """Counts per status and source, labels, throughput, latency of scored frames, batching, and
+    whether ``read == scored + dropped + failed`` held with nothing in flight."""
+    totals = {k: counters["total"][k] for k in ("read", *STATUSES)}
+    sources: dict[str, Any] = {}
+    labels = {c: 0 for c in CLASSES}
+    ok = counters["total"]["in_flight"] == 0
+    for source_id, live in counters["sources"].items():
+        entry = {k: live[k] for k in ("read", *STATUSES)}
+        entry.update({k: live[k] for k in _SOURCE_FIELDS})
+        ok &= live["in_flight"] == 0 and live["read"] == sum(live[s] for s in STATUSES)
+        for name, count in live["labels"].items():
+            labels[name] += count
+        sources[source_id] = entry
+    ok &= totals["read"] == sum(totals[s] for s in STATUSES)
+    elapsed = float(extra.pop("elapsed_s", None) or counters.get("elapsed_s") or 0.0)
+    latency = percentiles(latencies_ms)
+    if len(latencies_ms):
+        latency.update(mean=round(float(latencies_ms.mean()), 3),
+                       max=round(float(latencies_ms.max()), 3))
+    summary: dict[str, Any] = {
+        "counts": totals,
+        "accounting_ok": bool(ok),
+        "labels": labels,
+        "elapsed_s": round(elapsed, 3),
+        "throughput_fps": round(totals["scored"] / elapsed, 3) if elapsed > 0 else None,
+        "latency_ms": latency,
+        "sources": sources,
+        "batches": counters.get("batches"),
+        "mean_batch_size": round(float(counters.get("mean_batch_size") or 0.0), 3),
+    }
+    summary.update(extra)
+    return summary
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place, so
+    a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
