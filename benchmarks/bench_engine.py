@@ -62,7 +62,7 @@ def main() -> int:
     machine = machine_info()
     print(f"machine: {machine['cpu']} ({machine['cores']} cores), 1-min load {machine['load_1min']}")
     rows = []
-    with Engine(backend="onnxruntime", max_batch=max(args.batch)) as engine:
+    with Engine(backend="onnxruntime", chunk_size=max(args.batch)) as engine:
         print(f"backend: {engine.backend.describe()}")
         print(f"{'batch':>5s} {'mode':>16s} {'images/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} "
               f"{'p99 ms':>8s} {'vs classify':>11s}")

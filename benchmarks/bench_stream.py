@@ -84,13 +84,13 @@ def run_raw(engine, batches: list[np.ndarray]) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
-def run_pipeline(engine, videos: list[Path], max_batch: int, max_wait_ms: float
+def run_pipeline(engine, videos: list[Path], batch_size: int, max_wait_ms: float
                  ) -> tuple[float, list[float], dict]:
     from maskrt.stream.pipeline import Pipeline
 
     latencies = []
     start = time.perf_counter()
-    with Pipeline(engine, [str(v) for v in videos], max_batch=max_batch,
+    with Pipeline(engine, [str(v) for v in videos], batch_size=batch_size,
                   max_wait_ms=max_wait_ms) as pipeline:
         for record in pipeline:
             if record.status == "scored":
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=96, help="frames per video (default 96)")
     parser.add_argument("--size", default="320x240", help="video frame size WxH")
-    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, nargs="+", default=[5.0, 50.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", default="onnxruntime")
@@ -126,7 +126,7 @@ def main() -> int:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="maskrt-bench-stream-") as tmp:
         videos = make_videos(Path(tmp), args.videos, args.frames, (width, height))
-        batches = decoded_batches(videos, args.max_batch)
+        batches = decoded_batches(videos, args.batch_size)
         n_frames = sum(len(b) for b in batches)
         engine.infer(batches[0])  # warm-up
         # Interleaved (raw, then each max_wait_ms, per repeat) so that drifts of a shared
@@ -138,7 +138,7 @@ def main() -> int:
         for _ in range(args.repeats):
             raw.append(run_raw(engine, batches))
             for wait in args.max_wait_ms:
-                f, latencies, counters[wait] = run_pipeline(engine, videos, args.max_batch, wait)
+                f, latencies, counters[wait] = run_pipeline(engine, videos, args.batch_size, wait)
                 fps[wait].append(f)
                 lat[wait].extend(latencies)
         runs = {wait: (fps[wait], lat[wait], counters[wait]) for wait in args.max_wait_ms}
@@ -147,14 +147,14 @@ def main() -> int:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average before "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"backend: {engine.backend.describe()}; precision {engine.backend.precision}; "
-          f"max_batch {args.max_batch}; {args.videos} videos x {args.frames} frames "
+          f"batch_size {args.batch_size}; {args.videos} videos x {args.frames} frames "
           f"({width}x{height} MJPG) = {n_frames} frames; {args.repeats} repeats")
     print(f"{'configuration':<28}{'frames/s median':>16}{'(min-max)':>18}{'vs raw':>8}"
           f"{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean batch':>12}")
     print(f"{'raw backend (decoded)':<28}{raw_median:>16.1f}"
           f"{f'({min(raw):.1f}-{max(raw):.1f})':>18}{1.0:>8.2f}")
     results = {"machine": cpu_model(), "cores": os.cpu_count(), "load_before": load,
-               "backend": engine.backend.describe(), "max_batch": args.max_batch,
+               "backend": engine.backend.describe(), "batch_size": args.batch_size,
                "frames": n_frames, "raw_fps": raw, "pipeline": {}}
     for wait, (fps, lat, counters) in runs.items():
         median = statistics.median(fps)

@@ -47,6 +47,25 @@ void require_array(const py::array& a, const char* name, int ndim, const std::st
   require((a.flags() & py::array::c_style) != 0, std::string(name) + ": expected a C-contiguous array");
 }
 
+// Both entry points describe a batch the same way; only where the pointers come from differs.
+void fill_args(CamOverlayArgs& args, const void* features, bool fp16, const float* weights, std::int64_t num_classes,
+               const void* classes, bool classes_int32, const std::uint8_t* images, std::uint8_t* overlays,
+               std::int64_t n, std::int64_t height, std::int64_t width, float alpha, bool rgb) {
+  args.features = features;
+  args.feature_type = fp16 ? FeatureType::kFloat16 : FeatureType::kFloat32;
+  args.weights = weights;
+  args.num_classes = num_classes;
+  args.classes = classes;
+  args.classes_int32 = classes_int32;
+  args.images = images;
+  args.overlays = overlays;
+  args.n = n;
+  args.height = height;
+  args.width = width;
+  args.alpha = alpha;
+  args.rgb = rgb;
+}
+
 void cam_overlay_cpu_py(const py::array& features, const py::array& weights, const py::array& classes,
                         const py::array& images, py::array& overlays, py::object heatmaps, float alpha, bool rgb,
                         int num_threads) {
@@ -78,18 +97,9 @@ void cam_overlay_cpu_py(const py::array& features, const py::array& weights, con
                 "], got " + shape_of(hm));
     args.heatmaps = static_cast<float*>(hm.mutable_data());
   }
-  args.features = features.data();
-  args.feature_type = half ? FeatureType::kFloat16 : FeatureType::kFloat32;
-  args.weights = static_cast<const float*>(weights.data());
-  args.num_classes = weights.shape(0);
-  args.classes = classes.data();
-  args.images = static_cast<const std::uint8_t*>(images.data());
-  args.overlays = static_cast<std::uint8_t*>(overlays.mutable_data());
-  args.n = n;
-  args.height = h;
-  args.width = w;
-  args.alpha = alpha;
-  args.rgb = rgb;
+  fill_args(args, features.data(), half, static_cast<const float*>(weights.data()), weights.shape(0), classes.data(),
+            false, static_cast<const std::uint8_t*>(images.data()), static_cast<std::uint8_t*>(overlays.mutable_data()),
+            n, h, w, alpha, rgb);
   py::gil_scoped_release release;
   cam_overlay_cpu(args, num_threads);
 }
@@ -105,20 +115,11 @@ void cam_overlay_cuda_py(std::uintptr_t features, bool features_fp16, std::uintp
   require(n == 0 || (features && weights && classes && images && overlays),
           "cam_overlay_cuda: expected non-null device pointers");
   CamOverlayArgs args;
-  args.features = reinterpret_cast<const void*>(features);
-  args.feature_type = features_fp16 ? FeatureType::kFloat16 : FeatureType::kFloat32;
-  args.weights = reinterpret_cast<const float*>(weights);
-  args.num_classes = num_classes;
-  args.classes = reinterpret_cast<const void*>(classes);
-  args.classes_int32 = classes_int32;
-  args.images = reinterpret_cast<const std::uint8_t*>(images);
-  args.overlays = reinterpret_cast<std::uint8_t*>(overlays);
   args.heatmaps = reinterpret_cast<float*>(heatmaps);
-  args.n = n;
-  args.height = height;
-  args.width = width;
-  args.alpha = alpha;
-  args.rgb = rgb;
+  fill_args(args, reinterpret_cast<const void*>(features), features_fp16, reinterpret_cast<const float*>(weights),
+            num_classes, reinterpret_cast<const void*>(classes), classes_int32,
+            reinterpret_cast<const std::uint8_t*>(images), reinterpret_cast<std::uint8_t*>(overlays), n, height, width,
+            alpha, rgb);
   py::gil_scoped_release release;
   cam_overlay_cuda(args, reinterpret_cast<void*>(stream));
 }

@@ -77,6 +77,13 @@ class Engine:
     def alpha(self) -> float:
         return self.explainer.alpha
 
+    @property
+    def input_device(self) -> Any:
+        """The torch device of a backend that takes torch tensors (torch, TensorRT): batches
+        moved there come back as outputs on it, and overlays are drawn there. None for host-only
+        backends (ONNX Runtime)."""
+        return getattr(self.backend, "device", None)
+
     def classify(self, frames: Frames) -> Result | list[Result]:
         """frames: one BGR uint8 image [H, W, 3] (or a path) -> Result; a list or
         [N, H, W, 3] batch of them -> list[Result]. Any size; gray/BGRA are converted."""

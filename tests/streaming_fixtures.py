@@ -94,17 +94,20 @@ def maskrt_threads() -> list[str]:
 
 def check_accounting(records: Iterable[Any], counters: dict[str, Any]) -> dict[str, list[Any]]:
     """Assert the accounting contract: per source and overall read == scored + dropped + failed,
-    nothing in flight, the records seen are exactly the counted ones, and each frame index
-    0..read-1 appears exactly once per source. Returns the records by source."""
+    nothing in flight, each frame read has exactly one status (one frame-level record: the
+    dropped/failed record, or region 0 of a scored frame) and each frame index 0..read-1 appears
+    once per source, and a scored frame has one record per region. Returns all records by
+    source."""
     by_source: dict[str, list[Any]] = defaultdict(list)
     for record in records:
         by_source[record.source_id].append(record)
     total = counters["total"]
     assert total["in_flight"] == 0, counters
     assert total["read"] == total["scored"] + total["dropped"] + total["failed"], total
-    assert total["read"] == sum(len(v) for v in by_source.values()), total
+    frames = {s: [r for r in got if r.frame_level] for s, got in by_source.items()}
+    assert total["read"] == sum(len(v) for v in frames.values()), total
     for source_id, c in counters["sources"].items():
-        got = by_source.get(source_id, [])
+        got = frames.get(source_id, [])
         assert c["in_flight"] == 0, (source_id, c)
         assert c["read"] == c["scored"] + c["dropped"] + c["failed"], (source_id, c)
         assert c["read"] == len(got), (source_id, c["read"], len(got))
@@ -112,14 +115,27 @@ def check_accounting(records: Iterable[Any], counters: dict[str, Any]) -> dict[s
             assert c[status] == sum(r.status == status for r in got), (source_id, status, c)
         indices = sorted(r.frame_index for r in got)
         assert indices == list(range(len(got))), (source_id, indices[:20])
-        for r in got:
-            assert r.status in ("scored", "dropped", "failed")
-            if r.status == "scored":
-                assert r.label in ("with_mask", "without_mask")
-                assert abs(r.p_with_mask + r.p_without_mask - 1.0) < 1e-4
-                assert r.latency_ms >= 0
-            else:
-                assert r.reason, r
-                assert r.label is None
+        _check_regions(by_source.get(source_id, []))
     assert set(by_source) <= set(counters["sources"]), (set(by_source), set(counters["sources"]))
     return by_source
+
+
+def _check_regions(records: list[Any]) -> None:
+    regions: dict[int, list[Any]] = defaultdict(list)
+    for r in records:
+        assert r.status in ("scored", "dropped", "failed")
+        if r.status != "scored":
+            assert r.reason, r
+            assert r.label is None and r.region_index is None and r.faces is None
+            continue
+        assert r.latency_ms >= 0
+        if r.faces == 0:
+            assert r.label is None and r.region_index is None
+            continue
+        assert r.label in ("with_mask", "without_mask")
+        assert abs(r.p_with_mask + r.p_without_mask - 1.0) < 1e-4
+        x0, y0, x1, y1 = r.box
+        assert 0 <= x0 < x1 and 0 <= y0 < y1, r.box
+        regions[r.frame_index].append(r)
+    for index, group in regions.items():
+        assert sorted(r.region_index for r in group) == list(range(group[0].faces)), (index, group)

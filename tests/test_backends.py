@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 
 import numpy as np
 import pytest
 import torch
 
-from maskrt.backends import BACKENDS, BackendUnavailable, create_backend
+from maskrt.backends import (
+    BACKENDS,
+    BackendUnavailable,
+    add_backend_arguments,
+    backend_options,
+    create_backend,
+)
+from maskrt.graph import Graph
 from maskrt.graph.model import MaskNet
 
 
@@ -25,7 +33,8 @@ def ort_backend(seeded_model):
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"expected one of \['onnxruntime', 'tensorrt', 'torch'\]"):
+    with pytest.raises(ValueError, match=r"expected one of \['onnxruntime', 'ort', 'pytorch', "
+                                         r"'tensorrt', 'torch', 'trt'\], got 'tensorflow'"):
         create_backend("tensorflow")
     assert set(BACKENDS) == {"onnxruntime", "torch", "tensorrt"}
 
@@ -74,3 +83,21 @@ def test_torch_cpu_agrees_with_onnxruntime(ort_backend, seeded_model) -> None:
     np.testing.assert_allclose(torch_logits, ort_logits, rtol=1e-4, atol=1e-4 * np.abs(ort_logits).max())
     np.testing.assert_allclose(torch_features, ort_features, rtol=1e-4,
                                atol=1e-4 * np.abs(ort_features).max())
+
+
+def test_aliases_and_a_shared_graph(seeded_model) -> None:
+    """An alias names the same backend; backends given one Graph share its CAM weights."""
+    graph = Graph(seeded_model)
+    with create_backend("ort", graph) as by_alias, create_backend("onnxruntime", graph) as by_name:
+        assert by_alias.name == by_name.name == "onnxruntime"
+        assert by_alias.graph is by_name.graph is graph
+        assert by_alias.cam_weights is by_name.cam_weights
+
+
+def test_command_line_options_are_typed_and_checked() -> None:
+    parser = argparse.ArgumentParser(prog="maskrt demo")
+    add_backend_arguments(parser, default="torch")
+    args = parser.parse_args(["--backend-option", "device=cpu", "--backend-option", "half=false"])
+    assert args.backend == "torch" and backend_options(args) == {"device": "cpu", "half": False}
+    with pytest.raises(ValueError, match=r"backend torch: unknown option\(s\) \['threads'\]"):
+        backend_options(parser.parse_args(["--backend-option", "threads=2"]))

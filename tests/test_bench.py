@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from maskrt.tools.bench import parse_batches, summarise
 from maskrt.cli import main as cli_main
+from maskrt.tools.bench import parse_batches, summarise
 
 
 def test_summarise_uses_median_and_percentiles() -> None:
@@ -41,3 +41,22 @@ def test_bench_verb_writes_one_row_per_batch(tmp_path, capsys) -> None:
     assert report["explain"] is True and report["backend"].startswith("onnxruntime")
     assert all(row["images_per_s"] > 0 and row["iterations"] == 2 for row in report["rows"])
     assert "p99 ms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--iterations", "0"], "maskrt bench: expected --iterations >= 1 and --warmup >= 0, got 0"),
+    (["--backend-option", "device=cpu"],
+     "maskrt bench: backend onnxruntime: unknown option(s) ['device']; it takes ['threads']"),
+    (["--backend", "torch", "--backend-option", "half=maybe"],
+     "maskrt bench: --backend-option half: expected true/false, got 'maybe'"),
+])
+def test_bench_verb_rejects_bad_arguments_without_a_traceback(argv, message, capsys) -> None:
+    assert cli_main(["bench", "--iterations", "1", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_backend_names_are_the_registrys(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "--backend", "tensorflow"])
+    assert exit_info.value.code == 2
+    assert "maskrt bench: error: argument --backend: invalid choice: 'tensorflow'" in capsys.readouterr().err

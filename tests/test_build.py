@@ -32,15 +32,28 @@ def test_num_threads_and_jet_table() -> None:
     assert tuple(_C.jet_colormap().shape) == (256, 3)
 
 
+def _launch_args(pointer: int) -> dict[str, object]:
+    """Keyword arguments of one cam_overlay_cuda call (the binding is keyword-only), every device
+    pointer ``pointer``: 0 never reaches the device; 1 is a bogus address it must not launch on."""
+    return {"features": pointer, "features_fp16": False, "weights": pointer, "num_classes": 2,
+            "classes": pointer, "classes_int32": False, "images": pointer, "overlays": pointer,
+            "heatmaps": 0, "n": 1, "height": 8, "width": 8, "alpha": 0.5, "rgb": False, "stream": 0}
+
+
+def test_cuda_binding_is_keyword_only() -> None:
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        _C.cam_overlay_cuda(0, False, 0, 2, 0, False, 0, 0, 0, 1, 8, 8, 0.5, False, 0)
+
+
 def test_cuda_call_without_cuda_build_is_a_clear_error() -> None:
     if _C.has_cuda():
         pytest.skip("this build has the CUDA kernels")
     with pytest.raises(RuntimeError, match=r"built without CUDA \(MASKRT_CUDA=off or no nvcc\)"):
-        _C.cam_overlay_cuda(0, False, 0, 2, 0, False, 0, 0, 0, 1, 8, 8, 0.5, False, 0)
+        _C.cam_overlay_cuda(**_launch_args(0))
 
 
 def test_cuda_build_without_device_raises_instead_of_launching() -> None:
     if not _C.has_cuda() or _C.cuda_device_count() > 0:
         pytest.skip("needs a CUDA-enabled build on a machine without a usable GPU")
     with pytest.raises(RuntimeError, match=r"CUDA error at .*cam_overlay\.cu:\d+: cudaGetDevice"):
-        _C.cam_overlay_cuda(1, False, 1, 2, 1, False, 1, 1, 0, 1, 8, 8, 0.5, False, 0)
+        _C.cam_overlay_cuda(**_launch_args(1))

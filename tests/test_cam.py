@@ -1,5 +1,5 @@
 """The fused CAM overlay kernels (maskrt._C) against the NumPy/OpenCV reference, and the reference
-against pytorch-grad-cam (DESIGN.md, "CAM and overlay: the exact arithmetic")."""
+against pytorch-grad-cam (ARCHITECTURE.md, "CAM and overlay: the exact arithmetic")."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from maskrt.cam import cam_overlay, cam_reference
 _C = pytest.importorskip("maskrt._C", reason="maskrt._C is not built (pip install -e . --no-build-isolation)")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "facemask"
-HEAT_ATOL = 1e-5  # DESIGN.md: kernels' heat maps within 1e-5 of the reference
+HEAT_ATOL = 1e-5  # ARCHITECTURE.md: kernels' heat maps within 1e-5 of the reference
 RAMP = np.arange(256, dtype=np.uint8).reshape(-1, 1)
 JET_BGR = cv2.applyColorMap(RAMP, cv2.COLORMAP_JET).reshape(256, 3)
 

@@ -10,11 +10,16 @@ import pytest
 import torch
 
 from maskrt.backends.tensorrt import versions as trt_compat
-from maskrt.graph.model import MaskNet
-from maskrt.tools.check import (compare, label_from_name, load_check_images, logits_relative_error,
-                                run_check)
 from maskrt.cli import main as cli_main
+from maskrt.graph.model import MaskNet
 from maskrt.samples import SAMPLES_DIR
+from maskrt.tools.check import (
+    compare,
+    label_from_name,
+    load_check_images,
+    logits_relative_error,
+    run_check,
+)
 
 
 @pytest.fixture(scope="module")

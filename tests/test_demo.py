@@ -8,8 +8,8 @@ import cv2
 import pytest
 
 from maskrt.cli import main as cli_main
-from maskrt.samples import SAMPLES_DIR
 from maskrt.graph.model import has_shipped_weights
+from maskrt.samples import SAMPLES_DIR
 
 
 def test_demo_writes_overlays_and_summary(tmp_path, capsys) -> None:
@@ -35,3 +35,23 @@ def test_demo_writes_overlays_and_summary(tmp_path, capsys) -> None:
 def test_demo_on_an_empty_folder_says_so(tmp_path, capsys) -> None:
     assert cli_main(["demo", "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_demo_bad_backend_option_is_a_clear_error(tmp_path, capsys) -> None:
+    code = cli_main(["demo", "--out", str(tmp_path / "o"), "--backend-option", "threads=0x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maskrt demo: --backend-option threads:") and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_skips_unreadable_images_saying_why(tmp_path, capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    sample = sorted(SAMPLES_DIR.glob("*.jpg"))[0]
+    (images / sample.name).write_bytes(sample.read_bytes())
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert cli_main(["demo", "--images", str(images), "--out", str(tmp_path / "o")]) == 0
+    assert f"maskrt demo: skipping {images / 'broken.jpg'}: truncated JPEG" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [entry["image"] for entry in summary["results"]] == [str(images / sample.name)]

@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from maskrt import cli
-from maskrt.train.evaluate import evaluate_folder
-from maskrt.train.metrics import confusion_matrix
 from maskrt.graph.model import (
     MaskNet,
     MaskNetUint8,
@@ -21,7 +19,9 @@ from maskrt.graph.model import (
     load_model,
     save_checkpoint,
 )
-from maskrt.image import decode_image, resize_to_input
+from maskrt.image import ImageError, decode_image, resize_to_input
+from maskrt.train.evaluate import evaluate_folder
+from maskrt.train.metrics import confusion_matrix
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "facemask"
 #: Targets of issue 3 on the shared val split: better than the paper on every metric.
@@ -70,6 +70,9 @@ def test_eval_cli_known_labels_give_the_expected_confusion(tmp_path, always_with
     assert report["sensitivity"] == 1.0 and report["specificity"] == 0.0
     assert report["images"] == 5 and report["skipped"] == 1
     assert report["skipped_files"][0]["path"].endswith("broken.jpg")
+    with pytest.raises(ImageError) as decoder:  # the reason is the decoder's own message
+        decode_image(data / "with_mask" / "broken.jpg")
+    assert report["skipped_files"][0]["reason"] == str(decoder.value)
     assert len(report["misclassified"]) == 3
     assert {m["true"] for m in report["misclassified"]} == {"with_mask"}
     assert report["backend"].startswith("onnxruntime")
@@ -123,6 +126,9 @@ def test_eval_cli_errors(tmp_path, capsys) -> None:
     ok = make_folder(tmp_path / "ok", 1, 1)
     code = cli.main(["eval", str(ok), "--model", str(tmp_path / "nope.pt")])
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err
+    code = cli.main(["eval", str(ok), "--backend-option", "half=true"])
+    err = capsys.readouterr().err
+    assert code == 2 and "maskrt eval: error: backend onnxruntime: unknown option(s) ['half']" in err
 
 
 def test_shipped_model_beats_the_paper_on_val() -> None:

@@ -1,4 +1,4 @@
-"""maskrt.graph.export: the ONNX graph of DESIGN.md, checked by onnx and run by ONNX Runtime."""
+"""maskrt.graph.export: the ONNX graph of ARCHITECTURE.md, checked by onnx and run by ONNX Runtime."""
 
 from __future__ import annotations
 

@@ -8,8 +8,15 @@ import torch
 from torchvision.models import resnet18
 
 from maskrt.graph import model as model_module
-from maskrt.graph.model import (MaskNet, MaskNetUint8, ModelLoadError, Preprocess, build_model,
-                          load_checkpoint, save_checkpoint)
+from maskrt.graph.model import (
+    MaskNet,
+    MaskNetUint8,
+    ModelLoadError,
+    Preprocess,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_forward_returns_logits_and_layer4_features() -> None:

@@ -16,10 +16,21 @@ from onnx import TensorProto, helper
 
 from maskrt.backends import BackendUnavailable, create_backend
 from maskrt.backends.tensorrt import versions as trt_compat
-from maskrt.backends.tensorrt.build import (ENGINE_FORMAT, EngineFiles, Profile, Sidecar,
-                                            SidecarError, SystemInfo, engine_path, read_sidecar,
-                                            sidecar_path, stale_reasons, tensorrt_onnx_bytes,
-                                            timing_cache_path, write_atomic)
+from maskrt.backends.tensorrt.build import (
+    ENGINE_FORMAT,
+    EngineFiles,
+    Profile,
+    Sidecar,
+    SidecarError,
+    SystemInfo,
+    engine_path,
+    read_sidecar,
+    sidecar_path,
+    stale_reasons,
+    tensorrt_onnx_bytes,
+    timing_cache_path,
+    write_atomic,
+)
 from maskrt.cli.build import add_arguments, main, profile_from_args
 from maskrt.graph import Graph
 from maskrt.graph.export import INPUT_NAME, export_onnx

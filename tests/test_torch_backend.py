@@ -9,8 +9,8 @@ import torch
 
 from maskrt.backends import BackendUnavailable, create_backend
 from maskrt.graph import Graph
-from maskrt.tools.bench import sample_batch
 from maskrt.graph.model import MaskNet
+from maskrt.tools.bench import sample_batch
 from tests.helpers import relative_error, val_image_paths
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -153,7 +153,7 @@ def test_fp16_agrees_with_fp32_labels(seeded_model, real_images, ort_outputs) ->
 @needs_gpu
 def test_device_tensors_stay_on_the_device(seeded_model, real_images) -> None:
     with create_backend("torch", model=seeded_model, device="cuda") as backend:
-        host_logits, host_features = backend.infer(real_images)
+        host_logits, _ = backend.infer(real_images)
         logits, features = backend.infer(torch.from_numpy(real_images).cuda())
         assert logits.is_cuda and features.is_cuda
         assert logits.dtype == torch.float32 and features.dtype == torch.float16

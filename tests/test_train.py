@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from maskrt import cli
+from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint
+from maskrt.image import decode_image, resize_to_input
 from maskrt.train.data import (
     DatasetError,
     SkippedImageWarning,
     index_image_folder,
     load_image_folder,
 )
-from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint
-from maskrt.image import decode_image, resize_to_input
 from maskrt.train.optim import apply_freeze
 from maskrt.train.recipe import Recipe, lr_at
 from maskrt.train.trainer import train

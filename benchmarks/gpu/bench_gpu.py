@@ -87,13 +87,9 @@ class Timer:
 
     def latencies(self, fn: Callable[[], Any], calls: int, warmup: int = 5) -> dict[str, float]:
         """Wall-clock latency of single synchronous calls (``fn`` must return host results)."""
-        for _ in range(warmup):
-            fn()
-        seconds = np.empty(calls)
-        for i in range(calls):
-            begin = time.perf_counter()
-            fn()
-            seconds[i] = time.perf_counter() - begin
+        from maskrt.tools.bench import time_calls
+
+        seconds = time_calls(fn, iterations=calls, warmup=warmup)
         p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
         return {"p50_ms": float(p50), "p99_ms": float(p99), "calls": calls}
 
@@ -183,7 +179,7 @@ def explain_section(timer: Timer, backend: Any, host_images: np.ndarray, batch: 
     from maskrt.cam import cam_overlay
 
     images = torch.from_numpy(host_images[:batch]).to(timer.device)
-    weight = torch.from_numpy(backend.fc_weight).to(timer.device)
+    weight = backend.cam_weights.on(timer.device)
     check = not timer.cuda  # on CUDA the argmax classes are valid: no host round trip
 
     def classify() -> Any:
@@ -215,8 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from maskrt.backends import create_backend
     from maskrt.backends.tensorrt import versions as trt_compat
+    from maskrt.graph import Graph
     from maskrt.tools.bench import sample_batch
-    from maskrt.graph.model import load_model
 
     device = torch.device("cpu" if args.smoke_cpu else "cuda")
     timer = Timer(device, args.repeats, max_iters=1 if args.smoke_cpu else 1000)
@@ -226,7 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     host_images = sample_batch(big)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained weights: speed does not depend on them
-        net = load_model(args.model)
+        net = Graph(args.model)  # one graph: every backend below loads it, none modifies it
+        net.model()
 
     def section(name: str, fn: Callable[[], Any]) -> None:
         print(f"[bench] {name} ...", flush=True)
@@ -273,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if trt_ok and not args.smoke_cpu:
         def trt_all() -> dict[str, Any]:
             with create_backend("tensorrt", model=net, engine_dir=args.engine_dir,
-                                max_batch=big) as b:
+                                profile=(1, min(32, big), big)) as b:
                 label = "tensorrt fp16"
                 return {"rows": backend_section(timer, b, batches, host_images, label),
                         "latency": latency_section(timer, b, host_images, args.calls, label),

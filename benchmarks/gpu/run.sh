@@ -118,7 +118,7 @@ VAL="${MASKRT_VAL_DIR:-}"
 if [ "$HAVE_ONNX" = 1 ]; then
   DATA_ARGS=()
   if [ -n "$VAL" ]; then DATA_ARGS=(--data "$VAL"); else echo "check: no validation split here, using the packaged samples"; fi
-  step check-torch 60 "$PY" -m maskrt check --backend torch --device cuda --batch 128 \
+  step check-torch 60 "$PY" -m maskrt check --backend torch --backend-option device=cuda --batch 128 \
     "${DATA_ARGS[@]}" --json "$OUT/check_torch.json"
   if [ "$HAVE_TRT" = 1 ]; then
     step check-trt 150 "$PY" -m maskrt check --backend tensorrt --batch 128 "${DATA_ARGS[@]}" \

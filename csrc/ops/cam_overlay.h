@@ -1,6 +1,6 @@
 // Fused CAM + JET overlay: declarations shared by the CPU kernel, the CUDA kernel and the bindings.
 //
-// The arithmetic is DESIGN.md "CAM and overlay: the exact arithmetic". Every floating-point step
+// The arithmetic is ARCHITECTURE.md "CAM and overlay: the exact arithmetic". Every floating-point step
 // that both kernels perform lives here as a __host__ __device__ function built from explicitly
 // rounded operations (no fused multiply-add: the CPU sources are compiled with -ffp-contract=off
 // and the device side uses __fmul_rn/__fadd_rn), so the CPU and CUDA kernels produce the same bits

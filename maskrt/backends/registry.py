@@ -37,10 +37,11 @@ def _profile(text: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Option:
-    """One backend option: how to parse its command-line text, and what it means."""
+    """One backend option: how to parse its command-line text, what it expects, what it means."""
 
     parse: Callable[[str], Any]
     help: str
+    expects: str = "a value"
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,20 @@ def _tensorrt() -> type[Backend]:
     return TensorRTBackend
 
 
-_DEVICE = Option(str, "cpu, cuda or cuda:N")
+_DEVICE = Option(str, "cpu, cuda or cuda:N", "a device name")
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("onnxruntime", "ONNX Runtime on the CPU, FP32 (default)", _onnxruntime, ("ort",),
-                {"threads": Option(int, "intra-op threads (default: every core)")}),
+                {"threads": Option(int, "intra-op threads (default: every core)", "an integer")}),
     BackendSpec("torch", "PyTorch: CPU FP32, or CUDA FP16 channels_last", _torch, ("pytorch",),
                 {"device": _DEVICE,
-                 "half": Option(_bool, "FP16 (default: true on CUDA; refused on the CPU)"),
-                 "cuda_graphs": Option(_bool, "replay one CUDA graph per batch size")}),
+                 "half": Option(_bool, "FP16 (default: true on CUDA; refused on the CPU)", "true/false"),
+                 "cuda_graphs": Option(_bool, "replay one CUDA graph per batch size", "true/false")}),
     BackendSpec("tensorrt", "TensorRT FP16 engine (a GPU and TensorRT 10)", _tensorrt, ("trt",),
                 {"device": _DEVICE,
-                 "engine_dir": Option(Path, "engine cache folder (default engines/)"),
-                 "profile": Option(_profile, "MIN,OPT,MAX batch of the optimisation profile"),
-                 "rebuild": Option(_bool, "build even when a matching engine exists")}),
+                 "engine_dir": Option(Path, "engine cache folder (default engines/)", "a folder"),
+                 "profile": Option(_profile, "MIN,OPT,MAX batch of the optimisation profile",
+                                   "MIN,OPT,MAX integers"),
+                 "rebuild": Option(_bool, "build even when a matching engine exists", "true/false")}),
 )}
 ALIASES: dict[str, str] = {alias: spec.name for spec in BACKENDS.values() for alias in spec.aliases}
 #: Every name ``--backend`` accepts.
@@ -116,10 +118,12 @@ def parse_options(name: str, pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--backend-option: expected KEY=VALUE, got {pair!r}")
         check_options(spec.name, {key: None})
+        option = spec.options[key]
         try:
-            options[key] = spec.options[key].parse(text.strip())
-        except ValueError as err:
-            raise ValueError(f"--backend-option {key}: {err}") from err
+            options[key] = option.parse(text.strip())
+        except ValueError:
+            raise ValueError(f"--backend-option {key}: expected {option.expects}, got "
+                             f"{text.strip()!r}") from None
     return options
 
 

@@ -1,6 +1,6 @@
 """Class activation map (CAM) overlays: the fused kernels and their NumPy/OpenCV reference.
 
-Both functions implement DESIGN.md "CAM and overlay: the exact arithmetic" on a batch:
+Both functions implement ARCHITECTURE.md "CAM and overlay: the exact arithmetic" on a batch:
 
 * ``features``: float32 or float16 ``[N, 512, 7, 7]`` (ResNet-18 ``layer4`` output), C-contiguous;
 * ``weights``: float32 ``[C, 512]`` (the classifier's ``fc.weight``), C-contiguous;

@@ -17,7 +17,7 @@ _NORM_EPS = 1e-7
 
 def cam_reference(features: ArrayLike, weights: ArrayLike, classes: ArrayLike | Sequence[int], images: ArrayLike,
                   *, alpha: float = 0.5, rgb: bool = False, heatmaps: bool = False) -> CamResult:
-    """The 7 steps of DESIGN.md in plain NumPy + OpenCV, one image at a time (the test oracle).
+    """The 7 steps of ARCHITECTURE.md in plain NumPy + OpenCV, one image at a time (the test oracle).
 
     Same arguments and validation as :func:`cam_overlay`; tensors are copied to the CPU and the
     results are always NumPy arrays.

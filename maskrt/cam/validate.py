@@ -66,7 +66,7 @@ def as_classes(classes: object) -> ArrayLike:
 
 
 def validate(features: ArrayLike, weights: ArrayLike, classes: ArrayLike, images: ArrayLike) -> None:
-    """Shapes, dtypes and layouts of DESIGN.md; raises ValueError naming expected and got."""
+    """Shapes, dtypes and layouts of ARCHITECTURE.md; raises ValueError naming expected and got."""
     for name, x in (("features", features), ("weights", weights), ("images", images)):
         require_array(name, x)
     check_array("features", features, _FEATURE_DTYPES, 4, "[N, 512, 7, 7]")

@@ -8,8 +8,13 @@ from typing import Any
 
 # Plain Python (TensorRT is imported by main, through versions.import_tensorrt): the profile rules
 # and file names the parser's defaults and the summary need.
-from maskrt.backends.tensorrt.build import (DEFAULT_ENGINE_DIR, DEFAULT_PROFILE, Profile,
-                                            load_or_build, sidecar_path)
+from maskrt.backends.tensorrt.build import (
+    DEFAULT_ENGINE_DIR,
+    DEFAULT_PROFILE,
+    Profile,
+    load_or_build,
+    sidecar_path,
+)
 from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
 from maskrt.labels import INPUT_SIZE
 

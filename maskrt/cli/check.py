@@ -27,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from maskrt.backends import BackendUnavailable, backend_options
     from maskrt.graph.model import ModelLoadError
-    from maskrt.tools.check import default_data_dir, format_report, load_check_images, run_check
+    from maskrt.tools.check import (
+        default_data_dir,
+        format_report,
+        load_check_images,
+        run_check,
+    )
 
     if args.batch < 1 or (args.limit is not None and args.limit < 1):
         print(f"maskrt check: expected --batch >= 1 and --limit >= 1, got {args.batch} and "

@@ -32,7 +32,6 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from maskrt.stream.records import DROPPED, FAILED, SCORED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +217,8 @@ class _Progress:
         self._print()
 
     def _print(self) -> None:
+        from maskrt.stream.records import DROPPED, FAILED, SCORED
+
         c = self.pipeline.counters()
         t = c["total"]
         parts = [f"[{c['elapsed_s']:6.1f}s] {t['read']} read, {t[SCORED]} scored, "
@@ -245,6 +246,8 @@ class _Progress:
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from maskrt.stream.records import DROPPED, FAILED, SCORED
+
     counts = summary["counts"]
     latency = summary["latency_ms"]
     fps = summary["throughput_fps"]

@@ -1,4 +1,4 @@
-"""Export the deployed graph of DESIGN.md to ONNX (``maskrt export``).
+"""Export the deployed graph of ARCHITECTURE.md to ONNX (``maskrt export``).
 
 Graph: input ``images`` uint8[N, 224, 224, 3] BGR; cast, BGR->RGB, ImageNet normalisation and
 NHWC->NCHW happen inside; outputs ``logits`` float32[N, 2] and ``features`` float32[N, 512, 7, 7].

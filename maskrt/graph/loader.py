@@ -23,7 +23,7 @@ class Graph:
 
     source: None (the weights shipped with maskrt), a checkpoint path (``.pt``), an exported
     ONNX file (``.onnx``: runs on ONNX Runtime and TensorRT; the torch backend needs weights), or
-    a MaskNet (never modified: the torch backend gets a copy).
+    a MaskNet (never modified: the graph works on its own copy).
     """
 
     def __init__(self, source: Any = None) -> None:
@@ -55,9 +55,12 @@ class Graph:
                 if self.source is None and self._onnx is not None:
                     raise ValueError(f"graph {self.origin}: an ONNX file has no torch weights; "
                                      "give a checkpoint (or None for the shipped model) instead")
-                from maskrt.graph.model import load_model
+                from maskrt.graph.model import MaskNet, load_model
 
-                self._model = load_model(self.source)
+                # A MaskNet the caller gave stays theirs: load_model() would switch it to eval
+                # mode, and export would trace it; the graph works on its own copy.
+                source = copy.deepcopy(self.source) if isinstance(self.source, MaskNet) else self.source
+                self._model = load_model(source)
             return self._model
 
     def torch_module(self) -> Any:

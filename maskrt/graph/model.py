@@ -4,7 +4,7 @@ Two modules live here:
 
 * :class:`MaskNet` takes normalised float RGB ``[N, 3, H, W]`` (what training feeds) and returns
   ``(logits float32[N, 2], features float32[N, 512, H/32, W/32])``.
-* :class:`MaskNetUint8` wraps it with the preprocessing of DESIGN.md (uint8 BGR NHWC -> cast,
+* :class:`MaskNetUint8` wraps it with the preprocessing of ARCHITECTURE.md (uint8 BGR NHWC -> cast,
   BGR->RGB, ImageNet normalisation, NCHW) so that the exported graph and every backend take the
   same ``uint8[N, 224, 224, 3]`` BGR batch.
 """
@@ -28,7 +28,7 @@ CHECKPOINT_VERSION = 1
 #: torchvision's ImageNet weights for resnet18 (IMAGENET1K_V1).
 IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 #: Weights shipped inside the package (see MODEL.md); absent until a model is trained.
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "maskrt_resnet18.pt"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "maskrt_resnet18.pt"
 
 
 class ModelLoadError(RuntimeError):
@@ -134,13 +134,18 @@ def _download_imagenet_weights() -> Mapping[str, torch.Tensor]:
         ) from err
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _torch_load(path: Path, what: str) -> Any:
+    """``torch.load`` of a weights-only file; ModelLoadError naming ``what`` was expected."""
     if not path.is_file():
-        raise ModelLoadError(f"weights file not found: {path}")
+        raise ModelLoadError(f"{what} not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
-        raise ModelLoadError(f"{path}: not a readable PyTorch weights file ({err})") from err
+        raise ModelLoadError(f"{path}: not a readable {what} ({err})") from err
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    obj = _torch_load(path, "PyTorch weights file")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         obj = obj["state_dict"]
         obj = {k.removeprefix("net."): v for k, v in obj.items()}
@@ -168,12 +173,7 @@ def save_checkpoint(model: MaskNet, path: str | os.PathLike[str], *, half: bool 
 def load_checkpoint(path: str | os.PathLike[str]) -> MaskNet:
     """Read a checkpoint written by :func:`save_checkpoint` (or ``maskrt train``) into a MaskNet."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
-        raise ModelLoadError(f"{path}: not a readable maskrt checkpoint ({err})") from err
+    obj = _torch_load(path, "maskrt checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path}: expected a maskrt checkpoint (format={CHECKPOINT_FORMAT!r})")
     if tuple(obj.get("classes", ())) != CLASSES:

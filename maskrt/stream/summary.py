@@ -37,6 +37,7 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
     for source_id, live in counters["sources"].items():
         entry = {k: live[k] for k in ("read", *STATUSES)}
         entry.update({k: live[k] for k in _SOURCE_FIELDS})
+        entry["read_by_pipeline"] = live["read"]  # kept for readers of older summaries
         ok &= live["in_flight"] == 0 and live["read"] == sum(live[s] for s in STATUSES)
         for name, count in live["labels"].items():
             labels[name] += count

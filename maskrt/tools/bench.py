@@ -47,8 +47,8 @@ def machine_info() -> dict[str, Any]:
 
 def sample_batch(batch: int, size: int = INPUT_SIZE) -> np.ndarray:
     """uint8[batch, size, size, 3]: the shipped sample faces, resized and repeated."""
-    from maskrt.samples import SAMPLES_DIR
     from maskrt.image import decode_image, resize_to_input
+    from maskrt.samples import SAMPLES_DIR
 
     faces = [resize_to_input(decode_image(p), size) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
     return np.stack([faces[i % len(faces)] for i in range(batch)])

@@ -6,7 +6,7 @@ Both backends run the same weights on the same uint8 batches. Reported:
   must reach 99.9%; ``--min-agreement`` sets the bar, and the exit status is 1 below it);
 * logits relative error, per image ``max|l - l_ref| / max|l_ref|``: its max and mean;
 * heat-map error, per image the max absolute difference of the 224x224 CAM heat maps (steps 1-5
-  of DESIGN.md, by :func:`maskrt.cam.cam_reference`) drawn for the reference's class from each
+  of ARCHITECTURE.md, by :func:`maskrt.cam.cam_reference`) drawn for the reference's class from each
   backend's features: its max and mean;
 * accuracy of both against the true labels, when the images have them;
 * every disagreement, with the reference's logit margin (small margins flip first in FP16).
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,8 @@ def label_from_name(name: str) -> int:
 
 def load_check_images(root: str | os.PathLike[str], limit: int | None = None) -> CheckImages:
     """Read an ImageFolder tree or a flat folder of images, squash-resized to 224x224."""
-    from maskrt.train.data import IMAGE_EXTENSIONS, load_image_folder
     from maskrt.image import decode_image, resize_to_input
+    from maskrt.train.data import IMAGE_EXTENSIONS, load_image_folder
 
     root = Path(root)
     if not root.is_dir():
@@ -113,7 +114,7 @@ def run_batches(backend: Any, images: np.ndarray, batch: int) -> tuple[np.ndarra
 
 
 def heatmaps(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """float32[N, 224, 224] heat maps of ``classes`` (steps 1-5 of DESIGN.md, the reference)."""
+    """float32[N, 224, 224] heat maps of ``classes`` (steps 1-5 of ARCHITECTURE.md, the reference)."""
     from maskrt.cam import cam_reference
     from maskrt.labels import INPUT_SIZE
 
@@ -147,7 +148,7 @@ def compare(logits: np.ndarray, features: np.ndarray, ref_logits: np.ndarray,
                       "reference_margin": float(margins[i])} for i in np.flatnonzero(~agree)]
     agreement = float(agree.mean())
     metrics: dict[str, Any] = {
-        "images": int(len(agree)), "label_agreement": agreement, "disagreements": disagreements,
+        "images": len(agree), "label_agreement": agreement, "disagreements": disagreements,
         "logits_rel_err_max": float(rel.max()), "logits_rel_err_mean": float(rel.mean()),
         "heatmap_err_max": float(heat_err.max()), "heatmap_err_mean": float(heat_err.mean()),
         "min_agreement": float(min_agreement), "passed": agreement >= min_agreement,
@@ -195,12 +196,12 @@ def format_report(report: CheckReport) -> str:
     """The short human-readable summary ``maskrt check`` prints."""
     lines = [f"backend:   {report.backend}", f"reference: {report.reference}",
              f"images:    {report.images} from {report.data}",
-             f"label agreement      {100 * report.label_agreement:8.3f}%  "
-             f"(required {100 * report.min_agreement:.1f}%)",
-             f"logits rel. error    max {report.logits_rel_err_max:.2e}  "
-             f"mean {report.logits_rel_err_mean:.2e}",
-             f"heat-map abs. error  max {report.heatmap_err_max:.2e}  "
-             f"mean {report.heatmap_err_mean:.2e}"]
+             (f"label agreement      {100 * report.label_agreement:8.3f}%  "
+              f"(required {100 * report.min_agreement:.1f}%)"),
+             (f"logits rel. error    max {report.logits_rel_err_max:.2e}  "
+              f"mean {report.logits_rel_err_mean:.2e}"),
+             (f"heat-map abs. error  max {report.heatmap_err_max:.2e}  "
+              f"mean {report.heatmap_err_mean:.2e}")]
     if report.accuracy:
         lines.append(f"accuracy vs labels   backend {100 * report.accuracy['backend']:.2f}%  "
                      f"reference {100 * report.accuracy['reference']:.2f}% "

@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from maskrt.graph.model import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MaskNet, ModelLoadError)
+from maskrt.graph.model import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    MaskNet,
+    ModelLoadError,
+)
 from maskrt.labels import CLASSES
 
 TRAIN_STATE = "train_state"

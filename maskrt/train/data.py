@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maskrt.labels import CLASSES, INPUT_SIZE
 from maskrt.image import ImageError, decode_image, resize_to_input
+from maskrt.labels import CLASSES, INPUT_SIZE
 
 #: File name endings treated as images (case-insensitive); other files are ignored and counted.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2",

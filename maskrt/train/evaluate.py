@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from maskrt.train.data import DatasetError, index_image_folder
-from maskrt.labels import CLASSES
-from maskrt.train.metrics import BinaryMetrics
 from maskrt.image import ImageError, decode_image
+from maskrt.labels import CLASSES
+from maskrt.train.data import DatasetError, index_image_folder
+from maskrt.train.metrics import BinaryMetrics
 
 
 @dataclass

@@ -1,4 +1,4 @@
-// CPU kernel for the fused CAM + JET overlay (DESIGN.md, "CAM and overlay: the exact arithmetic").
+// CPU kernel for the fused CAM + JET overlay (ARCHITECTURE.md, "CAM and overlay: the exact arithmetic").
 //
 // Plan: per call, tabulate the x and y sampling of the 7 -> W and 7 -> H bilinear resize and the
 // blend terms; per image, compute the normalised 7x7 CAM, its 7 horizontally resized source rows

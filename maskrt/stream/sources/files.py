@@ -42,6 +42,12 @@ class PathSource(Source):
     def default_id(self) -> str:
         return str(self.path)
 
+    def _failed(self, problem: str) -> Frame:
+        """The one failed frame of a source whose path cannot be read at all."""
+        self.state = "failed"
+        self.last_error = f"{self.path}: {problem}"
+        return Frame(0, None, uri=str(self.path), error=self.last_error)
+
 
 class ImageFileSource(PathSource):
     """One image file: one frame."""
@@ -94,9 +100,7 @@ class FolderSource(PathSource):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         if not self.path.is_dir():
-            self.state = "failed"
-            self.last_error = f"{self.path}: not a folder"
-            yield Frame(0, None, uri=str(self.path), error=self.last_error)
+            yield self._failed("not a folder")
             return
         self.state = "reading"
         for index, path in enumerate(self.files()):
@@ -156,9 +160,7 @@ class DropFolderSource(PathSource):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         if not self.path.is_dir():
-            self.state = "failed"
-            self.last_error = f"{self.path}: drop folder does not exist"
-            yield Frame(0, None, uri=str(self.path), error=self.last_error)
+            yield self._failed("drop folder does not exist")
             return
         seen: dict[Path, tuple[int, int, int]] = {}
         if not self.existing:
