@@ -33,6 +33,9 @@ from maskrt.stream.work import REASON_REMOVED, REASON_STOPPED, FrameTask, Source
 
 log = logging.getLogger("maskrt.pipeline")
 
+#: capacity of the queues between per-frame stages (decode -> user stages -> prepare)
+STAGE_QUEUE_SIZE = 4
+
 
 class Pipeline:
     """Score (and explain) frames from many sources in cross-source batches.
@@ -126,7 +129,11 @@ class Pipeline:
             sink.open(self)
         inbox: Any = self._sources
         for stage in self._chain:
-            outbox: BoundedQueue[FrameTask] = BoundedQueue(self.batch_size, name=stage.name)
+            # The last queue holds the next batch while the backend runs this one; the ones
+            # between per-frame stages only smooth hand-offs (more would only add latency).
+            last = stage is self._chain[-1]
+            capacity = self.batch_size if last else STAGE_QUEUE_SIZE
+            outbox: BoundedQueue[FrameTask] = BoundedQueue(capacity, name=stage.name)
             self._stage_queues.append(outbox)
             self._spawn_stage(stage, inbox, outbox)
             inbox = outbox
