@@ -233,3 +233,26 @@ def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, engine
 def test_every_backend_shares_the_graphs_cam_weights(torch_engine, engine):
     assert torch_engine.backend.graph is engine.backend.graph
     assert torch_engine.backend.cam_weights is engine.backend.cam_weights
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_frames_features_and_overlays_stay_on_the_device(cuda_device, engine, tmp_path):
+    import torch
+
+    from maskrt.engine import Engine
+
+    frames = face_frames(3, size=(120, 100))
+    reference = engine.explain(frames)
+    with Engine(engine.backend.graph, backend="torch", device="cuda") as gpu:
+        assert gpu.input_device == cuda_device
+        results = gpu.explain([torch.from_numpy(f).to(cuda_device) for f in frames])
+        for expected, got in zip(reference, results):
+            assert got.overlay.is_cuda and tuple(got.overlay.shape) == (100, 120, 3)
+            assert got.label == expected.label  # FP16 on the device, FP32 on the host
+            assert got.p_with_mask == pytest.approx(expected.p_with_mask, abs=0.02)
+            diff = np.abs(got.overlay.cpu().numpy().astype(int) - expected.overlay.astype(int))
+            assert diff.mean() < 2.0
+        video = write_video(tmp_path / "clip.avi", 6)
+        records, counters = run(Pipeline(gpu, [str(video)], explain=True, batch_size=4))
+    check_accounting(records, counters)
+    assert all(isinstance(r.overlay, np.ndarray) and r.overlay.dtype == np.uint8 for r in records)

@@ -22,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.backends import BackendUnavailable, backend_options
-    from maskrt.engine import Engine
-    from maskrt.graph.model import ModelLoadError
+    from maskrt.cli.common import open_engine
     from maskrt.tools.bench import bench_engine, machine_info
 
     if args.iterations < 1 or args.warmup < 0:
@@ -32,9 +30,8 @@ def main(args: argparse.Namespace) -> int:
               f"and {args.warmup}", file=sys.stderr)
         return 2
     try:
-        engine = Engine(args.model, backend=args.backend, chunk_size=max(args.batch),
-                        **backend_options(args))
-    except (BackendUnavailable, ModelLoadError, FileNotFoundError, ValueError) as err:
+        engine, _ = open_engine(args, chunk_size=max(args.batch))
+    except ValueError as err:
         print(f"maskrt bench: {err}", file=sys.stderr)
         return 2
     machine = machine_info()

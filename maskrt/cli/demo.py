@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from maskrt.backends import add_backend_arguments
@@ -29,9 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.backends import BackendUnavailable, backend_options
-    from maskrt.engine import Engine
-    from maskrt.graph.model import ModelLoadError, UntrainedModelWarning
+    from maskrt.cli.common import open_engine
 
     if not args.images.is_dir():
         print(f"maskrt demo: --images: expected a folder of images, got {args.images}",
@@ -43,13 +40,10 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UntrainedModelWarning)
-            engine = Engine(args.model, backend=args.backend, **backend_options(args))
-    except (BackendUnavailable, ModelLoadError, FileNotFoundError, ValueError) as err:
+        engine, untrained = open_engine(args)
+    except ValueError as err:
         print(f"maskrt demo: {err}", file=sys.stderr)
         return 2
-    untrained = any(issubclass(w.category, UntrainedModelWarning) for w in caught)
     if untrained:
         print("WARNING: no trained weights are shipped in this build; the demo runs a RANDOMLY "
               "INITIALISED model, so its labels are meaningless.")

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from maskrt.backends import add_backend_arguments
+from maskrt.cli.common import non_negative_int, positive_int
 from maskrt.labels import CLASSES
 
 
@@ -20,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the metrics, counts, confusion matrix and mistakes here")
     parser.add_argument("--gallery", metavar="FILE.png", type=Path, default=None,
                         help="draw the misclassified images with their CAM overlays")
-    parser.add_argument("--gallery-max", type=int, default=64,
+    parser.add_argument("--gallery-max", type=non_negative_int, default=64,
                         help="at most this many images in the gallery (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per backend call (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -35,29 +36,17 @@ def _hint(data_dir: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.backends import BackendUnavailable, backend_options
-    from maskrt.engine import Engine
-    from maskrt.graph.model import ModelLoadError
+    from maskrt.cli.common import open_engine
     from maskrt.train.data import DatasetError, index_image_folder
 
-    if args.batch_size < 1 or args.gallery_max < 0:
-        print(f"maskrt eval: error: expected --batch-size >= 1 and --gallery-max >= 0, got "
-              f"{args.batch_size} and {args.gallery_max}", file=sys.stderr)
-        return 2
-    try:
-        options = backend_options(args)
-    except ValueError as err:
-        print(f"maskrt eval: error: {err}", file=sys.stderr)
-        return 2
     try:
         index_image_folder(args.data_dir)  # a bad tree fails before the model is loaded
     except DatasetError as err:
         print(f"maskrt eval: error: {err}{_hint(args.data_dir)}", file=sys.stderr)
         return 2
     try:
-        engine = Engine(model=args.model, backend=args.backend, chunk_size=args.batch_size,
-                        **options)
-    except (ModelLoadError, BackendUnavailable, FileNotFoundError, ValueError) as err:
+        engine, _ = open_engine(args, chunk_size=args.batch_size)
+    except ValueError as err:
         print(f"maskrt eval: error: {err}", file=sys.stderr)
         return 2
     with engine:

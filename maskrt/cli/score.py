@@ -28,7 +28,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +35,7 @@ from typing import Any, TextIO
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from maskrt.backends.registry import add_backend_arguments
+    from maskrt.cli.common import non_negative_float, positive_int
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="image, folder, video, camera index, rtsp/http URL, or drop:DIR")
@@ -45,38 +45,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", action="store_true",
                         help="write an annotated video per video-file source under DIR/videos/")
     add_backend_arguments(parser)
-    parser.add_argument("--batch-size", "--max-batch", dest="batch_size", type=_positive_int,
+    parser.add_argument("--batch-size", "--max-batch", dest="batch_size", type=positive_int,
                         default=32, help="regions per backend call at most (default 32)")
-    parser.add_argument("--max-wait-ms", type=_non_negative_float, default=20.0,
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=20.0,
                         help="how long a batch waits for more frames after its first (default 20)")
-    parser.add_argument("--queue-size", type=_positive_int, default=None,
+    parser.add_argument("--queue-size", type=positive_int, default=None,
                         help="per-source queue (default: 4 for live sources, max(8, batch) else)")
     parser.add_argument("--retries", type=int, default=None,
                         help="failed connection attempts before a live source gives up "
                              "(default: never give up)")
-    parser.add_argument("--timeout", type=_non_negative_float, default=5.0,
+    parser.add_argument("--timeout", type=non_negative_float, default=5.0,
                         help="stream open/read timeout in seconds (default 5)")
-    parser.add_argument("--settle", type=_non_negative_float, default=1.0,
+    parser.add_argument("--settle", type=non_negative_float, default=1.0,
                         help="drop folders: seconds a file must be unchanged to count as "
                              "complete (default 1)")
-    parser.add_argument("--duration", type=_non_negative_float, default=None,
+    parser.add_argument("--duration", type=non_negative_float, default=None,
                         help="stop after this many seconds (live sources run until stopped)")
-    parser.add_argument("--progress-interval", type=_non_negative_float, default=1.0,
+    parser.add_argument("--progress-interval", type=non_negative_float, default=1.0,
                         help="seconds between progress lines on stderr (0: none)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def main(args: argparse.Namespace) -> int:
@@ -110,17 +96,9 @@ def _open_sources(args: argparse.Namespace) -> list[Any]:
 
 def _open_engine(args: argparse.Namespace) -> tuple[Any, bool]:
     """The Engine of the run, and whether its model is untrained (ValueError: cannot run)."""
-    from maskrt.backends import BackendUnavailable, backend_options
-    from maskrt.engine import Engine
-    from maskrt.graph.model import ModelLoadError, UntrainedModelWarning
+    from maskrt.cli.common import open_engine
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UntrainedModelWarning)
-        try:
-            engine = Engine(args.model, backend=args.backend, **backend_options(args))
-        except (BackendUnavailable, ModelLoadError, FileNotFoundError) as err:
-            raise ValueError(str(err)) from err
-    untrained = any(issubclass(w.category, UntrainedModelWarning) for w in caught)
+    engine, untrained = open_engine(args)
     if untrained:
         print("maskrt score: WARNING: no trained weights in this build; a RANDOMLY INITIALISED "
               "model is scoring, so labels are meaningless", file=sys.stderr)

@@ -139,6 +139,8 @@ class DropFolderSource(PathSource):
     def default_id(self) -> str:
         return f"{DROP_PREFIX}{self.path}"
 
+    # Like FolderSource._walk in shape, but a drop folder skips uploads in progress, recurses
+    # only when asked and needs each file's stat to tell a new file from a seen one.
     def _scan(self, directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
         try:
             with os.scandir(directory) as it:
