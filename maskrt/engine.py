@@ -87,7 +87,7 @@ class Engine:
     def classify(self, frames: Frames) -> Result | list[Result]:
         """frames: one BGR uint8 image [H, W, 3] (or a path) -> Result; a list or
         [N, H, W, 3] batch of them -> list[Result]. Any size; gray/BGRA are converted."""
-        images, single = _as_image_list(frames)
+        images, single = self._images(frames)
         results = []
         for _, chunk in self._chunks(images):
             results.extend(self.results_from(self.infer(chunk)[0]))
@@ -98,7 +98,7 @@ class Engine:
 
         classes: explain these class indices instead of the predicted ones (one per frame).
         """
-        images, single = _as_image_list(frames)
+        images, single = self._images(frames)
         if classes is not None and len(classes) != len(images):
             raise ValueError(f"classes: expected {len(images)} class indices, got {len(classes)}")
         results = []
@@ -136,6 +136,14 @@ class Engine:
             result.overlay = overlays[i]
             result.heatmap = heat[i] if heat is not None else None
         return results
+
+    def _images(self, frames: Frames) -> tuple[list[Any], bool]:
+        """The frames as images; CUDA frames come to the host when the backend runs there."""
+        images, single = _as_image_list(frames)
+        device = self.input_device
+        if images and is_cuda(images[0]) and getattr(device, "type", None) != "cuda":
+            images = [to_bgr8(to_host(image), what=f"frame {i}") for i, image in enumerate(images)]
+        return images, single
 
     def _chunks(self, images: list[Any]) -> Iterator[tuple[int, Any]]:
         """(start index, uint8[n, 224, 224, 3] batch) for each run of up to chunk_size images."""

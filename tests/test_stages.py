@@ -78,9 +78,13 @@ class EveryOther(Stage):
     """A filter: odd frames go no further."""
 
     name = "every-other"
+    closed = 0
 
     def process(self, task):
         return task if task.frame.index % 2 == 0 else None
+
+    def close(self):
+        self.closed += 1
 
 
 class Faceless(Stage):
@@ -129,7 +133,9 @@ def test_a_user_stage_splits_frames_into_regions_scored_like_their_crops(engine,
 
 def test_filters_drop_and_failing_stages_fail_only_their_frames(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6)
-    records, counters = run(Pipeline(engine, [str(video)], stages=[EveryOther(), Faceless()]))
+    every_other = EveryOther()
+    records, counters = run(Pipeline(engine, [str(video)], stages=[every_other, Faceless()]))
+    assert every_other.closed == 1
     by_source = check_accounting(records, counters)
     by_index = {r.frame_index: r for r in by_source[str(video)]}
     assert [by_index[i].status for i in range(6)] == ["scored", "dropped", "scored", "dropped",

@@ -27,7 +27,7 @@ from maskrt.stream.readers import LIVE_QUEUE_SIZE, SourceQueues, run_reader
 from maskrt.stream.records import DROPPED, FAILED, SCORED, Record, empty_counts
 from maskrt.stream.sinks import Sink
 from maskrt.stream.sources import Source, SourceSpec, open_source
-from maskrt.stream.stages import DecodeStage, PrepareStage, Stage, run_stage
+from maskrt.stream.stages import DecodeStage, PrepareStage, Stage, start_stage
 from maskrt.stream.summary import build_summary
 from maskrt.stream.work import REASON_REMOVED, REASON_STOPPED, FrameTask, SourceHandle
 
@@ -135,7 +135,7 @@ class Pipeline:
             capacity = self.batch_size if last else STAGE_QUEUE_SIZE
             outbox: BoundedQueue[FrameTask] = BoundedQueue(capacity, name=stage.name)
             self._stage_queues.append(outbox)
-            self._spawn_stage(stage, inbox, outbox)
+            self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
             inbox = outbox
         results: BoundedQueue[InferredBatch] = BoundedQueue(2, name="results")
         self._spawn(lambda: self._infer.run(inbox, results), "maskrt-infer")
@@ -144,20 +144,6 @@ class Pipeline:
             self._start_reader(handle)
         self._check_input_closed()
         return self
-
-    def _spawn_stage(self, stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask]) -> None:
-        workers = [threading.Thread(target=run_stage, args=(stage, inbox, outbox, self.ledger),
-                                    name=f"maskrt-{stage.name}-{i}", daemon=True)
-                   for i in range(max(1, int(getattr(stage, "threads", 1))))]
-
-        def supervise() -> None:  # the stage's output ends when its last worker does
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-            outbox.close()
-
-        self._spawn(supervise, f"maskrt-{stage.name}")
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -222,6 +208,8 @@ class Pipeline:
         with self._lock:
             self._state = "finished"
             self._t_end = self._t_end or time.perf_counter()
+        for stage in self._chain:
+            stage.close()
 
     # ------------------------------------------------------------------ sources
 

@@ -14,6 +14,7 @@ The infer and explain stages work on batches and live in ``batching.py``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -106,3 +107,23 @@ def run_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger:
             ledger.drop(task, f"filtered by stage {stage.name}")
         elif not outbox.put(result):
             ledger.drop(result, result.handle.discard_reason)
+
+
+def start_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask],
+                ledger: Ledger) -> threading.Thread:
+    """Start ``stage.threads`` workers of ``stage`` and a supervisor that closes ``outbox`` when
+    the last of them ends, so "no more input" flows down the chain. Returns the supervisor."""
+    workers = [threading.Thread(target=run_stage, args=(stage, inbox, outbox, ledger),
+                                name=f"maskrt-{stage.name}-{i}", daemon=True)
+               for i in range(max(1, int(getattr(stage, "threads", 1))))]
+
+    def supervise() -> None:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        outbox.close()
+
+    supervisor = threading.Thread(target=supervise, name=f"maskrt-{stage.name}", daemon=True)
+    supervisor.start()
+    return supervisor
