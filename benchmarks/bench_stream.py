@@ -90,7 +90,7 @@ def run_pipeline(engine, videos: list[Path], batch_size: int, max_wait_ms: float
 
     latencies = []
     start = time.perf_counter()
-    with Pipeline(engine, [str(v) for v in videos], batch_size=batch_size,
+    with Pipeline(engine, [str(v) for v in videos], regions="frame", batch_size=batch_size,
                   max_wait_ms=max_wait_ms) as pipeline:
         for record in pipeline:
             if record.status == "scored":

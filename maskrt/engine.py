@@ -36,6 +36,12 @@ class Result:
     probabilities: np.ndarray
     overlay: Any = field(default=None, repr=False)
     heatmap: Any = field(default=None, repr=False)
+    #: set by :meth:`Engine.faces`: the face box [x0, y0, x1, y1] in frame pixels, the detector's
+    #: score, the five landmarks float32[5, 2], and the widened box that was classified
+    box: list[int] | None = None
+    face_score: float | None = None
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    crop_box: list[int] | None = None
 
     @property
     def p_with_mask(self) -> float:
@@ -55,12 +61,14 @@ class Engine:
         :mod:`maskrt.backends.registry`), or a ready :class:`Backend`.
     chunk_size: most images sent to the backend in one call (longer inputs run in chunks).
     alpha: overlay blend weight of the image.
+    preset, detector: the face detection :meth:`faces` uses ("default" or "fast", or your own
+        :class:`~maskrt.detect.base.Detector`); classify/explain take what they are given.
     Extra keyword arguments are backend options (``threads``, ``device``, ``half``, ...).
     """
 
     def __init__(self, model: Any = None, backend: str | Backend = DEFAULT_BACKEND, *,
                  chunk_size: int = 64, alpha: float = 0.5, max_batch: int | None = None,
-                 **backend_options: Any) -> None:
+                 preset: str = "default", detector: Any = None, **backend_options: Any) -> None:
         if max_batch is not None:
             warnings.warn("Engine(max_batch=) is now chunk_size=", DeprecationWarning, stacklevel=2)
             chunk_size = max_batch
@@ -72,6 +80,9 @@ class Engine:
             self.backend = create_backend(backend, Graph.of(model), **backend_options)
         self.chunk_size = chunk_size
         self.explainer = Explainer(self.backend.cam_weights, alpha)
+        self.preset = preset
+        self.detector = detector
+        self._faces: Any = None  # the face stage, made on the first call of faces()
 
     @property
     def alpha(self) -> float:
@@ -107,6 +118,44 @@ class Engine:
             chunk_classes = None if classes is None else classes[start:start + len(batch)]
             results.extend(self.results_from(*self.infer(batch), chunk, classes=chunk_classes))
         return results[0] if single else results
+
+    def faces(self, frames: Frames, *, explain: bool = False) -> list[Result] | list[list[Result]]:
+        """Detect the faces of each frame and decide for each: per frame, the list of face
+        Results (best detector score first) with ``box``, ``face_score``, ``landmarks`` and
+        ``crop_box``; with ``explain``, every face of a frame shares one ``overlay``: the frame
+        with each face's CAM, box and label. A frame without faces gives an empty list."""
+        from maskrt.detect.regions import face_regions
+        from maskrt.stream.annotate import faces_overlay
+
+        images, single = self._images(frames)
+        images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
+        stage = self._face_stage()
+        regions = [face_regions(found, image.shape, widen=stage.widen, min_face=stage.min_face,
+                                max_faces=stage.max_faces)[0]
+                   for found, image in zip(stage.detector.detect(images), images)]
+        crops = [region.crop(image) for image, rs in zip(images, regions) for region in rs]
+        decided = (self.explain(crops) if explain else self.classify(crops)) if crops else []
+        per_frame, start = [], 0
+        for image, rs in zip(images, regions):
+            results = decided[start:start + len(rs)]
+            start += len(rs)
+            for region, result in zip(rs, results):
+                result.box, result.crop_box = list(region.box), list(region.area)
+                result.face_score, result.landmarks = region.score, region.landmarks
+            if explain:
+                overlay = faces_overlay(image, [r.crop_box for r in results],
+                                        [r.overlay for r in results], results)
+                for result in results:
+                    result.overlay = overlay
+            per_frame.append(results)
+        return per_frame[0] if single else per_frame
+
+    def _face_stage(self) -> Any:
+        if self._faces is None:
+            from maskrt.detect import face_stage
+
+            self._faces = face_stage(self.preset, self.detector)
+        return self._faces
 
     def infer(self, batch: Any) -> tuple[Any, Any]:
         """batch: uint8[N, 224, 224, 3] BGR -> (logits float32[N, 2], features [N, 512, 7, 7]);
@@ -156,6 +205,8 @@ class Engine:
 
     def close(self) -> None:
         self.backend.close()
+        if self._faces is not None:
+            self._faces.close()
 
     def __enter__(self) -> "Engine":
         return self

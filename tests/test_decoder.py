@@ -40,7 +40,7 @@ def test_a_truncated_jpeg_fails_with_one_reason_everywhere(engine, tmp_path, cap
     assert skipped == [{"path": str(cut), "reason": reason}]
 
     out = tmp_path / "score"
-    assert cli_main(["score", str(cut), "--out", str(out), "--progress-interval", "0"]) == 0
+    assert cli_main(["score", str(cut), "--out", str(out), "--progress-interval", "0"]) == 0  # faces
     (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert record["status"] == "failed" and record["reason"] == reason
     capsys.readouterr()

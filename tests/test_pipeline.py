@@ -13,12 +13,19 @@ import cv2
 import numpy as np
 import pytest
 
-from maskrt.stream.pipeline import Pipeline
+import functools
+
+from maskrt.stream.pipeline import Pipeline as FacesPipeline
 from maskrt.stream.work import REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED
 from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
 from streaming_fixtures import (check_accounting, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_frames_dir, write_video)
 from streaming_servers import free_port, mjpeg_server, rtsp_server, rtsp_unavailable_reason
+
+
+# These tests stream face crops (and frames made of them): each frame is one region, as with
+# `maskrt score --regions frame`. Face detection has its own tests (test_faces.py).
+Pipeline = functools.partial(FacesPipeline, regions="frame")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def no_leaked_threads():
     assert maskrt_threads() == [], f"pipeline threads left running: {maskrt_threads()}"
 
 
-def run(pipeline: Pipeline) -> tuple[list, dict]:
+def run(pipeline: FacesPipeline) -> tuple[list, dict]:
     with pipeline:
         records = list(pipeline)
     return records, pipeline.counters()

@@ -50,7 +50,7 @@ def test_score_writes_records_summary_overlays_and_videos(tmp_path, capsys):
     explain = has_cam_kernel()
     out = tmp_path / "out"
     argv = ["score", str(folder), str(video), "--out", str(out), "--batch-size", "4",
-            "--max-wait-ms", "5", "--video", "--progress-interval", "0.2"]
+            "--max-wait-ms", "5", "--video", "--progress-interval", "0.2", "--regions", "frame"]
     rc = cli_main(argv + (["--explain"] if explain else []))
     assert rc == 0
     captured = capsys.readouterr()
@@ -94,7 +94,7 @@ def test_unreachable_url_is_a_failure_in_the_summary_not_a_crash(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/video.mjpg"
     out = tmp_path / "out"
     rc = cli_main(["score", url, str(image), "--out", str(out), "--retries", "0",
-                   "--progress-interval", "0"])
+                   "--progress-interval", "0", "--regions", "frame"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accounting_ok"] is True
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_cleanly_and_still_writes_the_summary(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-m", "maskrt", "score", f"drop:{drop}", str(video), "--out", str(out),
-         "--batch-size", "4", "--settle", "0", "--progress-interval", "0.5"],
+         "--batch-size", "4", "--settle", "0", "--progress-interval", "0.5", "--regions", "frame"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90

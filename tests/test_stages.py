@@ -112,14 +112,16 @@ def run(pipeline):
 
 def test_a_user_stage_splits_frames_into_regions_scored_like_their_crops(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6, size=(160, 120))
-    records, counters = run(Pipeline(engine, [str(video)], stages=[HalvesDetector()],
+    records, counters = run(Pipeline(engine, [str(video)], regions="frame", stages=[HalvesDetector()],
                                      batch_size=4, explain=True))
     by_source = check_accounting(records, counters)
     scored = by_source[str(video)]
     assert counters["total"]["scored"] == 6 and len(scored) == 12
     assert {tuple(r.box) for r in scored} == {(0, 0, 80, 120), (80, 0, 160, 120)}
     assert all(r.faces == 2 and r.face_score in (0.9, 0.8) for r in scored)
-    assert all(r.overlay.shape == (120, 80, 3) for r in scored)
+    # One overlay per frame, on its first record: the frame with each region's CAM in its box.
+    assert all(r.overlay.shape == (120, 160, 3) for r in scored if r.region_index == 0)
+    assert all(r.overlay is None for r in scored if r.region_index == 1)
     cap = cv2.VideoCapture(str(video))
     first = cap.read()[1]
     cap.release()
@@ -127,14 +129,20 @@ def test_a_user_stage_splits_frames_into_regions_scored_like_their_crops(engine,
     got = sorted((r for r in scored if r.frame_index == 0), key=lambda r: r.region_index)
     assert got[0].p_with_mask == pytest.approx(left.p_with_mask, abs=1e-4)
     assert got[1].p_with_mask == pytest.approx(right.p_with_mask, abs=1e-4)
-    assert np.abs(got[1].overlay.astype(int) - right.overlay.astype(int)).max() <= 1
+    inside = (slice(20, 80), slice(5, 75))  # away from the drawn boxes and labels
+    frame_overlay = got[0].overlay
+    assert np.abs(frame_overlay[:, :80][inside].astype(int)
+                  - left.overlay[inside].astype(int)).max() <= 1
+    assert np.abs(frame_overlay[:, 80:][inside].astype(int)
+                  - right.overlay[inside].astype(int)).max() <= 1
     assert counters["mean_batch_size"] > 1  # regions of several frames share batches
 
 
 def test_filters_drop_and_failing_stages_fail_only_their_frames(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6)
     every_other = EveryOther()
-    records, counters = run(Pipeline(engine, [str(video)], stages=[every_other, Faceless()]))
+    records, counters = run(Pipeline(engine, [str(video)], regions="frame",
+                                     stages=[every_other, Faceless()]))
     assert every_other.closed == 1
     by_source = check_accounting(records, counters)
     by_index = {r.frame_index: r for r in by_source[str(video)]}
@@ -143,7 +151,7 @@ def test_filters_drop_and_failing_stages_fail_only_their_frames(engine, tmp_path
     assert by_index[1].reason == "filtered by stage every-other"
     assert by_index[0].faces == 0 and by_index[0].label is None and by_index[0].box is None
     assert by_index[2].faces == 1 and by_index[2].box == [0, 0, 160, 120]
-    faceless = Pipeline(engine, [str(video)], stages=[Faceless()])
+    faceless = Pipeline(engine, [str(video)], regions="frame", stages=[Faceless()])
     records, counters = run(faceless)
     check_accounting(records, counters)
     failed = [r for r in records if r.status == "failed"]
@@ -177,7 +185,8 @@ def test_a_user_sink_gets_every_record_with_its_frame_and_joins_the_summary(engi
     video = write_video(tmp_path / "clip.avi", 5, size=(96, 64))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     sink = FrameSizes()
-    pipeline = Pipeline(engine, [str(video), str(tmp_path / "broken.jpg")], sinks=[sink])
+    pipeline = Pipeline(engine, [str(video), str(tmp_path / "broken.jpg")], regions="frame",
+                        sinks=[sink])
     summary = pipeline.run()
     assert sink.events == ["open", "close"]
     assert sink.sizes.count((64, 96)) == 5 and sink.sizes.count(None) == 1
@@ -223,12 +232,12 @@ def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, engine
 
     torch_engine.backend.infer = spy
     try:
-        records, counters = run(Pipeline(torch_engine, [str(video)], explain=True))
+        records, counters = run(Pipeline(torch_engine, [str(video)], regions="frame", explain=True))
     finally:
         del torch_engine.backend.infer
     check_accounting(records, counters)
     assert calls and set(calls) == {"torch"}  # batches went to the backend as device tensors
-    reference, _ = run(Pipeline(engine, [str(video)], explain=True))
+    reference, _ = run(Pipeline(engine, [str(video)], regions="frame", explain=True))
     for a, b in zip(sorted(records, key=lambda r: r.frame_index),
                     sorted(reference, key=lambda r: r.frame_index)):
         assert a.label == b.label and a.p_with_mask == pytest.approx(b.p_with_mask, abs=1e-4)
@@ -259,6 +268,7 @@ def test_on_a_gpu_frames_features_and_overlays_stay_on_the_device(cuda_device, e
             diff = np.abs(got.overlay.cpu().numpy().astype(int) - expected.overlay.astype(int))
             assert diff.mean() < 2.0
         video = write_video(tmp_path / "clip.avi", 6)
-        records, counters = run(Pipeline(gpu, [str(video)], explain=True, batch_size=4))
+        records, counters = run(Pipeline(gpu, [str(video)], regions="frame", explain=True,
+                                         batch_size=4))
     check_accounting(records, counters)
     assert all(isinstance(r.overlay, np.ndarray) and r.overlay.dtype == np.uint8 for r in records)

@@ -45,6 +45,27 @@ struct CamOverlayArgs {
   bool rgb = false;
 };
 
+// One call drawing the CAM of R faces into their boxes of N full-size frames
+// (cam_overlay_boxes). Same memory-space rule as CamOverlayArgs.
+struct CamBoxesArgs {
+  const void* features = nullptr;  // [R, 512, 7, 7], float32 or float16 (IEEE binary16 bits)
+  FeatureType feature_type = FeatureType::kFloat32;
+  const float* weights = nullptr;  // [C, 512]
+  std::int64_t num_classes = 0;    // C
+  const void* classes = nullptr;   // [R] int64 (or int32 when classes_int32)
+  bool classes_int32 = false;
+  const void* frame_index = nullptr;  // [R] int64 (or int32): the frame each face is in
+  bool frame_index_int32 = false;
+  const void* boxes = nullptr;  // [R, 4] int64 (or int32): x0, y0, x1, y1, end-exclusive
+  bool boxes_int32 = false;
+  std::int64_t faces = 0;                // R
+  const std::uint8_t* frames = nullptr;  // [N, H, W, 3]
+  std::uint8_t* overlays = nullptr;      // [N, H, W, 3] output: frames with the boxes overlaid
+  std::int64_t n = 0, height = 0, width = 0;
+  float alpha = 0.5f;
+  bool rgb = false;
+};
+
 // CPU kernel. num_threads <= 0 uses cpu_default_num_threads() (the CPUs this process may run on).
 // Throws std::invalid_argument on a class index outside [0, C).
 void cam_overlay_cpu(const CamOverlayArgs& args, int num_threads);
@@ -56,6 +77,14 @@ int cpu_default_num_threads();
 void cam_overlay_cuda(const CamOverlayArgs& args, void* stream);
 bool cuda_compiled();
 int cuda_device_count();  // 0 when there is no driver or device; never throws
+
+// Box kernels: overlays = frames, then each face's box blended with the JET colour of its CAM
+// (steps 1-7 with H x W = the box's size); where boxes of one frame overlap, the face with the
+// highest index wins. The CPU kernel throws std::invalid_argument on a class, frame index or box
+// out of range. The CUDA one (a device-to-device copy and one launch on `stream`, no
+// synchronisation) skips such a face: its box keeps the copied pixels and hides no other face.
+void cam_overlay_boxes_cpu(const CamBoxesArgs& args, int num_threads);
+void cam_overlay_boxes_cuda(const CamBoxesArgs& args, void* stream);
 
 // ---------------------------------------------------------------------------------------------
 // Arithmetic shared by both kernels.
@@ -114,8 +143,14 @@ inline float half_bits_to_float(std::uint16_t h) {
 
 // OpenCV's resize scale for a 7 -> `size` axis: 1 / (size / 7) in double, as cv::resize computes
 // it (not 7 / size, which can differ in the last bit).
-inline double resize_scale(std::int64_t size) {
+// Host and device: the box kernels compute it per box on the GPU, and IEEE double division gives
+// the same bits on both.
+MASKRT_HD double resize_scale(std::int64_t size) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(1.0, __ddiv_rn(static_cast<double>(size), kCamSide));
+#else
   return 1.0 / (static_cast<double>(size) / kCamSide);
+#endif
 }
 
 // Where output index i samples the 7-long source axis under cv::resize INTER_LINEAR:
@@ -211,6 +246,29 @@ MASKRT_HD float pixel_term(float alpha, std::uint8_t pixel) {
 
 MASKRT_HD std::uint8_t blend(float pixel_term_value, float colour_term_value) {
   return static_cast<std::uint8_t>(add_rn(pixel_term_value, colour_term_value));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the per-face index arrays, which may be int32 or int64 (no host-side conversion, so the
+// CUDA path stays copy-free and asynchronous).
+
+MASKRT_HD std::int64_t index_at(const void* values, bool int32, std::int64_t i) {
+  return int32 ? static_cast<const std::int32_t*>(values)[i] : static_cast<const std::int64_t*>(values)[i];
+}
+
+struct FaceBox {
+  std::int64_t x0, y0, x1, y1;  // end-exclusive
+};
+
+MASKRT_HD FaceBox box_at(const void* boxes, bool int32, std::int64_t r) {
+  return {index_at(boxes, int32, 4 * r), index_at(boxes, int32, 4 * r + 1), index_at(boxes, int32, 4 * r + 2),
+          index_at(boxes, int32, 4 * r + 3)};
+}
+
+// A face can be drawn when its class and frame exist and its box is non-empty inside the frame.
+MASKRT_HD bool face_in_range(const CamBoxesArgs& a, std::int64_t cls, std::int64_t frame, const FaceBox& b) {
+  return cls >= 0 && cls < a.num_classes && frame >= 0 && frame < a.n && b.x0 >= 0 && b.x0 < b.x1 &&
+         b.x1 <= a.width && b.y0 >= 0 && b.y0 < b.y1 && b.y1 <= a.height;
 }
 
 }  // namespace maskrt

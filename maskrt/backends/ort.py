@@ -22,29 +22,39 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, graph: Any, *, threads: int | None = None) -> None:
         super().__init__(graph)
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise BackendUnavailable("the onnxruntime backend needs ONNX Runtime: "
-                                     "pip install onnxruntime") from err
-        if threads is not None and threads < 1:
-            raise ValueError(f"onnxruntime backend: threads: expected >= 1, got {threads}")
         self.onnx_path = graph.onnx_path()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.threads = threads or os.cpu_count() or 1
-        options.intra_op_num_threads = self.threads
-        self._session = ort.InferenceSession(str(self.onnx_path), options,
-                                             providers=["CPUExecutionProvider"])
-        self._version = ort.__version__
+        self._session, self.threads = cpu_session(self.onnx_path, threads, "onnxruntime backend")
 
     def _infer_host(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, features = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         return logits, features
 
     def describe(self) -> str:
-        return f"onnxruntime {self._version} CPU ({self.threads} threads, fp32)"
+        return f"onnxruntime {_version()} CPU ({self.threads} threads, fp32)"
 
     def close(self) -> None:
         self._session = None
         super().close()
+
+
+def cpu_session(path: str | os.PathLike[str], threads: int | None, what: str) -> tuple[Any, int]:
+    """An ONNX Runtime CPU session of ``path`` with full graph optimisation and ``threads``
+    intra-op threads (default: every core); shared by every graph maskrt runs on ONNX Runtime."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise BackendUnavailable(f"{what} needs ONNX Runtime: pip install onnxruntime") from err
+    if threads is not None and threads < 1:
+        raise ValueError(f"{what}: threads: expected >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session, threads
+
+
+def _version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__

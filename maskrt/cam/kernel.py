@@ -25,8 +25,8 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from maskrt.cam.validate import (ArrayLike, as_classes, check_alpha, check_class_range,
-                                 check_class_range_host, validate)
+from maskrt.cam.validate import (ArrayLike, as_classes, as_index_array, check_alpha, check_class_range,
+                                 check_class_range_host, check_faces_host, validate, validate_boxes)
 from maskrt.devices import is_tensor
 
 CamResult = Union[ArrayLike, "tuple[ArrayLike, ArrayLike]"]
@@ -62,7 +62,7 @@ def cam_overlay(features: ArrayLike, weights: ArrayLike, classes: ArrayLike | Se
     alpha = check_alpha(alpha)
     classes = as_classes(classes)
     tensors = [x for x in (features, weights, classes, images) if is_tensor(x)]
-    if tensors and _on_cuda(features, weights, classes, images):
+    if tensors and _on_cuda(_OVERLAY_INPUTS, features, weights, classes, images):
         return _cam_overlay_cuda(features, weights, classes, images, alpha, bool(rgb), heatmaps, check_classes)
     features, weights, classes, images = (_to_numpy(x) for x in (features, weights, classes, images))
     validate(features, weights, classes, images)
@@ -85,14 +85,18 @@ def _device_name(x: object) -> str:
     return str(x.device) if is_tensor(x) else "cpu (numpy)"
 
 
-def _on_cuda(*xs: object) -> bool:
-    """True when the inputs live on one CUDA device, False when all are on the CPU."""
+_OVERLAY_INPUTS = ("features", "weights", "classes", "images")
+_BOXES_INPUTS = ("features", "weights", "classes", "frame_index", "boxes", "frames")
+
+
+def _on_cuda(names: Sequence[str], *xs: object) -> bool:
+    """True when the inputs (called ``names``) live on one CUDA device, False when all are on the CPU."""
     devices = [_device_name(x) for x in xs]
     if not any(d.startswith("cuda") for d in devices):
         return False
     if len(set(devices)) != 1:
-        named = ", ".join(f"{k} on {d}" for k, d in zip(("features", "weights", "classes", "images"), devices))
-        raise ValueError(f"expected features, weights, classes and images on one device, got {named}")
+        named = ", ".join(f"{k} on {d}" for k, d in zip(names, devices))
+        raise ValueError(f"expected {', '.join(names[:-1])} and {names[-1]} on one device, got {named}")
     return True
 
 
@@ -122,3 +126,74 @@ def _cam_overlay_cuda(features: Any, weights: Any, classes: Any, images: Any, al
     return (overlays, heat) if heatmaps else overlays
 
 
+def cam_overlay_boxes(features: ArrayLike, weights: ArrayLike, classes: ArrayLike | Sequence[int],
+                      frame_index: ArrayLike | Sequence[int], boxes: ArrayLike | Sequence[Sequence[int]],
+                      frames: ArrayLike, *, alpha: float = 0.5, rgb: bool = False,
+                      check_classes: bool = True) -> ArrayLike:
+    """The CAM of every face drawn into its box of the full-size frames, in one call.
+
+    ``features`` float32|float16 ``[R, 512, 7, 7]`` (one face crop each), ``weights`` float32
+    ``[C, 512]``, ``classes`` int64|int32 ``[R]`` (the class whose CAM to draw), ``frame_index``
+    int64|int32 ``[R]`` (the frame each face is in, in ``[0, N)``), ``boxes`` int64|int32 ``[R, 4]``
+    (``x0, y0, x1, y1`` in frame pixels, end-exclusive, with ``0 <= x0 < x1 <= W`` and
+    ``0 <= y0 < y1 <= H``), ``frames`` uint8 ``[N, H, W, 3]``, C-contiguous.
+
+    Returns a new uint8 ``[N, H, W, 3]``: a copy of ``frames`` in which each box is blended with
+    the JET colours of its face's CAM, computed as in ARCHITECTURE.md with H x W = the box's size
+    (a box covering the frame gives :func:`cam_overlay`'s bytes). Where boxes of one frame
+    overlap, the face with the highest index wins; pixels outside every box are copied unchanged.
+
+    Dispatch as :func:`cam_overlay`: NumPy arrays or torch CPU tensors run the C++ kernel, torch
+    CUDA tensors (all six on one device) the CUDA kernel, asynchronously on
+    ``torch.cuda.current_stream()``. On CUDA, ``check_classes=True`` range-checks ``classes``,
+    ``frame_index`` and ``boxes`` on the host (one small copy that waits for the stream); with
+    ``check_classes=False`` the call is fully asynchronous and a face out of range is not drawn.
+    Raises ValueError for a wrong dtype, rank, shape, layout, device mix, index, box or alpha.
+    """
+    alpha = check_alpha(alpha)
+    faces = (features, weights, as_classes(classes), as_index_array("frame_index", frame_index),
+             as_index_array("boxes", boxes, columns=4), frames)
+    if any(is_tensor(x) for x in faces) and _on_cuda(_BOXES_INPUTS, *faces):
+        return _cam_overlay_boxes_cuda(*faces, alpha=alpha, rgb=bool(rgb), check_classes=check_classes)
+    features, weights, classes, frame_index, boxes, frames = (_to_numpy(x) for x in faces)
+    validate_boxes(features, weights, classes, frame_index, boxes, frames)
+    check_faces_host(classes, frame_index, boxes, weights.shape[0], frames.shape)
+    overlays = np.empty_like(frames)
+    if overlays.size:
+        _extension().cam_overlay_boxes_cpu(features, weights, classes, frame_index, boxes, frames, overlays,
+                                           alpha=alpha, rgb=bool(rgb))
+    return overlays
+
+
+def _check_faces_on_host(classes: Any, frame_index: Any, boxes: Any, num_classes: int, frames_shape: Any) -> None:
+    """check_faces_host for CUDA tensors: one device-to-host copy of the R x 6 indices."""
+    import torch
+
+    if not classes.shape[0]:
+        return
+    packed = torch.cat([classes.long()[:, None], frame_index.long()[:, None], boxes.long()], dim=1).cpu().numpy()
+    check_faces_host(packed[:, 0], packed[:, 1], packed[:, 2:], num_classes, frames_shape)
+
+
+def _cam_overlay_boxes_cuda(features: Any, weights: Any, classes: Any, frame_index: Any, boxes: Any, frames: Any,
+                            *, alpha: float, rgb: bool, check_classes: bool) -> Any:
+    import torch
+
+    validate_boxes(features, weights, classes, frame_index, boxes, frames)
+    if check_classes:
+        _check_faces_on_host(classes, frame_index, boxes, weights.shape[0], frames.shape)
+    overlays = torch.empty_like(frames, memory_format=torch.contiguous_format)
+    if not overlays.numel():
+        return overlays
+    n, h, w = frames.shape[:3]
+    with torch.cuda.device(frames.device):
+        stream = torch.cuda.current_stream(frames.device)
+        _extension().cam_overlay_boxes_cuda(
+            features=features.data_ptr(), features_fp16=features.dtype == torch.float16,
+            weights=weights.data_ptr(), num_classes=weights.shape[0],
+            classes=classes.data_ptr(), classes_int32=classes.dtype == torch.int32,
+            frame_index=frame_index.data_ptr(), frame_index_int32=frame_index.dtype == torch.int32,
+            boxes=boxes.data_ptr(), boxes_int32=boxes.dtype == torch.int32, faces=features.shape[0],
+            frames=frames.data_ptr(), overlays=overlays.data_ptr(), n=n, height=h, width=w,
+            alpha=alpha, rgb=rgb, stream=stream.cuda_stream)
+    return overlays

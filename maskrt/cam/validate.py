@@ -58,27 +58,42 @@ def check_alpha(alpha: float) -> float:
 
 def as_classes(classes: object) -> ArrayLike:
     """Lists and tuples of ints become int64 arrays; arrays and tensors pass through."""
-    if isinstance(classes, np.ndarray) or is_tensor(classes):
-        return classes
-    if isinstance(classes, (list, tuple)):
-        return np.asarray(classes, dtype=np.int64).reshape(-1)
-    raise TypeError(f"classes: expected an int array, tensor or list of ints, got {type(classes).__name__}")
+    return as_index_array("classes", classes)
+
+
+def as_index_array(name: str, values: object, columns: int | None = None) -> ArrayLike:
+    """Lists and tuples of ints (rows of ``columns`` ints when given) become int64 arrays; arrays
+    and tensors pass through."""
+    if isinstance(values, np.ndarray) or is_tensor(values):
+        return values
+    if isinstance(values, (list, tuple)):
+        return np.asarray(values, dtype=np.int64).reshape(-1 if columns is None else (-1, columns))
+    raise TypeError(f"{name}: expected an int array, tensor or list of ints, got {type(values).__name__}")
+
+
+def _check_features_and_weights(features: ArrayLike, weights: ArrayLike, items: str) -> None:
+    """``items`` names the batch axis in messages: N (images) or R (faces)."""
+    check_array("features", features, _FEATURE_DTYPES, 4, f"[{items}, 512, 7, 7]")
+    if tuple(features.shape[1:]) != FEATURE_SHAPE:
+        raise ValueError(f"features: expected shape [{items}, 512, 7, 7], got {shape_of(features)}")
+    check_array("weights", weights, ("float32",), 2, "[C, 512]")
+    if weights.shape[1] != FEATURE_SHAPE[0] or weights.shape[0] < 1:
+        raise ValueError(f"weights: expected shape [C, 512] with C >= 1, got {shape_of(weights)}")
+
+
+def _check_images(name: str, images: ArrayLike) -> None:
+    check_array(name, images, ("uint8",), 4, "[N, H, W, 3]")
+    if images.shape[3] != 3:
+        raise ValueError(f"{name}: expected 3 channels (shape [N, H, W, 3]), got {images.shape[3]} "
+                         f"(shape {shape_of(images)})")
 
 
 def validate(features: ArrayLike, weights: ArrayLike, classes: ArrayLike, images: ArrayLike) -> None:
     """Shapes, dtypes and layouts of ARCHITECTURE.md; raises ValueError naming expected and got."""
     for name, x in (("features", features), ("weights", weights), ("images", images)):
         require_array(name, x)
-    check_array("features", features, _FEATURE_DTYPES, 4, "[N, 512, 7, 7]")
-    if tuple(features.shape[1:]) != FEATURE_SHAPE:
-        raise ValueError(f"features: expected shape [N, 512, 7, 7], got {shape_of(features)}")
-    check_array("weights", weights, ("float32",), 2, "[C, 512]")
-    if weights.shape[1] != FEATURE_SHAPE[0] or weights.shape[0] < 1:
-        raise ValueError(f"weights: expected shape [C, 512] with C >= 1, got {shape_of(weights)}")
-    check_array("images", images, ("uint8",), 4, "[N, H, W, 3]")
-    if images.shape[3] != 3:
-        raise ValueError(f"images: expected 3 channels (shape [N, H, W, 3]), got {images.shape[3]} "
-                         f"(shape {shape_of(images)})")
+    _check_features_and_weights(features, weights, "N")
+    _check_images("images", images)
     check_array("classes", classes, _CLASS_DTYPES, 1, "[N]")
     n = features.shape[0]
     if images.shape[0] != n or classes.shape[0] != n:
@@ -94,3 +109,42 @@ def check_class_range(lo: int, hi: int, num_classes: int) -> None:
 def check_class_range_host(classes: np.ndarray, num_classes: int) -> None:
     if classes.size:
         check_class_range(int(classes.min()), int(classes.max()), num_classes)
+
+
+def validate_boxes(features: ArrayLike, weights: ArrayLike, classes: ArrayLike, frame_index: ArrayLike,
+                   boxes: ArrayLike, frames: ArrayLike) -> None:
+    """Shapes, dtypes and layouts for cam_overlay_boxes (R faces in N frames); raises ValueError
+    naming expected and got. Value ranges: check_faces_host."""
+    named = (("features", features), ("weights", weights), ("classes", classes), ("frame_index", frame_index),
+             ("boxes", boxes), ("frames", frames))
+    for name, x in named:
+        require_array(name, x)
+    _check_features_and_weights(features, weights, "R")
+    _check_images("frames", frames)
+    check_array("classes", classes, _CLASS_DTYPES, 1, "[R]")
+    check_array("frame_index", frame_index, _CLASS_DTYPES, 1, "[R]")
+    check_array("boxes", boxes, _CLASS_DTYPES, 2, "[R, 4]")
+    if boxes.shape[1] != 4:
+        raise ValueError(f"boxes: expected shape [R, 4] (x0, y0, x1, y1), got {shape_of(boxes)}")
+    r = features.shape[0]
+    if classes.shape[0] != r or frame_index.shape[0] != r or boxes.shape[0] != r:
+        raise ValueError(f"face count mismatch: expected the same R for features, classes, frame_index and boxes, "
+                         f"got features {shape_of(features)}, classes {shape_of(classes)}, "
+                         f"frame_index {shape_of(frame_index)}, boxes {shape_of(boxes)}")
+
+
+def check_faces_host(classes: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, num_classes: int,
+                     frames_shape: Sequence[int]) -> None:
+    """Value ranges of cam_overlay_boxes' per-face arrays (host NumPy arrays), ValueError otherwise."""
+    check_class_range_host(classes, num_classes)
+    n, h, w = (int(v) for v in frames_shape[:3])
+    if frame_index.size and (frame_index.min() < 0 or frame_index.max() >= n):
+        raise ValueError(f"frame_index: expected indices in [0, {n}), got values in "
+                         f"[{int(frame_index.min())}, {int(frame_index.max())}]")
+    x0, y0, x1, y1 = (boxes[:, k].astype(np.int64) for k in range(4))
+    bad = np.flatnonzero(~((0 <= x0) & (x0 < x1) & (x1 <= w) & (0 <= y0) & (y0 < y1) & (y1 <= h)))
+    if bad.size:
+        first = int(bad[0])
+        more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+        raise ValueError(f"boxes: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h} "
+                         f"(frames are {w} wide, {h} high), got {boxes[first].tolist()} at row {first}{more}")

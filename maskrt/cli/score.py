@@ -45,8 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", action="store_true",
                         help="write an annotated video per video-file source under DIR/videos/")
     add_backend_arguments(parser)
+    parser.add_argument("--regions", choices=("faces", "frame"), default="faces",
+                        help="faces (default): detect faces and decide per face; frame: the whole "
+                             "frame is one decision (inputs that already are face crops)")
+    parser.add_argument("--preset", choices=("default", "fast"), default="default",
+                        help="face detection preset: default (small faces: 2x upscale) or fast")
     parser.add_argument("--batch-size", "--max-batch", dest="batch_size", type=positive_int,
-                        default=32, help="regions per backend call at most (default 32)")
+                        default=32, help="faces (regions) per backend call at most (default 32)")
     parser.add_argument("--max-wait-ms", type=non_negative_float, default=20.0,
                         help="how long a batch waits for more frames after its first (default 20)")
     parser.add_argument("--queue-size", type=positive_int, default=None,
@@ -77,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
+                        regions=args.regions, preset=args.preset,
                         sinks=_sinks(args, sources, engine, untrained))
     pipeline.sinks[-1].extra["stopped_by"] = stopped_by = _consume(pipeline, args)
     pipeline.sinks[-1].extra["interrupted"] = stopped_by == "interrupt"
@@ -117,7 +123,8 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
         fps_of=lambda source_id: fps[source_id].fps if source_id in fps else None,
         backend=engine.backend.describe(),
         model="random-init (untrained)" if untrained else (args.model or "shipped"),
-        settings={"batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
+        settings={"regions": args.regions, "preset": args.preset,
+                  "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
                   "explain": args.explain, "queue_size": args.queue_size,
                   "retries": args.retries, "timeout_s": args.timeout},
         specs=list(args.sources))

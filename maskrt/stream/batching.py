@@ -21,7 +21,8 @@ import numpy as np
 from maskrt.devices import is_tensor
 from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
-from maskrt.stream.records import SCORED, Record
+from maskrt.stream.annotate import faces_overlay
+from maskrt.stream.records import SCORED, Record, whole_frame
 from maskrt.stream.work import FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
@@ -160,7 +161,12 @@ class ExplainStage:
                        for i in range(len(regions))]
             offset += len(regions)
             if not records:  # scored, and nothing in it to classify
-                records = [frame_record(task, SCORED, None, faces=0)]
+                records = [frame_record(task, SCORED, task.note, faces=0)]
+                records[0].frame = task.image if self.keep_frames else None
+            if self.explain and not whole_frame(records[0]):
+                records[0].overlay = frame_overlay(task, records)
+                for record in records[1:]:
+                    record.overlay = None
             task.image = None
             self.ledger.scored(task, records)
 
@@ -182,9 +188,11 @@ class ExplainStage:
     def _region_record(self, task: FrameTask, index: int, result: Any,
                        overlay_error: str | None) -> Record:
         region = task.regions[index]  # type: ignore[index]
-        record = frame_record(task, SCORED, overlay_error, region_index=index,
+        landmarks = None if region.landmarks is None else \
+            [[round(float(x), 1), round(float(y), 1)] for x, y in region.landmarks]
+        record = frame_record(task, SCORED, overlay_error or task.note, region_index=index,
                               box=[int(v) for v in region.box], face_score=region.score,
-                              faces=len(task.regions))  # type: ignore[arg-type]
+                              faces=len(task.regions), landmarks=landmarks)  # type: ignore[arg-type]
         record.label = result.label
         record.p_with_mask = result.p_with_mask
         record.p_without_mask = result.p_without_mask
@@ -193,3 +201,10 @@ class ExplainStage:
         if self.keep_frames:
             record.frame = task.image
         return record
+
+
+def frame_overlay(task: FrameTask, records: list[Record]) -> np.ndarray:
+    """The whole frame with every region's CAM, box and label."""
+    regions = task.regions or []
+    return faces_overlay(task.image, [r.area for r in regions],  # type: ignore[arg-type]
+                         [r.overlay for r in records[:len(regions)]], records)

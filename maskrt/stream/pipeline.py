@@ -50,6 +50,9 @@ class Pipeline:
     keep_frames: attach the decoded frame to its records (``record.frame``; annotated videos).
     stages: user :class:`~maskrt.stream.stages.Stage` objects run, in order, on each decoded frame.
     sinks: :class:`~maskrt.stream.sinks.Sink` objects given every record the consumer takes.
+    regions: "faces" (default: a face detector makes one region per face, ``preset`` "default"
+        or "fast", or your ``detector``) or "frame" (the whole frame is the one region: inputs
+        that already are face crops).
     queue_size: per-source queue capacity (default: 4 for live sources, max(8, batch_size) for
         others); a source's own ``queue_size`` wins.
     preprocess_threads: decode threads (1 keeps each source's records in frame order).
@@ -66,7 +69,8 @@ class Pipeline:
                  sinks: Sequence[Sink] = (), queue_size: int | None = None,
                  preprocess_threads: int = 1, max_side: int = MAX_SIDE,
                  output_capacity: int = 1024, stop_when_done: bool = True,
-                 source_options: dict[str, Any] | None = None, max_batch: int | None = None) -> None:
+                 source_options: dict[str, Any] | None = None, max_batch: int | None = None,
+                 regions: str = "faces", preset: str = "default", detector: Any = None) -> None:
         if max_batch is not None:
             warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
                           stacklevel=2)
@@ -76,6 +80,8 @@ class Pipeline:
         for stage in stages:
             if not callable(getattr(stage, "process", None)):
                 raise TypeError(f"stages: expected objects with process(task), got {stage!r}")
+        from maskrt.detect import region_stages  # the detector is loaded only when used
+
         if isinstance(sources, (str, int, Source)) or hasattr(sources, "__fspath__"):
             sources = [sources]  # type: ignore[list-item]
         self._source_options = dict(source_options or {})
@@ -95,7 +101,8 @@ class Pipeline:
         self._output: BoundedQueue[Record] = BoundedQueue(output_capacity, name="records")
         self.ledger = Ledger(self._output)
         self._sources = SourceQueues(self.ledger)
-        self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads), *stages,
+        self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads),
+                                    *region_stages(regions, preset, detector), *stages,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
         self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0)
         self._explain = ExplainStage(engine, self.ledger, explain=explain,

@@ -23,7 +23,7 @@ STATUSES = (SCORED, DROPPED, FAILED)
 #: The fields written to records.jsonl, in this order (new fields are only ever appended).
 JSON_FIELDS = ("source_id", "frame_index", "source_timestamp", "status", "reason", "label",
                "p_with_mask", "p_without_mask", "latency_ms", "uri", "region_index", "box",
-               "face_score", "faces")
+               "face_score", "faces", "landmarks")
 
 
 @dataclass
@@ -42,7 +42,10 @@ class Record:
     dropped and failed frames and for a scored frame without regions.
     face_score: the detector's confidence for the region, when a detector made it.
     faces: the number of regions the scored frame had (None for dropped and failed frames).
-    overlay: uint8[H, W, 3] BGR CAM overlay at the region's size, when the pipeline explains.
+    landmarks: the face's five points (eyes, nose tip, mouth corners) as [x, y] in frame pixels.
+    overlay: uint8[H, W, 3] BGR CAM overlay, when the pipeline explains: at the region's size for
+    whole-frame regions; with faces, the whole frame with every face's CAM, box and label, on the
+    frame's first record only.
     frame: the decoded frame, when the pipeline keeps frames (annotated videos).
     outputs: files that sinks wrote for this record.
     """
@@ -61,6 +64,7 @@ class Record:
     box: list[int] | None = None
     face_score: float | None = None
     faces: int | None = None
+    landmarks: list[list[float]] | None = None
     overlay: np.ndarray | None = field(default=None, repr=False)
     frame: np.ndarray | None = field(default=None, repr=False)
     #: files sinks wrote for this record (e.g. ``{"overlay": path}``), added to its JSON line
@@ -82,6 +86,11 @@ class Record:
                 value = round(value, 6) if precise else round(value, 3)
             out[name] = value
         return out
+
+
+def whole_frame(record: Record) -> bool:
+    """A scored record whose one region is the whole frame (no detector or region stage ran)."""
+    return record.faces == 1 and record.face_score is None and record.landmarks is None
 
 
 def empty_counts() -> dict[str, int]:

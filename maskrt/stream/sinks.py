@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from maskrt.labels import CLASSES
-from maskrt.stream.records import SCORED, Record
+from maskrt.stream.annotate import annotate, annotate_faces
+from maskrt.stream.records import SCORED, Record, whole_frame
 from maskrt.stream.sources.base import VIDEO_EXTENSIONS
 from maskrt.stream.summary import write_json_atomic
 
@@ -126,30 +126,16 @@ class OverlaySink(Sink):
         return {"overlays": str(self.directory)}
 
 
-def annotate(image: np.ndarray, record: Record) -> np.ndarray:
-    """A copy of ``image`` with the record's decision written in its top-left corner."""
-    import cv2
-
-    out = image.copy()
-    if record.label is None:
-        return out
-    p = record.p_with_mask if record.label == CLASSES[0] else record.p_without_mask
-    text = f"{record.label} {p:.2f}"
-    colour = (0, 160, 0) if record.label == CLASSES[0] else (0, 0, 220)
-    scale = max(0.4, min(out.shape[:2]) / 400.0)
-    thickness = max(1, int(round(scale * 2)))
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    cv2.rectangle(out, (0, 0), (w + 8, h + base + 8), (255, 255, 255), -1)
-    cv2.putText(out, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
-                cv2.LINE_AA)
-    return out
-
-
 class VideoSink(Sink):
-    """Annotated videos, one per source given to it: ``DIR/<source>_annotated.avi`` (MJPG), each scored
-    frame (its overlay when the pipeline explains, else the frame itself, which this sink asks
-    the pipeline to keep) with its label written on it. Dropped and failed frames have
-    no picture and are left out; ``fps`` per source comes from the source (default 25)."""
+    """Annotated videos, one per source given to it: ``DIR/<source>_annotated.avi`` (MJPG), one
+    picture per scored frame: its overlay when the pipeline explains (faces mode: already showing
+    every face), else the frame itself (this sink asks the pipeline to keep frames) with the
+    decision drawn on it - in the corner for a whole-frame decision, as boxes for faces (the
+    records of one frame are gathered until the frame's ``faces`` count is complete). Dropped and
+    failed frames have no picture and are left out; ``fps`` per source comes from the source
+    (default 25)."""
+
+    needs_frames = True
 
     def __init__(self, directory: str | os.PathLike[str], source_ids: Iterable[str],
                  fps_of: Callable[[str], float | None] = lambda source_id: None) -> None:
@@ -158,38 +144,56 @@ class VideoSink(Sink):
         self.fps_of = fps_of
         self._writers: dict[str, Any] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
+        self._pending: dict[tuple[str, int], list[Record]] = {}
         self.paths: dict[str, str] = {}
 
-    needs_frames = True
-
     def write(self, record: Record, frame: np.ndarray | None = None) -> bool:
-        import cv2
-
         if record.source_id not in self.source_ids or record.status != SCORED:
             return False
-        image = record.overlay if record.overlay is not None else frame
-        if image is None:
+        if whole_frame(record):
+            image = record.overlay if record.overlay is not None else frame
+            return image is not None and self._write_frame(record.source_id, annotate(image, record))
+        if record.overlay is not None:  # the frame with every region's CAM, box and label
+            return self._write_frame(record.source_id, record.overlay)
+        if frame is None:
             return False
-        writer = self._writers.get(record.source_id)
+        key = (record.source_id, record.frame_index)
+        group = self._pending.setdefault(key, [])
+        group.append(record)
+        if len(group) < max(1, record.faces or 0):
+            return False
+        del self._pending[key]
+        return self._write_frame(record.source_id, annotate_faces(frame, group))
+
+    def _write_frame(self, source_id: str, image: np.ndarray) -> bool:
+        import cv2
+
+        writer = self._writers.get(source_id) or self._open(source_id, image)
         if writer is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            root, ext = os.path.splitext(safe_name(record.source_id))
-            path = self.directory / f"{root if ext.lower() in VIDEO_EXTENSIONS else root + ext}" \
-                f"_annotated.avi"
-            size = (image.shape[1], image.shape[0])
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"),
-                                     float(self.fps_of(record.source_id) or 25.0), size)
-            if not writer.isOpened():
-                self.source_ids.discard(record.source_id)
-                return False
-            self._writers[record.source_id] = writer
-            self._sizes[record.source_id] = size
-            self.paths[record.source_id] = str(path)
-        size = self._sizes[record.source_id]
+            return False
+        size = self._sizes[source_id]
         if (image.shape[1], image.shape[0]) != size:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        writer.write(annotate(image, record))
+        writer.write(image)
         return True
+
+    def _open(self, source_id: str, image: np.ndarray) -> Any:
+        import cv2
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        root, ext = os.path.splitext(safe_name(source_id))
+        path = self.directory / f"{root if ext.lower() in VIDEO_EXTENSIONS else root + ext}" \
+            f"_annotated.avi"
+        size = (image.shape[1], image.shape[0])
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"),
+                                 float(self.fps_of(source_id) or 25.0), size)
+        if not writer.isOpened():
+            self.source_ids.discard(source_id)
+            return None
+        self._writers[source_id] = writer
+        self._sizes[source_id] = size
+        self.paths[source_id] = str(path)
+        return writer
 
     def close(self) -> dict[str, Any]:
         for writer in self._writers.values():

@@ -31,10 +31,13 @@ class Stage:
 
     name: used in thread names and in the reasons of the frames it drops or fails.
     threads: how many threads run it (1 keeps each source's frames in order).
+    batch_size: above 1, frames already waiting are handed to ``process_batch(tasks)`` together
+    (up to this many; it returns one result per task, like ``process``).
     """
 
     name = "stage"
     threads = 1
+    batch_size = 1
 
     def process(self, task: FrameTask) -> FrameTask | None:
         raise NotImplementedError
@@ -86,27 +89,58 @@ class PrepareStage(Stage):
 
 
 def run_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger: Ledger) -> None:
-    """The loop of one thread of ``stage``: take a task, process it, pass it on; every task that
-    does not go on is accounted for (failed, filtered, or dropped because the pipeline stops)."""
-    while True:
-        task = inbox.get()
+    """The loop of one thread of ``stage``: take a task (or, for a stage with ``batch_size`` > 1,
+    the tasks already waiting, up to that many), process, pass on; every task that does not go
+    on is accounted for (failed, filtered, or dropped because the pipeline stops)."""
+    limit = max(1, int(getattr(stage, "batch_size", 1)))
+    closed = False
+    while not closed:
+        tasks, closed = _take(inbox, limit)
+        for task, result in zip(tasks, _process(stage, tasks)):
+            if isinstance(result, ImageError):
+                ledger.fail(task, str(result))
+            elif isinstance(result, Exception):
+                ledger.fail(task, f"{stage.name} error: {type(result).__name__}: {result}")
+            elif result is None:
+                ledger.drop(task, f"filtered by stage {stage.name}")
+            elif not outbox.put(result):
+                ledger.drop(result, result.handle.discard_reason)
+
+
+def _take(inbox: Any, limit: int) -> tuple[list[FrameTask], bool]:
+    """The next task (waiting for it) and those already queued behind it, up to ``limit``;
+    and whether the inbox is closed and empty."""
+    tasks: list[FrameTask] = []
+    while len(tasks) < limit:
+        task = inbox.get() if not tasks else inbox.get(timeout=0)
         if task is CLOSED:
-            return
+            return tasks, True
         if task is None:
+            if tasks:
+                break
             continue
+        tasks.append(task)
+    return tasks, False
+
+
+def _process(stage: Stage, tasks: list[FrameTask]) -> list[Any]:
+    """The stage's result per task: a task, None, or the exception it raised. A batch that
+    fails is retried one task at a time, so one bad frame fails alone."""
+    batch = getattr(stage, "process_batch", None)
+    if batch is not None and len(tasks) > 1:
         try:
-            result = stage.process(task)
-        except ImageError as err:
-            ledger.fail(task, str(err))
-            continue
+            return list(batch(tasks))
+        except Exception:  # noqa: BLE001 - find the frame that broke it, below
+            log.debug("stage %s failed on a batch; retrying frame by frame", stage.name,
+                      exc_info=True)
+    results: list[Any] = []
+    for task in tasks:
+        try:
+            results.append(stage.process(task))
         except Exception as err:  # noqa: BLE001 - one bad frame (or stage bug) must not stop the stream
             log.debug("stage %s failed on a frame", stage.name, exc_info=True)
-            ledger.fail(task, f"{stage.name} error: {type(err).__name__}: {err}")
-            continue
-        if result is None:
-            ledger.drop(task, f"filtered by stage {stage.name}")
-        elif not outbox.put(result):
-            ledger.drop(result, result.handle.discard_reason)
+            results.append(err)
+    return results
 
 
 def start_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask],

@@ -42,15 +42,25 @@ class Region:
     """One part of a frame to score: ``box`` = [x0, y0, x1, y1] in frame pixels (end-exclusive).
 
     score: the confidence of the stage that found it (a face detector), None for the whole frame.
+    landmarks: float [5, 2] points in frame pixels, when a detector gives them.
+    crop_box: the part of the frame that is classified and explained, when it differs from
+    ``box`` (a face box widened for context); inside the frame, non-empty.
     input: its uint8[224, 224, 3] network input, set by the prepare stage.
     """
 
     box: tuple[int, int, int, int]
     score: float | None = None
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    crop_box: tuple[int, int, int, int] | None = None
     input: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def area(self) -> tuple[int, int, int, int]:
+        """What is classified: ``crop_box``, else ``box``."""
+        return self.crop_box or self.box
+
     def crop(self, image: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = self.box
+        x0, y0, x1, y1 = self.area
         return image[y0:y1, x0:x1]
 
 
@@ -68,6 +78,8 @@ class FrameTask:
     frame: Frame
     image: np.ndarray | None = field(default=None, repr=False)
     regions: list[Region] | None = None
+    #: a remark for the frame's records (e.g. that faces were capped)
+    note: str | None = None
     t_prepared: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -4,21 +4,17 @@
 // blend terms; per image, compute the normalised 7x7 CAM, its 7 horizontally resized source rows
 // (7 x W floats) and the heat min/max from the candidate rows/columns; then one pass over the
 // pixels, threaded over (image, row) ranges, writing the overlay (and the heat map when asked).
+// The building blocks live in cam_cpu.h, shared with the box kernel.
 #include "ops/cam_overlay.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "ops/jet.h"
+#include "ops/cpu/cam_cpu.h"
 
-#if defined(MASKRT_HAVE_OPENMP)
-#include <omp.h>
-#endif
 #if defined(__linux__)
 #include <sched.h>
 #endif
@@ -26,54 +22,7 @@
 namespace maskrt {
 namespace {
 
-struct AxisTable {
-  std::vector<AxisSample> samples;
-  std::vector<std::int64_t> candidates;  // indices that can hold the map's extremes
-};
-
-AxisTable make_axis(std::int64_t size, bool clamp_weights) {
-  AxisTable t;
-  const double scale = resize_scale(size);
-  t.samples.reserve(static_cast<std::size_t>(size));
-  for (std::int64_t i = 0; i < size; ++i) {
-    t.samples.push_back(axis_sample(i, scale, clamp_weights));
-    if (is_candidate(i, size, scale, clamp_weights)) t.candidates.push_back(i);
-  }
-  return t;
-}
-
-// Calls fn(begin, end) on consecutive chunks of [0, n) of `grain` items, handed out dynamically
-// to `threads` workers: a worker that the OS deschedules (a busy machine) delays only its current
-// chunk, not a fixed share of the work.
-template <typename Fn>
-void parallel_chunks(std::int64_t n, std::int64_t grain, int threads, Fn fn) {
-  const std::int64_t chunks = (n + grain - 1) / grain;
-  threads = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, chunks)));
-  auto run_chunk = [n, grain, &fn](std::int64_t c) { fn(c * grain, std::min(n, (c + 1) * grain)); };
-  if (threads == 1) {
-    for (std::int64_t c = 0; c < chunks; ++c) run_chunk(c);
-    return;
-  }
-#if defined(MASKRT_HAVE_OPENMP)
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (std::int64_t c = 0; c < chunks; ++c) run_chunk(c);
-#else
-  std::atomic<std::int64_t> next{0};
-  auto worker = [&] {
-    for (std::int64_t c = next++; c < chunks; c = next++) run_chunk(c);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<std::size_t>(threads - 1));
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-#endif
-}
-
-std::int64_t class_of(const CamOverlayArgs& a, std::int64_t n) {
-  return a.classes_int32 ? static_cast<const std::int32_t*>(a.classes)[n]
-                         : static_cast<const std::int64_t*>(a.classes)[n];
-}
+std::int64_t class_of(const CamOverlayArgs& a, std::int64_t n) { return index_at(a.classes, a.classes_int32, n); }
 
 void check_classes(const CamOverlayArgs& a) {
   for (std::int64_t n = 0; n < a.n; ++n) {
@@ -85,112 +34,11 @@ void check_classes(const CamOverlayArgs& a) {
   }
 }
 
-// Step 1: cam[p] = sum_k W[c, k] * F[n, k, p], accumulated in float32 in increasing k (the CUDA
-// kernel uses the same order). The loops over the 49 positions vectorise; float16 rows are first
-// widened into a small buffer so that the accumulation loop is the same in both cases.
-void accumulate(float wk, const float* f, float* cam) {
-  for (int p = 0; p < kCamCells; ++p) cam[p] = add_rn(cam[p], mul_rn(wk, f[p]));
-}
-
-void compute_cam(const CamOverlayArgs& a, std::int64_t n, float* cam) {
-  const float* w = a.weights + class_of(a, n) * kFeatureChannels;
-  const std::int64_t offset = n * kFeatureChannels * kCamCells;
-  std::fill(cam, cam + kCamCells, 0.f);
-  if (a.feature_type == FeatureType::kFloat16) {
-    const auto* f = static_cast<const std::uint16_t*>(a.features) + offset;
-    float row[kCamCells];
-    for (int k = 0; k < kFeatureChannels; ++k, f += kCamCells) {
-      for (int p = 0; p < kCamCells; ++p) row[p] = half_bits_to_float(f[p]);
-      accumulate(w[k], row, cam);
-    }
-  } else {
-    const auto* f = static_cast<const float*>(a.features) + offset;
-    for (int k = 0; k < kFeatureChannels; ++k, f += kCamCells) accumulate(w[k], f, cam);
-  }
-  normalise_cam(cam);
-}
-
-// Per image: the 7 source rows resized along x, and the heat normalisation (lo, 1 / range).
-struct ImageState {
-  std::vector<float> rows;  // [7, W]
-  float lo = 0.f, inv_range = 0.f;
-};
-
-void prepare_image(const CamOverlayArgs& a, std::int64_t n, const AxisTable& ys, const AxisTable& xs,
-                   ImageState& st) {
+void prepare_image(const CamOverlayArgs& a, std::int64_t n, const cpu::AxisTable& ys, const cpu::AxisTable& xs,
+                   cpu::MapState& st) {
   float cam[kCamCells];
-  compute_cam(a, n, cam);
-  const std::int64_t W = a.width;
-  st.rows.resize(static_cast<std::size_t>(kCamSide * W));
-  for (int s = 0; s < kCamSide; ++s) {
-    float* row = st.rows.data() + s * W;
-    for (std::int64_t j = 0; j < W; ++j) {
-      const AxisSample& x = xs.samples[j];
-      row[j] = interp_x(cam, s, x.s0, x.s1, x.w0, x.w1);
-    }
-  }
-  // Step 5's min/max over the whole map, read off the candidate rows x candidate columns.
-  float lo = 0.f, hi = 0.f;
-  bool first = true;
-  for (std::int64_t i : ys.candidates) {
-    const AxisSample& y = ys.samples[i];
-    const float* r0 = st.rows.data() + y.s0 * W;
-    const float* r1 = st.rows.data() + y.s1 * W;
-    for (std::int64_t j : xs.candidates) {
-      const float m = interp_y(r0[j], r1[j], y.w0, y.w1);
-      lo = first || m < lo ? m : lo;
-      hi = first || m > hi ? m : hi;
-      first = false;
-    }
-  }
-  st.lo = lo;
-  st.inv_range = div_rn(1.f, add_rn(sub_rn(hi, lo), kNormEps));
-}
-
-// Blend colour terms: (1 - alpha) * colour + 0.5 per level and channel (in the requested order),
-// padded to 4 floats so the row gather below moves one 16-byte block per pixel.
-struct BlendTables {
-  float colour[256][4];
-};
-
-BlendTables make_blend_tables(float alpha, bool rgb) {
-  BlendTables t;
-  for (int v = 0; v < 256; ++v) {
-    for (int c = 0; c < 3; ++c) t.colour[v][c] = colour_term(alpha, kJetBgr[v][rgb ? 2 - c : c]);
-    t.colour[v][3] = 0.f;
-  }
-  return t;
-}
-
-// Per-thread row buffers.
-struct RowScratch {
-  std::vector<float> heat;    // [W], used when no heat map is requested
-  std::vector<int> level;     // [W]
-  std::vector<float> colour;  // [3W + 1] colour terms per output byte (+1: the padded last copy)
-  explicit RowScratch(std::int64_t w)
-      : heat(static_cast<std::size_t>(w)), level(static_cast<std::size_t>(w)),
-        colour(static_cast<std::size_t>(3 * w + 1)) {}
-};
-
-// Steps 5-7 for one output row, in three passes so that the two arithmetic passes vectorise and
-// only the colour-table gather stays scalar.
-void write_row(const CamOverlayArgs& a, const ImageState& st, const AxisSample& y, const BlendTables& bt,
-               const std::uint8_t* __restrict__ src, std::uint8_t* __restrict__ dst, float* __restrict__ heat,
-               RowScratch& rs) {
-  const std::int64_t W = a.width;
-  const float* __restrict__ r0 = st.rows.data() + y.s0 * W;
-  const float* __restrict__ r1 = st.rows.data() + y.s1 * W;
-  int* __restrict__ level = rs.level.data();
-  float* __restrict__ colour = rs.colour.data();
-  for (std::int64_t j = 0; j < W; ++j) {
-    const float h = heat_value(interp_y(r0[j], r1[j], y.w0, y.w1), st.lo, st.inv_range);
-    heat[j] = h;
-    level[j] = heat_level(h);
-  }
-  // Overlapping 16-byte copies: pixel j's 4th float is overwritten by pixel j + 1.
-  for (std::int64_t j = 0; j < W; ++j) std::memcpy(colour + 3 * j, bt.colour[level[j]], 4 * sizeof(float));
-  const float alpha = a.alpha;
-  for (std::int64_t k = 0; k < 3 * W; ++k) dst[k] = blend(pixel_term(alpha, src[k]), colour[k]);
+  cpu::compute_cam(a.features, a.feature_type, n, a.weights + class_of(a, n) * kFeatureChannels, cam);
+  cpu::prepare_map(cam, ys, xs, st);
 }
 
 }  // namespace
@@ -211,29 +59,23 @@ int cpu_default_num_threads() {
 void cam_overlay_cpu(const CamOverlayArgs& a, int num_threads) {
   if (a.n <= 0 || a.height <= 0 || a.width <= 0) return;
   check_classes(a);
-  // At most one thread per ~32K pixels: a thread start costs tens of microseconds.
-  const std::int64_t by_work = std::max<std::int64_t>(1, a.n * a.height * a.width / (std::int64_t{1} << 15));
-  const int threads = static_cast<int>(
-      std::min<std::int64_t>(num_threads > 0 ? num_threads : cpu_default_num_threads(), by_work));
-  const AxisTable ys = make_axis(a.height, /*clamp_weights=*/false);
-  const AxisTable xs = make_axis(a.width, /*clamp_weights=*/true);
-  const BlendTables bt = make_blend_tables(a.alpha, a.rgb);
+  const int threads = cpu::threads_for(a.n * a.height * a.width, num_threads, cpu_default_num_threads());
+  const cpu::AxisTable ys = cpu::make_axis(a.height, /*clamp_weights=*/false);
+  const cpu::AxisTable xs = cpu::make_axis(a.width, /*clamp_weights=*/true);
+  const cpu::BlendTables bt = cpu::make_blend_tables(a.alpha, a.rgb);
 
-  std::vector<ImageState> states(static_cast<std::size_t>(a.n));
-  parallel_chunks(a.n, 1, threads, [&](std::int64_t b, std::int64_t e) {
+  std::vector<cpu::MapState> states(static_cast<std::size_t>(a.n));
+  cpu::parallel_chunks(a.n, 1, threads, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t n = b; n < e; ++n) prepare_image(a, n, ys, xs, states[n]);
   });
 
-  // Chunks of about 64K pixels: big enough to amortise the scheduling and the scratch buffers,
-  // small enough to balance the load.
   const std::int64_t H = a.height, W = a.width;
-  const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 16) / W);
-  parallel_chunks(a.n * H, grain, threads, [&](std::int64_t b, std::int64_t e) {
-    RowScratch rs(W);
+  cpu::parallel_chunks(a.n * H, cpu::row_grain(W), threads, [&](std::int64_t b, std::int64_t e) {
+    cpu::RowScratch rs(W);
     for (std::int64_t r = b; r < e; ++r) {
       const std::int64_t n = r / H, i = r % H;
       float* heat = a.heatmaps ? a.heatmaps + r * W : rs.heat.data();
-      write_row(a, states[n], ys.samples[i], bt, a.images + r * W * 3, a.overlays + r * W * 3, heat, rs);
+      cpu::write_row(states[n], W, ys.samples[i], bt, a.alpha, a.images + r * W * 3, a.overlays + r * W * 3, heat, rs);
     }
   });
 }

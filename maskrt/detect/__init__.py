@@ -1,0 +1,64 @@
+"""Finding faces: the :class:`Detector` interface, YuNet-n, and the stage that makes regions.
+
+* ``base.py``: :class:`Detector` and :class:`Detections` (add another model by implementing it).
+* ``yunet.py``: YuNet-n (shipped in ``maskrt/models/yunet``) on ONNX Runtime, with OpenCV's
+  decoding and NMS, vectorised and batched over frames.
+* ``regions.py``: detections -> clipped face boxes and widened crops.
+* ``stage.py``: :class:`FaceStage`, the pipeline stage.
+
+Presets (chosen on the scene ``val`` split; see README, "Faces in scenes"): ``default`` favours
+finding the small faces of camera scenes, ``fast`` favours images per second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: detector and region settings of each preset
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"upscale": 2.0, "score_threshold": 0.3, "nms_iou": 0.3, "widen": 1.2,
+                "min_face": 4.0, "max_faces": 200},
+    "fast": {"upscale": 1.0, "score_threshold": 0.3, "nms_iou": 0.3, "widen": 1.2,
+             "min_face": 4.0, "max_faces": 200},
+}
+_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou")
+#: what ``--regions`` / ``Pipeline(regions=)`` accept
+REGION_MODES = ("faces", "frame")
+
+
+def preset_settings(preset: str = "default", **overrides: Any) -> dict[str, Any]:
+    """The settings of ``preset`` with ``overrides`` (ValueError naming the choices)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    settings = dict(PRESETS[preset])
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"face options: unknown {unknown}; expected some of {sorted(settings)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def make_detector(preset: str = "default", **overrides: Any) -> Any:
+    """The YuNet detector of ``preset``."""
+    from maskrt.detect.yunet import YuNetDetector
+
+    settings = preset_settings(preset, **overrides)
+    return YuNetDetector(**{k: settings[k] for k in _DETECTOR_KEYS})
+
+
+def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) -> Any:
+    """The pipeline stage that finds faces: ``detector`` (default: YuNet of ``preset``) and the
+    preset's region settings (widen, min_face, max_faces)."""
+    from maskrt.detect.stage import FaceStage
+
+    settings = preset_settings(preset, **overrides)
+    detector = detector or make_detector(preset, **{k: settings[k] for k in _DETECTOR_KEYS})
+    return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
+                     max_faces=settings["max_faces"])
+
+
+def region_stages(regions: str, preset: str = "default", detector: Any = None) -> list[Any]:
+    """The stages that make a pipeline's regions: a face stage for "faces", none for "frame"."""
+    if regions not in REGION_MODES:
+        raise ValueError(f"regions: expected one of {list(REGION_MODES)}, got {regions!r}")
+    return [face_stage(preset, detector)] if regions == "faces" else []

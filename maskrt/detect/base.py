@@ -1,0 +1,56 @@
+"""The detector interface: frames in, face boxes, scores and landmarks out."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """The faces found in one frame, best first.
+
+    boxes: float32[K, 4] as [x0, y0, x1, y1] in frame pixels (not clipped: a face cut by the
+    border may reach outside). scores: float32[K] in [0, 1]. landmarks: float32[K, 5, 2] (eyes,
+    nose tip, mouth corners) in frame pixels. found: faces above the threshold before any cap.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
+    found: int = 0
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, keep: np.ndarray) -> "Detections":
+        """The detections at the indices (or mask) ``keep``, ``found`` unchanged."""
+        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], self.found)
+
+
+class Detector(abc.ABC):
+    """Finds faces in uint8 BGR frames of any size. Implementations batch frames as they can."""
+
+    #: registry-style name, e.g. "yunet"
+    name: str = ""
+
+    @abc.abstractmethod
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """One :class:`Detections` per frame, in order."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        """Release what the detector holds. Idempotent."""
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,51 @@
+"""From detections to the regions the pipeline scores: clipped face boxes, widened crops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from maskrt.detect.base import Detections
+from maskrt.stream.work import Region
+
+
+def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: float,
+                 min_face: float, max_faces: int) -> tuple[list[Region], str | None]:
+    """The regions of one frame's faces, best first, and a note when faces were left out.
+
+    Boxes are clipped to the frame (faces cut by the border keep their visible part); faces whose
+    clipped box is smaller than ``min_face`` pixels on its shorter side are dropped; at most
+    ``max_faces`` are kept. Each region's ``crop_box`` is its box widened ``widen`` times about
+    its centre (the classifier was trained on crops with some context), clipped to the frame.
+    """
+    h, w = frame_shape[:2]
+    regions: list[Region] = []
+    for box, score, points in zip(faces.boxes, faces.scores, faces.landmarks):
+        clipped = _clip(box, w, h)
+        if clipped is None or min(clipped[2] - clipped[0], clipped[3] - clipped[1]) < min_face:
+            continue
+        crop = _clip(_widened(box, widen), w, h) or clipped
+        regions.append(Region(clipped, float(score), np.asarray(points, np.float32), crop))
+    note = None
+    if len(regions) > max_faces:
+        note = f"face cap: scored the {max_faces} most confident of {len(regions)} faces found"
+        regions = regions[:max_faces]
+    return regions, note
+
+
+def _widened(box: np.ndarray, factor: float) -> np.ndarray:
+    centre = (box[:2] + box[2:]) / 2.0
+    half = (box[2:] - box[:2]) * (factor / 2.0)
+    return np.concatenate([centre - half, centre + half])
+
+
+def _clip(box: np.ndarray, w: int, h: int) -> tuple[int, int, int, int] | None:
+    """Integer box inside the frame covering ``box`` (floor/ceil), or None when nothing is left."""
+    x0 = max(0, math.floor(float(box[0])))
+    y0 = max(0, math.floor(float(box[1])))
+    x1 = min(w, math.ceil(float(box[2])))
+    y1 = min(h, math.ceil(float(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1)

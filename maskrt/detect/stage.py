@@ -1,0 +1,48 @@
+"""The face stage: a :class:`Detector` run on decoded frames, batched, turned into regions."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from maskrt.detect.base import Detector
+from maskrt.detect.regions import face_regions
+from maskrt.stream.stages import Stage
+from maskrt.stream.work import FrameTask
+
+
+class FaceStage(Stage):
+    """Sets ``task.regions`` to the faces the detector finds (none is a valid answer: the frame
+    is scored with ``faces`` 0). Takes up to ``batch_size`` frames that are already waiting and
+    detects them in one call (frames of one size share a detector batch).
+
+    widen: crop = face box widened this many times (context for the classifier).
+    min_face: faces smaller than this (pixels, shorter side of the clipped box) are left out.
+    max_faces: at most this many faces per frame, the most confident; the records say so.
+    """
+
+    name = "faces"
+
+    def __init__(self, detector: Detector, *, widen: float = 1.2, min_face: float = 4.0,
+                 max_faces: int = 200, batch_size: int = 8) -> None:
+        if widen < 1.0 or min_face < 1.0 or max_faces < 1 or batch_size < 1:
+            raise ValueError(f"faces: expected widen >= 1, min_face >= 1, max_faces >= 1 and "
+                             f"batch_size >= 1, got {widen}, {min_face}, {max_faces}, {batch_size}")
+        self.detector = detector
+        self.widen = widen
+        self.min_face = min_face
+        self.max_faces = max_faces
+        self.batch_size = batch_size
+
+    def process(self, task: FrameTask) -> FrameTask:
+        return self.process_batch([task])[0]
+
+    def process_batch(self, tasks: Sequence[FrameTask]) -> list[Any]:
+        detections = self.detector.detect([task.image for task in tasks])
+        for task, faces in zip(tasks, detections):
+            task.regions, task.note = face_regions(faces, task.image.shape, widen=self.widen,
+                                                   min_face=self.min_face,
+                                                   max_faces=self.max_faces)
+        return list(tasks)
+
+    def close(self) -> None:
+        self.detector.close()
