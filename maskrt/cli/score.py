@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frame is one decision (inputs that already are face crops)")
     parser.add_argument("--preset", choices=("default", "fast"), default="default",
                         help="face detection preset: default (small faces: 2x upscale) or fast")
+    parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset setting, repeatable: score_threshold, nms_iou, "
+                             "upscale, widen, min_face, max_faces")
     parser.add_argument("--batch-size", "--max-batch", dest="batch_size", type=positive_int,
                         default=32, help="faces (regions) per backend call at most (default 32)")
     parser.add_argument("--max-wait-ms", type=non_negative_float, default=20.0,
@@ -74,7 +77,10 @@ def main(args: argparse.Namespace) -> int:
     from maskrt.stream.pipeline import Pipeline
 
     _configure_logging()
+    from maskrt.detect import parse_face_options
+
     try:
+        parse_face_options(args.face_option)
         sources = _open_sources(args)
         engine, untrained = _open_engine(args)
     except ValueError as err:
@@ -83,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset,
+                        face_options=parse_face_options(args.face_option),
                         sinks=_sinks(args, sources, engine, untrained))
     pipeline.sinks[-1].extra["stopped_by"] = stopped_by = _consume(pipeline, args)
     pipeline.sinks[-1].extra["interrupted"] = stopped_by == "interrupt"
@@ -112,6 +119,7 @@ def _open_engine(args: argparse.Namespace) -> tuple[Any, bool]:
 
 
 def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained: bool) -> list[Any]:
+    from maskrt.detect import parse_face_options
     from maskrt.stream.sinks import build_sinks
     from maskrt.stream.sources import VideoFileSource
 
@@ -124,6 +132,7 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
         backend=engine.backend.describe(),
         model="random-init (untrained)" if untrained else (args.model or "shipped"),
         settings={"regions": args.regions, "preset": args.preset,
+                  "face_options": parse_face_options(args.face_option),
                   "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
                   "explain": args.explain, "queue_size": args.queue_size,
                   "retries": args.retries, "timeout_s": args.timeout},

@@ -57,8 +57,28 @@ def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) 
                      max_faces=settings["max_faces"])
 
 
-def region_stages(regions: str, preset: str = "default", detector: Any = None) -> list[Any]:
+def region_stages(regions: str, preset: str = "default", detector: Any = None,
+                  options: dict[str, Any] | None = None) -> list[Any]:
     """The stages that make a pipeline's regions: a face stage for "faces", none for "frame"."""
     if regions not in REGION_MODES:
         raise ValueError(f"regions: expected one of {list(REGION_MODES)}, got {regions!r}")
-    return [face_stage(preset, detector)] if regions == "faces" else []
+    return [face_stage(preset, detector, **(options or {}))] if regions == "faces" else []
+
+
+def parse_face_options(pairs: list[str]) -> dict[str, Any]:
+    """``["max_faces=50", "upscale=1.5"]`` -> typed settings (ValueError naming the keys)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in PRESETS["default"]:
+            raise ValueError(f"--face-option: expected KEY=VALUE with KEY one of "
+                             f"{sorted(PRESETS['default'])}, got {pair!r}")
+        kind = type(PRESETS["default"][key])
+        try:
+            options[key] = kind(text.strip())
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"--face-option {key}: expected {expected}, got "
+                             f"{text.strip()!r}") from None
+    return options

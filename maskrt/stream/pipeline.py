@@ -51,8 +51,9 @@ class Pipeline:
     stages: user :class:`~maskrt.stream.stages.Stage` objects run, in order, on each decoded frame.
     sinks: :class:`~maskrt.stream.sinks.Sink` objects given every record the consumer takes.
     regions: "faces" (default: a face detector makes one region per face, ``preset`` "default"
-        or "fast", or your ``detector``) or "frame" (the whole frame is the one region: inputs
-        that already are face crops).
+        or "fast", or your ``detector``; ``face_options`` override the preset's score_threshold,
+        nms_iou, upscale, widen, min_face, max_faces) or "frame" (the whole frame is the one
+        region: inputs that already are face crops).
     queue_size: per-source queue capacity (default: 4 for live sources, max(8, batch_size) for
         others); a source's own ``queue_size`` wins.
     preprocess_threads: decode threads (1 keeps each source's records in frame order).
@@ -70,7 +71,8 @@ class Pipeline:
                  preprocess_threads: int = 1, max_side: int = MAX_SIDE,
                  output_capacity: int = 1024, stop_when_done: bool = True,
                  source_options: dict[str, Any] | None = None, max_batch: int | None = None,
-                 regions: str = "faces", preset: str = "default", detector: Any = None) -> None:
+                 regions: str = "faces", preset: str = "default", detector: Any = None,
+                 face_options: dict[str, Any] | None = None) -> None:
         if max_batch is not None:
             warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
                           stacklevel=2)
@@ -102,7 +104,8 @@ class Pipeline:
         self.ledger = Ledger(self._output)
         self._sources = SourceQueues(self.ledger)
         self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads),
-                                    *region_stages(regions, preset, detector), *stages,
+                                    *region_stages(regions, preset, detector, face_options),
+                                    *stages,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
         self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0)
         self._explain = ExplainStage(engine, self.ledger, explain=explain,
