@@ -55,3 +55,48 @@ def cam_overlay_cuda(
     """CUDA kernel on device pointers (integers, heatmaps 0 for none; keyword arguments only): one launch on `stream` (a
     cudaStream_t as an integer), no synchronisation. Raises RuntimeError when built without CUDA
     or when a CUDA call fails."""
+
+def cam_overlay_boxes_cpu(
+    features: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    weights: npt.NDArray[np.float32],
+    classes: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    frame_index: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    boxes: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    frames: npt.NDArray[np.uint8],
+    overlays: npt.NDArray[np.uint8],
+    alpha: float = 0.5,
+    rgb: bool = False,
+    num_threads: int = 0,
+) -> None:
+    """CPU box kernel: features [R,512,7,7], weights [C,512], classes [R], frame_index [R], boxes
+    [R,4] (x0, y0, x1, y1, end-exclusive), frames [N,H,W,3] (all C-contiguous); writes overlays
+    [N,H,W,3]: the frames with each face's CAM blended into its box, the highest face index winning
+    where boxes overlap. Releases the GIL. Raises ValueError on inconsistent shapes or dtypes, or a
+    class, frame index or box out of range."""
+
+def cam_overlay_boxes_cuda(
+    *,
+    features: int,
+    features_fp16: bool,
+    weights: int,
+    num_classes: int,
+    classes: int,
+    classes_int32: bool,
+    frame_index: int,
+    frame_index_int32: bool,
+    boxes: int,
+    boxes_int32: bool,
+    faces: int,
+    frames: int,
+    overlays: int,
+    n: int,
+    height: int,
+    width: int,
+    alpha: float,
+    rgb: bool,
+    stream: int,
+) -> None:
+    """CUDA box kernel on device pointers (integers; keyword arguments only): a device-to-device
+    copy of the frames and one launch on `stream` (a cudaStream_t as an integer), no
+    synchronisation. A face whose class, frame index or box is out of range is not drawn. Raises
+    RuntimeError when built without CUDA or when a CUDA call fails."""

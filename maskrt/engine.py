@@ -61,14 +61,16 @@ class Engine:
         :mod:`maskrt.backends.registry`), or a ready :class:`Backend`.
     chunk_size: most images sent to the backend in one call (longer inputs run in chunks).
     alpha: overlay blend weight of the image.
-    preset, detector: the face detection :meth:`faces` uses ("default" or "fast", or your own
-        :class:`~maskrt.detect.base.Detector`); classify/explain take what they are given.
+    preset, detector, face_options: the face detection :meth:`faces` uses ("default" or "fast",
+        or your own :class:`~maskrt.detect.base.Detector`; options as ``Pipeline``'s);
+        classify/explain take what they are given.
     Extra keyword arguments are backend options (``threads``, ``device``, ``half``, ...).
     """
 
     def __init__(self, model: Any = None, backend: str | Backend = DEFAULT_BACKEND, *,
                  chunk_size: int = 64, alpha: float = 0.5, max_batch: int | None = None,
-                 preset: str = "default", detector: Any = None, **backend_options: Any) -> None:
+                 preset: str = "default", detector: Any = None,
+                 face_options: dict[str, Any] | None = None, **backend_options: Any) -> None:
         if max_batch is not None:
             warnings.warn("Engine(max_batch=) is now chunk_size=", DeprecationWarning, stacklevel=2)
             chunk_size = max_batch
@@ -82,6 +84,7 @@ class Engine:
         self.explainer = Explainer(self.backend.cam_weights, alpha)
         self.preset = preset
         self.detector = detector
+        self.face_options = dict(face_options or {})
         self._faces: Any = None  # the face stage, made on the first call of faces()
 
     @property
@@ -154,7 +157,7 @@ class Engine:
         if self._faces is None:
             from maskrt.detect import face_stage
 
-            self._faces = face_stage(self.preset, self.detector)
+            self._faces = face_stage(self.preset, self.detector, **self.face_options)
         return self._faces
 
     def infer(self, batch: Any) -> tuple[Any, Any]:

@@ -57,3 +57,30 @@ def test_cuda_build_without_device_raises_instead_of_launching() -> None:
         pytest.skip("needs a CUDA-enabled build on a machine without a usable GPU")
     with pytest.raises(RuntimeError, match=r"CUDA error at .*cam_overlay\.cu:\d+: cudaGetDevice"):
         _C.cam_overlay_cuda(**_launch_args(1))
+
+
+def _boxes_launch_args(pointer: int) -> dict[str, object]:
+    """Keyword arguments of one cam_overlay_boxes_cuda call, every device pointer ``pointer``."""
+    return {"features": pointer, "features_fp16": False, "weights": pointer, "num_classes": 2,
+            "classes": pointer, "classes_int32": False, "frame_index": pointer, "frame_index_int32": False,
+            "boxes": pointer, "boxes_int32": False, "faces": 1, "frames": pointer, "overlays": pointer,
+            "n": 1, "height": 8, "width": 8, "alpha": 0.5, "rgb": False, "stream": 0}
+
+
+def test_cuda_boxes_binding_is_keyword_only() -> None:
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        _C.cam_overlay_boxes_cuda(*_boxes_launch_args(0).values())
+
+
+def test_cuda_boxes_call_without_cuda_build_is_a_clear_error() -> None:
+    if _C.has_cuda():
+        pytest.skip("this build has the CUDA kernels")
+    with pytest.raises(RuntimeError, match=r"built without CUDA \(MASKRT_CUDA=off or no nvcc\)"):
+        _C.cam_overlay_boxes_cuda(**_boxes_launch_args(0))
+
+
+def test_cuda_boxes_build_without_device_raises_instead_of_launching() -> None:
+    if not _C.has_cuda() or _C.cuda_device_count() > 0:
+        pytest.skip("needs a CUDA-enabled build on a machine without a usable GPU")
+    with pytest.raises(RuntimeError, match=r"CUDA error at .*cam_overlay_boxes\.cu:\d+: cudaGetDevice"):
+        _C.cam_overlay_boxes_cuda(**_boxes_launch_args(1))

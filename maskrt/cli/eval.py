@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from maskrt.backends import add_backend_arguments
 from maskrt.cli.common import non_negative_int, positive_int
@@ -121,7 +123,7 @@ def _main_scenes(args: argparse.Namespace) -> int:
         return _evaluate_scenes(args, engine, scenes)
 
 
-def _evaluate_scenes(args: argparse.Namespace, engine: object, scenes: list) -> int:
+def _evaluate_scenes(args: argparse.Namespace, engine: Any, scenes: list[Any]) -> int:
     from maskrt.train.data import DatasetError
     from maskrt.train.evaluate import draw_scene_gallery
     from maskrt.train.scenes import evaluate_scenes, scene_mistakes
@@ -151,14 +153,14 @@ def _evaluate_scenes(args: argparse.Namespace, engine: object, scenes: list) -> 
     return 0
 
 
-def _scene_summary(report: object) -> str:
+def _scene_summary(report: Any) -> str:
     """The printed table: one column per IoU threshold."""
     counts = report.counts()
     s50, s30 = report.scores[0.5], report.scores[0.3]
     boxes = ", ".join(f"{n} {c}" for c, n in counts["boxes"].items())
-    lines = [f"{report.data_dir}: {counts['images']} images ({boxes}; {counts['difficult']} "
-             f"difficult), {counts['skipped']} unreadable skipped; model {report.model}; "
-             f"backend {report.backend}; {report.seconds:.1f}s",
+    lines = [(f"{report.data_dir}: {counts['images']} images ({boxes}; {counts['difficult']} "
+              f"difficult), {counts['skipped']} unreadable skipped; model {report.model}; "
+              f"backend {report.backend}; {report.seconds:.1f}s"),
              f"{'':24s}{'IoU 0.5':>9s}{'IoU 0.3':>9s}",
              _row("mAP", s50.map, s30.map)]
     for c in CLASSES:
@@ -175,5 +177,5 @@ def _scene_summary(report: object) -> str:
 
 def _row(name: str, a: float, b: float) -> str:
     def cell(v: float) -> str:
-        return f"{'n/a':>9s}" if v != v else f"{100 * v:8.2f}%"  # NaN: no positives
+        return f"{'n/a':>9s}" if math.isnan(v) else f"{100 * v:8.2f}%"  # NaN: no positives
     return f"{name:24s}{cell(a)}{cell(b)}"

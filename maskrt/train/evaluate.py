@@ -250,7 +250,7 @@ def _scene_caption(m: Any, colour: tuple[int, int, int]) -> list[tuple[str, tupl
         first = f"{m.true} as {m.predicted} ({100 * m.confidence:.0f}%)"
     else:
         first = f"false {m.predicted} ({100 * m.confidence:.0f}%)"
-    x0, y0, x1, y1 = (int(round(v)) for v in m.box)
+    x0, y0, x1, y1 = (round(float(v)) for v in m.box)
     return [(first, colour), (f"box {x0},{y0} {x1 - x0}x{y1 - y0}", BLACK), (m.image.name[:40], GREY)]
 
 
@@ -289,9 +289,9 @@ def _face_tile(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int])
     import cv2
 
     x0, y0, x1, y1 = (float(v) for v in box)
-    side = max(8, int(round(CONTEXT * max(x1 - x0, y1 - y0))))
+    side = max(8, round(CONTEXT * max(x1 - x0, y1 - y0)))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    left, top = round(cx - side / 2), round(cy - side / 2)
     h, w = image.shape[:2]
     crop = np.full((side, side, 3), 128, np.uint8)
     sx0, sy0, sx1, sy1 = max(0, left), max(0, top), min(w, left + side), min(h, top + side)

@@ -22,7 +22,13 @@ import numpy as np
 
 from maskrt.image import ImageError, decode_image
 from maskrt.train.data import IMAGE_EXTENSIONS, DatasetError
-from maskrt.train.voc_metric import THRESHOLDS, Detections, GroundTruth, ThresholdScores, evaluate
+from maskrt.train.voc_metric import (
+    THRESHOLDS,
+    Detections,
+    GroundTruth,
+    ThresholdScores,
+    evaluate,
+)
 
 #: Object names a scene annotation may use. mask_worn_incorrectly boxes are marked difficult.
 SCENE_CLASSES = ("with_mask", "without_mask", "mask_worn_incorrectly")

@@ -48,7 +48,7 @@ class GroundTruth:
 
     @classmethod
     def make(cls, boxes: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[str],
-             difficult: Sequence[bool] | np.ndarray | None = None) -> "GroundTruth":
+             difficult: Sequence[bool] | np.ndarray | None = None) -> GroundTruth:
         array = _boxes(boxes, "ground-truth boxes")
         flags = np.zeros(len(array), bool) if difficult is None else np.asarray(difficult, bool)
         if len(labels) != len(array) or flags.shape != (len(array),):
@@ -70,7 +70,7 @@ class Detections:
     @classmethod
     def make(cls, boxes: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[str],
              confidence: Sequence[float] | np.ndarray,
-             face_score: Sequence[float] | np.ndarray | None = None) -> "Detections":
+             face_score: Sequence[float] | np.ndarray | None = None) -> Detections:
         array = _boxes(boxes, "detection boxes")
         conf = np.asarray(confidence, np.float64).reshape(-1)
         face = conf if face_score is None else np.asarray(face_score, np.float64).reshape(-1)

@@ -201,14 +201,12 @@ __device__ __forceinline__ void blend_pixel(const BlockState& s, float alpha, fl
 // ---- host side --------------------------------------------------------------------------------
 
 struct DeviceInfo {
-  int device = 0;
   int sms = 0;
   int max_smem_optin = 0;
 };
 
 inline DeviceInfo device_info(int device) {
   DeviceInfo info;
-  info.device = device;
   MASKRT_CUDA_CHECK(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device));
   MASKRT_CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   return info;
