@@ -126,9 +126,10 @@ class Engine:
         """Detect the faces of each frame and decide for each: per frame, the list of face
         Results (best detector score first) with ``box``, ``face_score``, ``landmarks`` and
         ``crop_box``; with ``explain``, every face of a frame shares one ``overlay``: the frame
-        with each face's CAM, box and label. A frame without faces gives an empty list."""
+        with each face's CAM (drawn into its crop box by one kernel call per batch), box and
+        label. A frame without faces gives an empty list; one frame gives one list."""
         from maskrt.detect.regions import face_regions
-        from maskrt.stream.annotate import faces_overlay
+        from maskrt.stream.annotate import annotate_faces
 
         images, single = self._images(frames)
         images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
@@ -136,22 +137,40 @@ class Engine:
         regions = [face_regions(found, image.shape, widen=stage.widen, min_face=stage.min_face,
                                 max_faces=stage.max_faces)[0]
                    for found, image in zip(stage.detector.detect(images), images)]
+        owners = [k for k, rs in enumerate(regions) for _ in rs]
+        areas = [region.area for rs in regions for region in rs]
         crops = [region.crop(image) for image, rs in zip(images, regions) for region in rs]
-        decided = (self.explain(crops) if explain else self.classify(crops)) if crops else []
-        per_frame, start = [], 0
-        for image, rs in zip(images, regions):
-            results = decided[start:start + len(rs)]
-            start += len(rs)
-            for region, result in zip(rs, results):
-                result.box, result.crop_box = list(region.box), list(region.area)
-                result.face_score, result.landmarks = region.score, region.landmarks
+        canvases = list(images)
+        decided: list[Result] = []
+        for start, batch in (self._chunks(crops) if crops else ()):
+            logits, features = self.infer(batch)
+            chunk = self.results_from(logits)
+            decided.extend(chunk)
             if explain:
-                overlay = faces_overlay(image, [r.crop_box for r in results],
-                                        [r.overlay for r in results], results)
+                self._draw_faces(features, chunk, owners[start:start + len(chunk)],
+                                 areas[start:start + len(chunk)], canvases)
+        per_frame = [[] for _ in images]  # type: list[list[Result]]
+        for result, owner, region in zip(decided, owners, (r for rs in regions for r in rs)):
+            result.box, result.crop_box = list(region.box), list(region.area)
+            result.face_score, result.landmarks = region.score, region.landmarks
+            per_frame[owner].append(result)
+        if explain:
+            for canvas, results in zip(canvases, per_frame):
+                overlay = annotate_faces(canvas, results)
                 for result in results:
                     result.overlay = overlay
-            per_frame.append(results)
         return per_frame[0] if single else per_frame
+
+    def _draw_faces(self, features: Any, results: list[Result], owners: list[int],
+                    areas: list[Any], canvases: list[np.ndarray]) -> None:
+        """Draw the CAMs of one chunk of faces into their frames (``canvases``, updated)."""
+        frames = sorted(set(owners))
+        slot = {frame: k for k, frame in enumerate(frames)}
+        drawn = self.explainer.draw_into_frames(
+            features, np.array([r.class_index for r in results], np.int64),
+            [slot[o] for o in owners], areas, [canvases[f] for f in frames])
+        for frame, image in zip(frames, drawn):
+            canvases[frame] = image
 
     def _face_stage(self) -> Any:
         if self._faces is None:

@@ -133,7 +133,9 @@ def test_the_pipeline_scores_every_face_and_empty_frames_too(engine, tmp_path):
     blank = np.full((240, 320, 3), 90, np.uint8)
     cv2.putText(blank, "NO FACES HERE", (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
     cv2.imwrite(str(folder / "zz_chart.png"), blank)
-    records, counters = run(Pipeline(engine, [folder], explain=True, batch_size=16))
+    # A long wait makes batches fill (the folder ends soon, so nothing waits that long)
+    records, counters = run(Pipeline(engine, [folder], explain=True, batch_size=16,
+                                     max_wait_ms=5000))
     by_source = check_accounting(records, counters)
     assert counters["total"]["scored"] == 7
     chart = [r for r in by_source[str(folder)] if r.uri.endswith("zz_chart.png")]

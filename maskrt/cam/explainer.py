@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from maskrt.cam.kernel import cam_overlay
+from maskrt.cam.kernel import cam_overlay, cam_overlay_boxes
 from maskrt.cam.weights import CamWeights
 from maskrt.devices import is_cuda
 
@@ -79,6 +79,45 @@ class Explainer:
         if frames_on_device:
             return overlays, heat
         return overlays.cpu().numpy(), (heat.cpu().numpy() if heat is not None else None)
+
+
+    def draw_into_frames(self, features: Any, classes: np.ndarray, owners: Sequence[int],
+                         boxes: Sequence[Sequence[int]], frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The frames (host uint8 BGR, any sizes) with the CAM of each region drawn into its
+        box: ``features[i]`` of region i, which is in ``frames[owners[i]]`` at ``boxes[i]``.
+        One kernel call per frame size (:func:`cam_overlay_boxes`), on the features' device;
+        only the finished frames come back to the host."""
+        out: list[np.ndarray] = [frame.copy() for frame in frames]
+        owners = np.asarray(owners, dtype=np.int64)
+        for frame_ids in _by_size(frames).values():
+            regions = np.nonzero(np.isin(owners, frame_ids))[0]
+            if regions.size == 0:
+                continue
+            slot = {frame: k for k, frame in enumerate(frame_ids)}
+            drawn = self._boxes_kernel(features, np.asarray(classes)[regions],
+                                       np.array([slot[o] for o in owners[regions]], np.int64),
+                                       np.asarray(boxes, np.int64)[regions], regions,
+                                       np.stack([frames[i] for i in frame_ids]))
+            for k, frame in enumerate(frame_ids):
+                out[frame] = drawn[k]
+        return out
+
+    def _boxes_kernel(self, features: Any, classes: np.ndarray, frame_index: np.ndarray,
+                      boxes: np.ndarray, regions: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        if is_cuda(features):
+            import torch
+
+            device = features.device
+            rows = torch.as_tensor(regions, device=device)
+            drawn = cam_overlay_boxes(
+                features.index_select(0, rows).contiguous(), self.weights.on(device),
+                torch.as_tensor(classes, device=device), torch.as_tensor(frame_index, device=device),
+                torch.as_tensor(boxes, device=device), torch.from_numpy(frames).to(device),
+                alpha=self.alpha)
+            return drawn.cpu().numpy()  # the one synchronisation: frames go to the sinks
+        host = features if len(regions) == len(features) else features[regions]
+        return cam_overlay_boxes(np.ascontiguousarray(host), self.weights.host, classes,
+                                 frame_index, boxes, frames, alpha=self.alpha)
 
 
 def _by_size(frames: Sequence[Any]) -> dict[tuple[int, int], list[int]]:

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default=d.pretrained, metavar="imagenet|none|PATH",
                    help="initial weights: torchvision's ImageNet weights (from the torch hub cache "
                    "or downloaded), none (random init) or a local resnet18 weights file (default %(default)s)")
+    g.add_argument("--init", default=d.init, metavar="CKPT",
+                   help="fine-tune: start from every weight of this maskrt checkpoint (e.g. "
+                   "maskrt/weights/maskrt_resnet18.pt or a run's best.pt), the 2-class head included; "
+                   "--pretrained is then ignored")
     g.add_argument("--freeze-until", choices=FREEZE_CHOICES, default=d.freeze_until,
                    help="freeze this stage and all before it (default %(default)s: conv1, layer1, layer2)")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
@@ -64,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default %(default)s)")
     r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue an interrupted run from CKPT (default RUN_DIR/last.pt)")
+    r.add_argument("--keep-epochs", action="store_true",
+                   help="also write every epoch's weights as RUN_DIR/epoch_NN.pt (to choose the epoch "
+                   "on other validation data afterwards)")
     r.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -74,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     from maskrt.train.trainer import train
 
     try:
-        recipe = Recipe(pretrained=args.pretrained, freeze_until=args.freeze_until, epochs=args.epochs,
+        recipe = Recipe(pretrained=args.pretrained, init=args.init, freeze_until=args.freeze_until, epochs=args.epochs,
                         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                         weight_decay=args.weight_decay, schedule=args.schedule,
                         warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
@@ -90,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         train(recipe, args.data_dir, args.out, device=args.device, threads=args.threads, resume=resume,
               progress=not args.no_progress, max_steps_per_epoch=args.max_steps_per_epoch,
+              keep_epochs=args.keep_epochs,
               log=lambda s: print(s, flush=True))
     except (DatasetError, ModelLoadError, RuntimeError) as err:
         print(f"maskrt train: error: {err}", file=sys.stderr)

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from maskrt.devices import is_tensor
+from maskrt.devices import is_tensor, to_host
 from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
-from maskrt.stream.annotate import faces_overlay
-from maskrt.stream.records import SCORED, Record, whole_frame
+from maskrt.stream.annotate import annotate_faces
+from maskrt.stream.records import SCORED, Record
 from maskrt.stream.work import FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
@@ -153,9 +153,10 @@ class ExplainStage:
             for task in batch.tasks:
                 self.ledger.fail(task, batch.error)
             return
-        results, overlay_error = self._results(batch)
+        results = self.engine.results_from(batch.logits) if batch.logits is not None else []
+        drawn, overlay_error = self._draw(batch, results) if self.explain else ({}, None)
         offset = 0
-        for task in batch.tasks:
+        for number, task in enumerate(batch.tasks):
             regions = task.regions or []
             records = [self._region_record(task, i, results[offset + i], overlay_error)
                        for i in range(len(regions))]
@@ -163,27 +164,53 @@ class ExplainStage:
             if not records:  # scored, and nothing in it to classify
                 records = [frame_record(task, SCORED, task.note, faces=0)]
                 records[0].frame = task.image if self.keep_frames else None
-            if self.explain and not whole_frame(records[0]):
-                records[0].overlay = frame_overlay(task, records)
-                for record in records[1:]:
-                    record.overlay = None
+            if self.explain and overlay_error is None:
+                records[0].overlay = drawn[number] if task.whole_frame else \
+                    annotate_faces(drawn.get(number, task.image), records)
             task.image = None
             self.ledger.scored(task, records)
 
-    def _results(self, batch: InferredBatch) -> tuple[list[Any], str | None]:
-        if batch.logits is None:
-            return [], None
-        if self.explain:
-            crops = [region.crop(task.image) for task in batch.tasks for region in task.regions or ()]
-            try:
-                return self.engine.results_from(batch.logits, batch.features, crops,
-                                                heatmaps=False), None
-            except Exception as err:  # noqa: BLE001 - score even when overlays cannot be drawn
-                if not self._overlay_error_logged:
-                    self._overlay_error_logged = True
-                    log.error("explain: overlays cannot be drawn (%s); scoring without them", err)
-                return self.engine.results_from(batch.logits), f"no overlay: {type(err).__name__}: {err}"
-        return self.engine.results_from(batch.logits), None
+    def _draw(self, batch: InferredBatch, results: list[Any]) -> tuple[dict[int, Any], str | None]:
+        """Overlays by task number: the CAM over a whole frame, or every region's CAM drawn into
+        its frame (boxes and labels are added with the records); or why none could be drawn."""
+        try:
+            return self._overlays(batch, results), None
+        except Exception as err:  # noqa: BLE001 - score even when overlays cannot be drawn
+            if not self._overlay_error_logged:
+                self._overlay_error_logged = True
+                log.error("explain: overlays cannot be drawn (%s); scoring without them", err)
+            return {}, f"no overlay: {type(err).__name__}: {err}"
+
+    def _overlays(self, batch: InferredBatch, results: list[Any]) -> dict[int, Any]:
+        explainer = self.engine.explainer
+        classes = np.array([r.class_index for r in results], dtype=np.int64)
+        whole: list[tuple[int, int]] = []  # (task number, row) of whole-frame regions
+        parts: list[tuple[int, int]] = []  # (task number, row) of the other regions
+        areas: list[tuple[int, int, int, int]] = []  # where each of ``parts`` is drawn
+        row = 0
+        for number, task in enumerate(batch.tasks):
+            for region in task.regions or ():
+                if task.whole_frame:
+                    whole.append((number, row))
+                else:
+                    parts.append((number, row))
+                    areas.append(region.area)
+                row += 1
+        drawn: dict[int, Any] = {}
+        if whole:
+            numbers, rows = zip(*whole)
+            overlays, _ = explainer.draw(_rows(batch.features, rows), classes[list(rows)],
+                                         [batch.tasks[n].image for n in numbers], heatmaps=False)
+            drawn.update((n, to_host(o)) for n, o in zip(numbers, overlays))
+        if parts:
+            numbers, rows = zip(*parts)
+            owners = sorted(set(numbers))
+            slot = {n: k for k, n in enumerate(owners)}
+            frames = explainer.draw_into_frames(
+                _rows(batch.features, rows), classes[list(rows)], [slot[n] for n in numbers],
+                areas, [batch.tasks[n].image for n in owners])
+            drawn.update(zip(owners, frames))
+        return drawn
 
     def _region_record(self, task: FrameTask, index: int, result: Any,
                        overlay_error: str | None) -> Record:
@@ -203,8 +230,12 @@ class ExplainStage:
         return record
 
 
-def frame_overlay(task: FrameTask, records: list[Record]) -> np.ndarray:
-    """The whole frame with every region's CAM, box and label."""
-    regions = task.regions or []
-    return faces_overlay(task.image, [r.area for r in regions],  # type: ignore[arg-type]
-                         [r.overlay for r in records[:len(regions)]], records)
+def _rows(features: Any, rows: tuple[int, ...]) -> Any:
+    """The features of ``rows`` (all of them without a copy), host or device."""
+    if len(rows) == len(features) and list(rows) == list(range(len(features))):
+        return features
+    if is_tensor(features):
+        import torch
+
+        return features.index_select(0, torch.as_tensor(rows, device=features.device))
+    return features[list(rows)]

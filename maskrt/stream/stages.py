@@ -79,7 +79,8 @@ class PrepareStage(Stage):
 
     def process(self, task: FrameTask) -> FrameTask:
         if task.regions is None:
-            task.regions = [task.whole_frame()]
+            task.regions = [task.whole_frame_region()]
+            task.whole_frame = True
         for region in task.regions:
             region.input = resize_to_input(region.crop(task.image))
         if not self.keep_image:

@@ -80,6 +80,8 @@ class FrameTask:
     regions: list[Region] | None = None
     #: a remark for the frame's records (e.g. that faces were capped)
     note: str | None = None
+    #: True when no stage set regions and the whole frame is the one region
+    whole_frame: bool = False
     t_prepared: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +89,6 @@ class FrameTask:
     def source_id(self) -> str:
         return self.handle.id
 
-    def whole_frame(self) -> Region:
+    def whole_frame_region(self) -> Region:
         h, w = self.image.shape[:2]  # type: ignore[union-attr]
         return Region((0, 0, w, h))

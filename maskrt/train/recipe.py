@@ -25,6 +25,7 @@ class Recipe:
     """Everything that defines a training run. Defaults = the paper's recipe."""
 
     pretrained: str = "imagenet"       # imagenet | none | path to torchvision resnet18 weights
+    init: str | None = None            # a maskrt checkpoint to start from (all weights, head too)
     freeze_until: str = "layer2"       # none | stem | layer1 | layer2 | layer3 | layer4
     epochs: int = 30
     lr: float = 1e-3

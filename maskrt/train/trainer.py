@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskrt.graph.model import MaskNet, Preprocess, build_model, save_checkpoint
+from maskrt.graph.model import MaskNet, Preprocess, build_model, load_checkpoint, save_checkpoint
 from maskrt.image import resize_to_input
 from maskrt.labels import CLASSES, INPUT_SIZE
 from maskrt.train.augment import BatchStream
@@ -107,6 +107,7 @@ class _Run:
     best_epoch: int = -1  # 0-based
     best_loss: float = math.inf
     start_epoch: int = 0
+    keep_epochs: bool = False  # also write epoch_NN.pt, to pick an epoch on other val data later
 
     @property
     def best_path(self) -> Path:
@@ -120,11 +121,12 @@ class _Run:
 def train(recipe: Recipe, data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], *,
           device: str = "cpu", threads: int | None = 2, resume: str | os.PathLike[str] | None = None,
           progress: bool = True, max_steps_per_epoch: int | None = None,
-          log: Log = print) -> TrainResult:
+          keep_epochs: bool = False, log: Log = print) -> TrainResult:
     """Train on ``data_dir/train``, validate on ``data_dir/val`` after every epoch, write RUN_DIR.
 
     ``resume`` names a ``last.pt`` written by an earlier run (its recipe is used); training then
     continues after the last completed epoch. ``max_steps_per_epoch`` caps each epoch (tests).
+    ``keep_epochs`` also writes every epoch's weights as ``epoch_NN.pt``.
     """
     _configure_torch(device, threads)
     last = load_last(resume) if resume is not None else None
@@ -136,6 +138,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike[str], run_dir: str | os.Pa
     train_data, val_data = _load_data(train_dir, val_dir, progress=progress, log=log)
     run = _start_run(recipe, last, device, Path(run_dir), Path(data_dir), train_data, val_data,
                      max_steps_per_epoch)
+    run.keep_epochs = keep_epochs
     if last is not None:
         _restore_progress(run, last)
         log(f"resumed from {resume} after epoch {run.start_epoch} (best val accuracy "
@@ -185,7 +188,7 @@ def _start_run(recipe: Recipe, last: dict[str, Any] | None, device: str, run_dir
                data_dir: Path, train_data: LoadedImages, val_data: LoadedImages,
                max_steps_per_epoch: int | None) -> _Run:
     """The model (new, or the resumed one), its frozen stages and optimiser, and the epoch size."""
-    model = build_model(recipe.pretrained) if last is None else model_from_last(last)
+    model = _initial_model(recipe) if last is None else model_from_last(last)
     frozen = apply_freeze(model, recipe.freeze_until)
     model = model.to(device).to(memory_format=torch.channels_last)
     val_images = val_data.images if recipe.img_size == INPUT_SIZE else np.stack(
@@ -195,6 +198,14 @@ def _start_run(recipe: Recipe, last: dict[str, Any] | None, device: str, run_dir
         steps = min(steps, max_steps_per_epoch)
     return _Run(recipe, device, run_dir, data_dir, model, frozen, make_optimizer(recipe, model),
                 train_data, val_data, val_images, steps)
+
+
+def _initial_model(recipe: Recipe) -> MaskNet:
+    """The weights a new run starts from: a maskrt checkpoint (``init``: fine-tuning, the 2-class
+    head included) or else ``pretrained`` (ImageNet, a torchvision file or random)."""
+    if recipe.init:
+        return load_checkpoint(recipe.init)
+    return build_model(recipe.pretrained)
 
 
 def _restore_progress(run: _Run, last: dict[str, Any]) -> None:
@@ -214,7 +225,8 @@ def _write_header(run: _Run, log: Log) -> None:
     (run.run_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     log(f"recipe: {json.dumps(recipe)}")
-    log(f"model: resnet18, {n_trainable:,} trainable parameters, frozen: "
+    start = f"maskrt checkpoint {recipe['init']}" if recipe["init"] else f"pretrained={recipe['pretrained']}"
+    log(f"model: resnet18 from {start}, {n_trainable:,} trainable parameters, frozen: "
         f"{run.recipe.freeze_until}; device {run.device}, {torch.get_num_threads()} threads")
 
 
@@ -294,6 +306,8 @@ def _save_epoch(run: _Run, epoch: int, m: BinaryMetrics, *, save_best: bool, log
             "data_dir": str(run.data_dir.resolve()), "torch": str(torch.__version__)}
     if save_best:
         save_checkpoint(run.model, run.best_path, meta=meta)
+    if run.keep_epochs:
+        save_checkpoint(run.model, run.run_dir / f"epoch_{epoch + 1:02d}.pt", meta=meta)
     save_last(run.model, run.last_path, meta, {
         "recipe": recipe, "epoch": epoch, "optimizer": run.optimizer.state_dict(),
         "history": run.history, "best_acc": run.best_acc, "best_epoch": run.best_epoch,
