@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from maskrt import cli
-from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint
+from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint, save_checkpoint
 from maskrt.image import decode_image, resize_to_input
 from maskrt.train.data import (
     DatasetError,
@@ -204,6 +204,28 @@ def test_pretrained_path_and_frozen_stages_stay_put(tiny_data, tmp_path) -> None
     assert torch.equal(model.net.conv1.weight, donor.conv1.weight)
     assert torch.equal(model.net.layer3[1].bn2.running_mean, donor.layer3[1].bn2.running_mean)
     assert not torch.equal(model.net.layer4[0].conv1.weight, donor.layer4[0].conv1.weight)
+
+
+def test_init_fine_tunes_a_maskrt_checkpoint_head_included(tiny_data, tmp_path, capsys) -> None:
+    torch.manual_seed(4)
+    donor = MaskNet()
+    torch.nn.init.normal_(donor.net.fc.weight, std=3.0)  # a head random init would not give
+    save_checkpoint(donor, tmp_path / "donor.pt", half=True)  # stored like the shipped weights
+    args = cli.build_parser().parse_args(["train", "D", "--out", "R", "--init", "w.pt", "--keep-epochs"])
+    assert args.init == "w.pt" and args.keep_epochs and Recipe().init is None
+    # Everything up to layer4 frozen, a negligible learning rate: the weights stay the donor's.
+    recipe = Recipe(init=str(tmp_path / "donor.pt"), pretrained="imagenet", freeze_until="layer4",
+                    epochs=1, batch_size=8, img_size=48, lr=1e-9)
+    lines: list[str] = []
+    train(recipe, tiny_data, tmp_path / "run", progress=False, keep_epochs=True, log=lines.append)
+    assert any("from maskrt checkpoint" in line for line in lines)  # not ImageNet: no download
+    model, start = load_checkpoint(tmp_path / "run" / "epoch_01.pt"), load_checkpoint(tmp_path / "donor.pt")
+    torch.testing.assert_close(model.net.fc.weight, start.net.fc.weight, rtol=0, atol=1e-5)
+    assert torch.equal(model.net.layer4[1].conv2.weight, start.net.layer4[1].conv2.weight)
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["init"] == str(tmp_path / "donor.pt")
+    code = cli.main(["train", str(tiny_data), "--out", str(tmp_path / "run2"), "--no-progress",
+                     "--init", str(tmp_path / "missing.pt")])
+    assert code == 2 and "missing.pt" in capsys.readouterr().err
 
 
 def test_imagenet_offline_fails_clearly(tiny_data, tmp_path, monkeypatch, capsys) -> None:
