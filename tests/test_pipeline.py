@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 
 import functools
 
+from maskrt.stream.accounting import FlowClock
 from maskrt.stream.pipeline import Pipeline as FacesPipeline
+from maskrt.stream.stages import Stage
 from maskrt.stream.work import REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED
 from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
 from streaming_fixtures import (check_accounting, face_frames, face_paths, maskrt_threads,
@@ -312,6 +315,84 @@ def test_stop_mid_stream_accounts_for_every_frame_and_joins_threads(engine, tmp_
     check_accounting(records, counters)
     assert counters["finished"] and counters["total"]["dropped"] > 0
     assert counters["total"]["read"] < 80
+
+
+class _Gate(Stage):
+    """Holds every frame until opened: frames stay in flight as long as the test wants."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    def process(self, task):
+        self.opened.wait(120)
+        return task
+
+
+def test_a_source_is_finished_only_once_its_last_frame_was_recorded(engine, tmp_path):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, path in enumerate(face_paths(3)):
+        shutil.copy(path, folder / f"{i}.jpg")
+    gate = _Gate()
+    pipeline = Pipeline(engine, [str(folder)], stages=[gate], batch_size=2, max_wait_ms=5)
+    records = []
+    with pipeline:
+        source = pipeline.sources()[str(folder)]
+        deadline = time.monotonic() + 60
+        while source.state != "finished":  # the reader has read every file...
+            assert time.monotonic() < deadline, pipeline.counters()
+            time.sleep(0.02)
+        counters = pipeline.counters()["sources"][str(folder)]
+        assert counters["in_flight"] == 3 and counters["state"] == "scoring"  # ...none scored
+        gate.opened.set()
+        for record in pipeline:
+            records.append(record)
+            counters = pipeline.counters()["sources"][str(folder)]
+            if counters["state"] == "finished":
+                assert counters["in_flight"] == 0 and counters["scored"] == 3
+    counters = pipeline.counters()
+    check_accounting(records, counters)
+    assert counters["sources"][str(folder)]["state"] == "finished"
+
+
+def test_frames_limit_stops_every_reader_and_scores_what_was_read(engine, tmp_path):
+    videos = [str(write_video(tmp_path / f"v{i}.avi", 40)) for i in range(2)]
+    drop = tmp_path / "drop"
+    drop.mkdir()  # empty: its reader waits for files and must still stop at the limit
+    pipeline = Pipeline(engine, [*videos, DropFolderSource(drop, poll_s=0.05)], batch_size=4,
+                        max_wait_ms=5, max_frames=10)
+    records, counters = run(pipeline)
+    check_accounting(records, counters)
+    assert counters["total"]["read"] == counters["total"]["scored"] == 10
+    assert counters["frame_limit_reached"] and counters["finished"]
+    assert counters["sources"][f"drop:{drop}"]["state"] == "stopped"
+    with pytest.raises(ValueError, match="max_frames"):
+        Pipeline(engine, videos, max_frames=0)
+
+
+def test_flowing_time_leaves_out_long_idle_pauses() -> None:
+    clock = FlowClock()
+    clock.note(0.0, busy=False)
+    clock.note(1.5, busy=False)  # a slow source still delivering: flowing
+    clock.note(30.0, busy=False)  # half a minute with nothing in flight: waiting, not flowing
+    clock.note(40.0, busy=True)  # a frame in flight all along (a slow batch): flowing
+    assert clock.flowing_s == pytest.approx(11.5)
+    assert clock.current(45.0, busy=True) == pytest.approx(16.5)
+    assert clock.current(45.0, busy=False) == pytest.approx(11.5)
+
+
+def test_stop_reason_is_recorded_on_the_frames_it_drops(engine, tmp_path):
+    video = str(write_video(tmp_path / "v.avi", 60))
+    pipeline = Pipeline(engine, [video], batch_size=4, max_wait_ms=5)
+    with pipeline:
+        first = pipeline.get(timeout=60)
+        pipeline.stop(reason="pipeline stopped (SIGTERM) before the frame was scored")
+        records = [first, *pipeline]
+    check_accounting(records, pipeline.counters())
+    dropped = [r for r in records if r.status == "dropped"]
+    assert dropped and all("SIGTERM" in r.reason for r in dropped)
 
 
 # --------------------------------------------------------------------------- real network streams

@@ -3,8 +3,10 @@ live source that cannot connect."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 
 from maskrt.image import ImageError, decode_image, image_size, limit_side, truncation_reason
 from maskrt.stream.sources import (CameraSource, DropFolderSource, FolderSource, ImageFileSource,
-                                   StreamSource, VideoFileSource, open_source, redact_url)
+                                   ReconnectPolicy, StreamSource, VideoFileSource, open_source,
+                                   open_sources, redact_url)
 from streaming_fixtures import face_frames, face_paths, write_video
 from streaming_servers import free_port
 
@@ -104,6 +107,22 @@ def test_folder_is_recursive_in_a_stable_order_and_skips_hidden_files(tmp_path: 
                for f in frames)
     only_images = collect(FolderSource(tmp_path, extensions={".JPG", ".png"}))
     assert len(only_images) == 4
+
+
+def test_videos_in_a_folder_yield_their_frames(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.jpg"), face_frames(1)[0])
+    video = write_video(tmp_path / "b.avi", 4, fps=10)
+    (tmp_path / "c.mp4").write_bytes(b"not a video" * 10)
+    cv2.imwrite(str(tmp_path / "d.jpg"), face_frames(1)[0])
+    source = FolderSource(tmp_path)
+    frames = collect(source)
+    assert [f.index for f in frames] == list(range(7))
+    assert frames[0].data is not None and frames[6].data is not None
+    assert all(f.image is not None and f.image.shape == (120, 160, 3) and f.uri == str(video)
+               for f in frames[1:5])
+    assert [f.timestamp for f in frames[1:5]] == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-3)
+    assert frames[5].error and "c.mp4" in frames[5].error and frames[5].uri.endswith("c.mp4")
+    assert source.state == "finished"
 
 
 def test_unreadable_image_file_gives_a_failed_frame(tmp_path: Path) -> None:
@@ -226,6 +245,60 @@ def test_unreachable_stream_gives_one_failed_frame_then_gives_up(tmp_path: Path)
     assert len(frames) == 1 and frames[0].index == 0
     assert "cannot open" in frames[0].error and str(port) in frames[0].error
     assert source.state == "failed" and source.connect_failures == 3 and source.reconnects == 0
+
+
+@pytest.mark.parametrize("text, policy", [
+    ("forever", ReconnectPolicy()), (None, ReconnectPolicy()), ("2", ReconnectPolicy(attempts=2)),
+    (0, ReconnectPolicy(attempts=0)), ("for:3.5", ReconnectPolicy(seconds=3.5))])
+def test_reconnect_policies_parse(text, policy) -> None:
+    assert ReconnectPolicy.parse(text) == policy
+    assert ReconnectPolicy.parse(policy.describe()) == policy
+
+
+@pytest.mark.parametrize("text", ["sometimes", "-1", "for:", "for:-2", "2.5"])
+def test_bad_reconnect_policies_say_what_was_expected(text) -> None:
+    with pytest.raises(ValueError, match="forever, N"):
+        ReconnectPolicy.parse(text)
+
+
+def test_reconnect_policy_gives_up_after_attempts_or_outage_time() -> None:
+    assert not ReconnectPolicy().gives_up(10_000, 1e9)
+    two = ReconnectPolicy(attempts=2)
+    assert [two.gives_up(n, 0.0) for n in (1, 2, 3)] == [False, False, True]
+    three_s = ReconnectPolicy(seconds=3)
+    assert [three_s.gives_up(1, t) for t in (0.0, 2.9, 3.0)] == [False, False, True]
+
+
+def test_outage_limit_in_seconds_ends_a_dead_stream(tmp_path: Path) -> None:
+    port = free_port()
+    source = StreamSource(f"http://127.0.0.1:{port}/video.mjpg", reconnect="for:0.5",
+                          backoff=(0.05, 0.1), timeout_s=2)
+    frames = collect(source)
+    assert len(frames) == 1 and "cannot open" in frames[0].error
+    assert source.state == "failed" and source.connect_failures >= 2
+    assert source.waiting_s() > 0 and source.retries is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.path.exists("/dev/video9"),
+                    reason="needs Linux without a /dev/video9")
+def test_missing_camera_is_not_found() -> None:
+    source = CameraSource(9, retries=0)
+    frames = collect(source)
+    assert [f.error for f in frames] == ["camera 9: not found"]
+    assert source.state == "failed" and source.last_error == "camera 9: not found"
+
+
+def test_invalid_specs_become_failed_sources_beside_good_ones(tmp_path: Path) -> None:
+    image = tmp_path / "face.jpg"
+    cv2.imwrite(str(image), face_frames(1)[0])
+    sources, problems = open_sources([str(image), str(tmp_path / "gone.jpg"), "ftp://x/y"])
+    assert isinstance(sources[0], ImageFileSource) and len(problems) == 2
+    assert [type(s).__name__ for s in sources[1:]] == ["InvalidSource", "InvalidSource"]
+    frames = collect(sources[1])
+    assert len(frames) == 1 and "does not exist" in frames[0].error
+    assert sources[1].id == str(tmp_path / "gone.jpg") and sources[1].state == "failed"
+    assert not sources[1].live and sources[1].finite and not sources[0].live
+    assert not StreamSource("rtsp://x/y").finite and not DropFolderSource(tmp_path).finite
 
 
 # --------------------------------------------------------------------------- encoded images

@@ -14,10 +14,18 @@ Writes into DIR:
 
 The sinks come from one function, :func:`maskrt.stream.sinks.build_sinks`.
 
-SOURCE: an image file, a folder (recursive), a video file, a camera index, an rtsp:// or http(s)://
-URL, or drop:DIR for a folder watched for uploaded face crops. Progress (frames/s per source,
-dropped, failed) goes to stderr. Ctrl-C stops cleanly (exit status 130); a second Ctrl-C aborts.
-Live sources and drop folders run until Ctrl-C or ``--duration``.
+SOURCE: an image file, a folder (recursive; videos in it are read as videos), a video file, a
+camera index, an rtsp:// or http(s):// URL, or drop:DIR for a folder watched for uploaded face
+crops. A SOURCE that names nothing usable gets one ``failed`` record and the others go on (exit
+status 2 when no SOURCE is usable). Progress (frames/s per source over the last seconds,
+dropped, failed) goes to stderr.
+
+Ctrl-C (SIGINT), SIGTERM (docker stop, systemd, Kubernetes, ``timeout``) and SIGHUP stop cleanly:
+reading stops, frames in flight are recorded as ``dropped`` saying why, videos are finalised and
+the summary is written; the exit status is 130, 143 or 129. A second signal aborts.
+Live sources and drop folders run until a signal, ``--duration`` or ``--frames``; a failing live
+source reconnects per ``--reconnect`` (default: forever when every source is live, a few
+attempts when the run also has files, so a batch job finishes).
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+log = logging.getLogger("maskrt.score")
+
+#: the signals that stop a run cleanly: what the summary calls the stop, the exit status
+_STOP_SIGNALS = {signal.SIGINT: ("interrupt", 130), signal.SIGTERM: ("terminate", 143)}
+if hasattr(signal, "SIGHUP"):  # not on Windows
+    _STOP_SIGNALS[signal.SIGHUP] = ("hangup", 129)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a batch waits for more frames after its first (default 20)")
     parser.add_argument("--queue-size", type=positive_int, default=None,
                         help="per-source queue (default: 4 for live sources, max(8, batch) else)")
-    parser.add_argument("--retries", type=int, default=None,
-                        help="failed connection attempts before a live source gives up "
-                             "(default: never give up)")
+    parser.add_argument("--reconnect", default=None, metavar="forever|N|for:SECONDS",
+                        help="when a failing live source gives up: forever, after N reconnection "
+                             "attempts, or after an outage of SECONDS (default: forever when every "
+                             "source is live, else 3 attempts, so a batch job finishes)")
+    parser.add_argument("--retries", type=int, default=None, help="the same as --reconnect N")
     parser.add_argument("--timeout", type=non_negative_float, default=5.0,
                         help="stream open/read timeout in seconds (default 5)")
     parser.add_argument("--settle", type=non_negative_float, default=1.0,
@@ -69,42 +85,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "complete (default 1)")
     parser.add_argument("--duration", type=non_negative_float, default=None,
                         help="stop after this many seconds (live sources run until stopped)")
+    parser.add_argument("--frames", dest="max_frames", type=positive_int, default=None,
+                        metavar="N", help="stop reading after N frames in all (each is scored)")
     parser.add_argument("--progress-interval", type=non_negative_float, default=1.0,
                         help="seconds between progress lines on stderr (0: none)")
 
 
 def main(args: argparse.Namespace) -> int:
+    _configure_logging()
+    # Installed first: a SIGTERM while the model loads still ends with a summary, not a kill.
+    signals = _StopSignals().install()
+    try:
+        return _run(args, signals)
+    finally:
+        signals.restore()
+
+
+def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
+    from maskrt.detect import parse_face_options
     from maskrt.stream.pipeline import Pipeline
 
-    _configure_logging()
-    from maskrt.detect import parse_face_options
-
     try:
-        parse_face_options(args.face_option)
-        sources = _open_sources(args)
+        face_options = parse_face_options(args.face_option)
+        sources, reconnect = _open_sources(args)
         engine, untrained = _open_engine(args)
     except ValueError as err:
         print(f"maskrt score: {err}", file=sys.stderr)
         return 2
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
-                        regions=args.regions, preset=args.preset,
-                        face_options=parse_face_options(args.face_option),
-                        sinks=_sinks(args, sources, engine, untrained))
-    pipeline.sinks[-1].extra["stopped_by"] = stopped_by = _consume(pipeline, args)
-    pipeline.sinks[-1].extra["interrupted"] = stopped_by == "interrupt"
+                        regions=args.regions, preset=args.preset, face_options=face_options,
+                        max_frames=args.max_frames,
+                        sinks=_sinks(args, sources, engine, untrained, reconnect))
+    stopped_by = _consume(pipeline, args, signals)
     for _ in pipeline:  # what the stop left: into the sinks, which then close
         pass
     engine.close()
     _print_summary(pipeline.sinks[-1].summary, args.out)
-    return 130 if stopped_by == "interrupt" else 0
+    # A signal that came after the sources had ended stopped nothing: the run finished.
+    return signals.exit_status if stopped_by is not None and stopped_by == signals.name else 0
 
 
-def _open_sources(args: argparse.Namespace) -> list[Any]:
-    from maskrt.stream.sources import open_source
+def _open_sources(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The sources of the run (a spec naming nothing usable becomes a source with one failed
+    record) and the reconnect policy given to the live ones. ValueError: none is usable, or a
+    bad --reconnect."""
+    from maskrt.stream.sources import CaptureSource, ReconnectPolicy, open_sources
+    from maskrt.stream.sources.reconnect import BATCH_RECONNECTS
 
-    options = {"retries": args.retries, "timeout_s": args.timeout, "settle_s": args.settle}
-    return [open_source(spec, **options) for spec in args.sources]
+    if args.reconnect is not None:
+        reconnect = ReconnectPolicy.parse(args.reconnect)
+    elif args.retries is not None:
+        reconnect = ReconnectPolicy.parse(args.retries)
+    else:
+        reconnect = None
+    sources, problems = open_sources(list(args.sources), timeout_s=args.timeout,
+                                     settle_s=args.settle)
+    if len(problems) == len(sources):
+        raise ValueError(problems[0] if len(problems) == 1
+                         else "no usable source: " + " | ".join(problems))
+    for problem in problems:
+        log.warning("%s; recorded as failed, the other sources go on", problem)
+    if reconnect is None:
+        # A dead camera must not keep a batch job over files from ever finishing; a run of
+        # cameras only is a service, and cameras that reboot come back.
+        batch = any(source.finite for source in sources)
+        reconnect = ReconnectPolicy(attempts=BATCH_RECONNECTS) if batch else ReconnectPolicy()
+    for source in sources:
+        if isinstance(source, CaptureSource):
+            source.reconnect = reconnect
+    return sources, reconnect
 
 
 def _open_engine(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -118,7 +168,8 @@ def _open_engine(args: argparse.Namespace) -> tuple[Any, bool]:
     return engine, untrained
 
 
-def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained: bool) -> list[Any]:
+def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained: bool,
+           reconnect: Any) -> list[Any]:
     from maskrt.detect import parse_face_options
     from maskrt.stream.sinks import build_sinks
     from maskrt.stream.sources import VideoFileSource
@@ -135,62 +186,103 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
                   "face_options": parse_face_options(args.face_option),
                   "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
                   "explain": args.explain, "queue_size": args.queue_size,
-                  "retries": args.retries, "timeout_s": args.timeout},
+                  "reconnect": reconnect.describe(), "timeout_s": args.timeout,
+                  "duration_s": args.duration, "frames": args.max_frames},
         specs=list(args.sources))
 
 
-def _consume(pipeline: Any, args: argparse.Namespace) -> str | None:
-    """Take records (into the sinks) until the sources end, Ctrl-C or ``--duration``; returns
-    what stopped the run early (None: the sources ended)."""
-    interrupted = threading.Event()
-    restore = _install_sigint(interrupted)
+def _consume(pipeline: Any, args: argparse.Namespace, signals: "_StopSignals") -> str | None:
+    """Take records (into the sinks) until the sources end, a stop signal, ``--duration`` or
+    ``--frames``; returns what stopped the run early (None: the sources ended). The summary
+    sink is told as soon as it is known: it may close inside this loop."""
     progress = _Progress(pipeline, sys.stderr, args.progress_interval)
+    extra = pipeline.sinks[-1].extra
+    extra.update(stopped_by=None, interrupted=False, signal=None)
     stopped_by = None
     t0 = time.perf_counter()
     try:
         pipeline.start()
         while not pipeline.finished:
             if stopped_by is None:
-                if interrupted.is_set():
-                    stopped_by = "interrupt"
-                elif args.duration is not None and time.perf_counter() - t0 >= args.duration:
-                    stopped_by = "duration"
+                stopped_by, why = signals.name, signals.signal_name
+                if (stopped_by is None and args.duration is not None
+                        and time.perf_counter() - t0 >= args.duration):
+                    stopped_by, why = "duration", f"--duration {args.duration:g}"
                 if stopped_by is not None:
+                    extra.update(stopped_by=stopped_by, interrupted=signals.name is not None,
+                                 signal=signals.signal_name)
                     print(f"\nmaskrt score: stopping ({stopped_by})...", file=sys.stderr)
-                    pipeline.stop()
+                    pipeline.stop(reason=f"pipeline stopped ({why}) before the frame was scored")
+                elif pipeline.ledger.limit_reached:  # readers stop; what was read is scored
+                    stopped_by = extra["stopped_by"] = "frames"
             pipeline.get(timeout=0.2)
             progress.maybe_print()
     finally:
         pipeline.stop()
-        restore()
         progress.finish()
     return stopped_by
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message, not as it was when logging was set up
+    (a caller that swaps stderr, e.g. to capture it, would otherwise get a closed stream)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 def _configure_logging() -> None:
     logger = logging.getLogger("maskrt")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("maskrt: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
 
-def _install_sigint(interrupted: threading.Event) -> Any:
-    """First Ctrl-C: stop cleanly (summary still written); second: the usual KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.getsignal(signal.SIGINT)
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP: the first one asks the run to stop cleanly (``name`` is set
+    and the main loop stops the pipeline); a second one aborts with KeyboardInterrupt."""
 
-    def handler(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "_StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be set from the main thread
+        for signum in _STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.name is not None:
+            self.restore()
             raise KeyboardInterrupt
-        interrupted.set()
+        self.signum = signum
+        self.name = _STOP_SIGNALS[signal.Signals(signum)][0]
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    @property
+    def signal_name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, the shell's convention (0 when no signal came)."""
+        return 0 if self.signum is None else _STOP_SIGNALS[signal.Signals(self.signum)][1]
 
 
 class _Progress:
@@ -203,9 +295,12 @@ class _Progress:
         self.interval = interval
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._next = time.perf_counter() + interval
+        self._done = False
 
     def maybe_print(self) -> None:
-        if self.interval <= 0 or time.perf_counter() < self._next:
+        # Once the pipeline has finished, the final line is finish()'s, printed once.
+        if (self.interval <= 0 or self._done or self.pipeline.finished
+                or time.perf_counter() < self._next):
             return
         self._next = time.perf_counter() + self.interval
         self._print()
@@ -232,8 +327,9 @@ class _Progress:
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.interval <= 0:
+        if self.interval <= 0 or self._done:
             return
+        self._done = True
         self._print()  # the final counts, however short the run was
         if self.tty:
             self.stream.write("\n")
@@ -248,7 +344,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"{counts['read']} frames read: {counts[SCORED]} scored, {counts[DROPPED]} dropped, "
           f"{counts[FAILED]} failed ({'accounting ok' if summary['accounting_ok'] else 'ACCOUNTING MISMATCH'})")
     if counts[SCORED]:
-        print(f"throughput {fps} frames/s; latency ms p50 {latency['p50']} p95 {latency['p95']} "
-              f"p99 {latency['p99']}")
+        print(f"throughput {fps} frames/s over {summary['flowing_s']} s of frames flowing; "
+              f"latency ms p50 {latency['p50']} p95 {latency['p95']} p99 {latency['p99']}")
+    waiting = {s: v["waiting_s"] for s, v in summary["sources"].items() if v.get("waiting_s")}
+    if summary["idle_s"] >= 0.5 or waiting:
+        print(f"idle {summary['idle_s']} s (no frame flowing); waiting on sources (s): {waiting}")
     print(f"labels: {summary['labels']}; backend: {summary['backend']}")
     print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")

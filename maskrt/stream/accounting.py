@@ -25,6 +25,34 @@ from maskrt.stream.work import FrameTask, SourceHandle
 MAX_REASONS = 100
 #: window of the per-source frames/s figures
 RATE_WINDOW_S = 5.0
+#: a pause between frame events (a read, a record) up to this long still counts as frames
+#: flowing (a 1 fps camera); a longer one with nothing in flight is time spent waiting
+FLOW_GAP_S = 2.0
+#: source states that say the source's reader is done
+_DONE_STATES = ("finished", "failed", "removed")
+
+
+class FlowClock:
+    """The time frames were actually flowing: between two frame events, the pipeline was busy
+    if a frame was in flight, or the pause was short (a slow source still delivering). Long
+    idle pauses - waiting on a dead camera after the files are done - are left out, so
+    throughput is not diluted by them."""
+
+    def __init__(self) -> None:
+        self.flowing_s = 0.0
+        self._last: float | None = None
+
+    def note(self, now: float, busy: bool) -> None:
+        """A frame event at ``now``; ``busy``: frames were in flight since the last one."""
+        if self._last is not None and (busy or now - self._last <= FLOW_GAP_S):
+            self.flowing_s += now - self._last
+        self._last = now
+
+    def current(self, now: float, busy: bool) -> float:
+        """flowing_s including the pause in progress when frames are in flight."""
+        if busy and self._last is not None:
+            return self.flowing_s + now - self._last
+        return self.flowing_s
 
 
 class _Account:
@@ -44,22 +72,49 @@ class _Account:
 class Ledger:
     """Per-source counters, latencies and labels; hands every record to ``output``."""
 
-    def __init__(self, output: BoundedQueue[Record]) -> None:
+    def __init__(self, output: BoundedQueue[Record], max_frames: int | None = None) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames: expected None or >= 1, got {max_frames}")
         self.output = output
+        self.max_frames = max_frames
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._latencies = array("d")  # of scored frames, ms
+        self._read_total = 0
+        self._in_flight = 0
+        self._flow = FlowClock()
 
     def open(self, handle: SourceHandle) -> None:
         with self._lock:
             self._accounts[handle.id] = _Account(handle)
 
-    def read(self, task: FrameTask) -> None:
-        """A source yielded ``task``'s frame: it is now in flight."""
+    def read(self, task: FrameTask) -> bool:
+        """A source yielded ``task``'s frame: it is now in flight. False (and not counted) once
+        ``max_frames`` were read: the reader stops instead."""
         with self._lock:
+            if self.limit_reached:
+                return False
             account = self._accounts[task.source_id]
             account.counts["read"] += 1
             account.next_index = max(account.next_index, task.frame.index + 1)
+            self._flow.note(time.perf_counter(), self._in_flight > 0)
+            self._in_flight += 1
+            self._read_total += 1
+            if self.limit_reached:
+                # Readers waiting for input (a drop folder, a silent stream) would not notice
+                # the limit until their next frame: tell every one to stop now.
+                for other in self._accounts.values():
+                    other.handle.stop.set()
+        return True
+
+    @property
+    def limit_reached(self) -> bool:
+        return self.max_frames is not None and self._read_total >= self.max_frames
+
+    def flowing_s(self) -> float:
+        """Seconds frames were flowing so far (see :class:`FlowClock`)."""
+        with self._lock:
+            return self._flow.current(time.perf_counter(), self._in_flight > 0)
 
     def next_index(self, source_id: str) -> int:
         with self._lock:
@@ -79,6 +134,8 @@ class Ledger:
         with self._lock:
             account = self._accounts[task.source_id]
             account.counts[status] += 1
+            self._flow.note(time.perf_counter(), True)
+            self._in_flight -= 1
             if status == SCORED:
                 account.scored_times.append(time.perf_counter())
                 self._latencies.append(records[0].latency_ms)
@@ -99,13 +156,15 @@ class Ledger:
             counts = dict(account.counts)
             window = min(RATE_WINDOW_S, now - (t_start or now)) or 1.0
             source = account.handle.source
+            in_flight = counts["read"] - counts[SCORED] - counts[DROPPED] - counts[FAILED]
             return {
                 **counts,
-                "in_flight": counts["read"] - counts[SCORED] - counts[DROPPED] - counts[FAILED],
+                "in_flight": in_flight,
                 "kind": source.kind,
                 "live": source.live,
-                "state": "removed" if account.handle.removed else source.state,
+                "state": shown_state(account.handle, in_flight),
                 "fps": len(times) / window,
+                "waiting_s": round(source.waiting_s(), 3),
                 "reconnects": source.reconnects,
                 "connect_failures": source.connect_failures,
                 "last_error": source.last_error,
@@ -120,6 +179,21 @@ class Ledger:
     def latencies(self) -> np.ndarray:
         with self._lock:
             return np.asarray(self._latencies, dtype=np.float64)
+
+
+def shown_state(handle: SourceHandle, in_flight: int) -> str:
+    """The state to show for a source: a source that is done reading is "scoring" until its
+    last frame was recorded, and only then "finished" (or "failed"); a reader that ended
+    without its source saying why (stopped, frame limit) is "stopped"."""
+    if handle.removed:
+        return "removed"
+    state = handle.source.state
+    if state in _DONE_STATES or handle.reader_done:
+        if in_flight > 0:
+            return "scoring"
+        if state not in _DONE_STATES:
+            return "stopped"
+    return state
 
 
 def frame_record(task: FrameTask, status: str, reason: str | None, **fields: Any) -> Record:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from maskrt.image import MAX_SIDE
 from maskrt.stream.accounting import Ledger
 from maskrt.stream.batching import ExplainStage, InferStage, InferredBatch
+from maskrt.stream.checks import check_settings
 from maskrt.stream.queue import BoundedQueue
 from maskrt.stream.readers import LIVE_QUEUE_SIZE, SourceQueues, run_reader
 from maskrt.stream.records import DROPPED, FAILED, SCORED, Record, empty_counts
@@ -61,7 +62,8 @@ class Pipeline:
     output_capacity: scored records waiting for the consumer before scoring pauses.
     stop_when_done: end the record stream when every source has finished (False: keep running,
         for sources added later, until :meth:`stop`).
-    source_options: options for the sources made from specs (``retries``, ``timeout_s``, ...).
+    source_options: options for the sources made from specs (``reconnect``, ``timeout_s``, ...).
+    max_frames: stop reading once this many frames were read in all (each is still scored).
     """
 
     def __init__(self, engine: Any = None, sources: Iterable[SourceSpec] | SourceSpec = (), *,
@@ -72,12 +74,13 @@ class Pipeline:
                  output_capacity: int = 1024, stop_when_done: bool = True,
                  source_options: dict[str, Any] | None = None, max_batch: int | None = None,
                  regions: str = "faces", preset: str = "default", detector: Any = None,
-                 face_options: dict[str, Any] | None = None) -> None:
+                 face_options: dict[str, Any] | None = None,
+                 max_frames: int | None = None) -> None:
         if max_batch is not None:
             warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
                           stacklevel=2)
             batch_size = max_batch
-        _check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
+        check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
                         output_capacity)
         for stage in stages:
             if not callable(getattr(stage, "process", None)):
@@ -101,7 +104,7 @@ class Pipeline:
         self.queue_size = queue_size
         self.stop_when_done = stop_when_done
         self._output: BoundedQueue[Record] = BoundedQueue(output_capacity, name="records")
-        self.ledger = Ledger(self._output)
+        self.ledger = Ledger(self._output, max_frames)
         self._sources = SourceQueues(self.ledger)
         self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads),
                                     *region_stages(regions, preset, detector, face_options),
@@ -168,12 +171,13 @@ class Pipeline:
                 self._explain_done = True
             self._check_finished()
 
-    def stop(self, *, drain: bool = False, timeout: float = 15.0) -> None:
+    def stop(self, *, drain: bool = False, timeout: float = 15.0,
+             reason: str = REASON_STOPPED) -> None:
         """Stop reading and shut every thread down (idempotent).
 
-        drain=False: frames still queued are recorded as ``dropped`` (reason: pipeline stopped);
-        batches already at the backend finish. drain=True: everything read so far is scored
-        first. Records not yet taken stay available to iteration.
+        drain=False: frames still queued are recorded as ``dropped`` with ``reason`` (default:
+        pipeline stopped); batches already at the backend finish. drain=True: everything read
+        so far is scored first. Records not yet taken stay available to iteration.
         """
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -187,7 +191,7 @@ class Pipeline:
             for handle in handles:
                 handle.stop.set()
                 if not handle.removed:
-                    handle.discard_reason = REASON_STOPPED
+                    handle.discard_reason = reason
             if not drain:
                 self._abort_queues(handles)
             self._output.overflow()  # records must not wait for a consumer that stopped
@@ -369,9 +373,10 @@ class Pipeline:
 
     def counters(self) -> dict[str, Any]:
         """Live counters: per source and in total ``read``, ``scored``, ``dropped``, ``failed``,
-        ``in_flight`` (read but not yet recorded), plus per source its kind, state, frames/s
-        scored over the last few seconds, queued frames, reconnects, labels, drop/failure
-        reasons; and the batching figures."""
+        ``in_flight`` (read but not yet recorded), plus per source its kind, state ("finished"
+        only once its last frame was recorded), frames/s scored over the last few seconds,
+        queued frames, reconnects, seconds waiting on connections, labels, drop/failure reasons;
+        the seconds frames were flowing; and the batching figures."""
         now = time.perf_counter()
         per = {}
         for source_id in self.ledger.source_ids():
@@ -383,8 +388,12 @@ class Pipeline:
                 total[key] += counts[key]
         total["in_flight"] = total["read"] - total[SCORED] - total[DROPPED] - total[FAILED]
         elapsed = ((self._t_end or now) - self._t_start) if self._t_start else 0.0
+        # fps: over the recent window (what is flowing now), never a whole-run average that
+        # decays while a source is idle; flowing_s: the time frames were flowing (throughput)
         return {"sources": per, "total": total, "elapsed_s": elapsed,
-                "fps": total[SCORED] / elapsed if elapsed > 0 else 0.0,
+                "fps": sum(c["fps"] for c in per.values()),
+                "flowing_s": self.ledger.flowing_s(),
+                "frame_limit_reached": self.ledger.limit_reached,
                 **self._infer.counters(), "finished": self.finished}
 
     def summary(self, **extra: Any) -> dict[str, Any]:
@@ -402,13 +411,3 @@ class Pipeline:
             for _ in self:
                 pass
 
-
-def _check_settings(batch_size: int, max_wait_ms: float, preprocess_threads: int,
-                    queue_size: int | None, max_side: int, output_capacity: int) -> None:
-    for name, value, low in (("batch_size", batch_size, 1), ("max_wait_ms", max_wait_ms, 0),
-                             ("preprocess_threads", preprocess_threads, 1),
-                             ("max_side", max_side, 224), ("output_capacity", output_capacity, 1)):
-        if value < low:
-            raise ValueError(f"{name}: expected >= {low}, got {value}")
-    if queue_size is not None and queue_size < 1:
-        raise ValueError(f"queue_size: expected >= 1, got {queue_size}")

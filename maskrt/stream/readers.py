@@ -113,7 +113,8 @@ def _put(handle: SourceHandle, frame: Frame, queue: BoundedQueue[FrameTask], led
     """Account for a frame just read and queue it; False when the reader should stop."""
     frame.t_read = time.perf_counter()
     task = FrameTask(handle, frame)
-    ledger.read(task)
+    if not ledger.read(task):  # the run's frame limit was reached: this frame is not read
+        return False
     if frame.error is not None:
         ledger.fail(task, frame.error)
         return True

@@ -11,9 +11,10 @@ end of the stream; ``close`` returns its part of the summary's ``outputs`` (or N
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import time
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Iterable
@@ -24,6 +25,8 @@ from maskrt.stream.annotate import annotate, annotate_faces
 from maskrt.stream.records import SCORED, Record, whole_frame
 from maskrt.stream.sources.base import VIDEO_EXTENSIONS
 from maskrt.stream.summary import write_json_atomic
+
+log = logging.getLogger("maskrt.sinks")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -60,33 +63,81 @@ class Sink:
 
 class JsonlSink(Sink):
     """One JSON object per record (the fields of :data:`maskrt.stream.records.JSON_FIELDS`, plus
-    the files other sinks wrote for it, e.g. ``overlay``), one per line, flushed every
-    ``flush_every`` records, at least once a second, and on close."""
+    the files other sinks wrote for it, e.g. ``overlay``), one per line.
 
-    def __init__(self, path: str | os.PathLike[str], flush_every: int = 64) -> None:
+    Lines are gathered and written with one ``os.write`` of whole lines, so a reader tailing
+    the file never sees half a line; they reach the file every ``flush_every`` records, on
+    close, and at least every ``max_delay_s`` seconds even when no new record arrives (a
+    background thread while the sink is open: a silent camera must not keep records back).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], flush_every: int = 64,
+                 max_delay_s: float = 0.5) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._flush_every = flush_every
-        self._pending = 0
-        self._last_flush = time.monotonic()
+        self._max_delay_s = max_delay_s
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
         self.count = 0
+
+    def open(self, pipeline: Any) -> None:
+        self._start_flusher()
 
     def write(self, record: Record, frame: np.ndarray | None = None) -> None:
         entry = record.to_dict()
         entry.update(record.outputs)
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self.count += 1
-        self._pending += 1
-        now = time.monotonic()
-        if self._pending >= self._flush_every or now - self._last_flush >= 1.0:
-            self._file.flush()
-            self._pending = 0
-            self._last_flush = now
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            self._lines.append(line)
+            self.count += 1
+            if len(self._lines) >= self._flush_every:
+                self._flush_locked()
+        if self._flusher is None:  # used without a pipeline: still flush in the background
+            self._start_flusher()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._lines or self._fd is None:
+            return
+        data = memoryview(b"".join(self._lines))
+        self._lines.clear()
+        while data:  # a short write (a full disk, a signal) continues where it stopped
+            written = os.write(self._fd, data)
+            data = data[written:]
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None or self._fd is None:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name="maskrt-jsonl-flush")
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._closing.wait(self._max_delay_s):
+            try:
+                self.flush()
+            except OSError as err:  # reported again by close(); the run goes on meanwhile
+                log.warning("%s: cannot write records: %s", self.path, err)
 
     def close(self) -> dict[str, Any]:
-        if not self._file.closed:
-            self._file.close()
+        self._closing.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+        with self._lock:
+            try:
+                self._flush_locked()
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
         return {"records": str(self.path)}
 
 

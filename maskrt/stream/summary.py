@@ -15,8 +15,8 @@ from maskrt.labels import CLASSES
 from maskrt.stream.records import STATUSES
 
 #: per-source counters copied into the summary
-_SOURCE_FIELDS = ("kind", "state", "reconnects", "connect_failures", "last_error", "reasons",
-                  "labels")
+_SOURCE_FIELDS = ("kind", "state", "reconnects", "connect_failures", "waiting_s", "last_error",
+                  "reasons", "labels")
 
 
 def percentiles(values: Any, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:
@@ -44,6 +44,9 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         sources[source_id] = entry
     ok &= totals["read"] == sum(totals[s] for s in STATUSES)
     elapsed = float(extra.pop("elapsed_s", None) or counters.get("elapsed_s") or 0.0)
+    # Throughput over the time frames flowed: waiting on a dead camera after the files were
+    # done must not dilute it (that time is reported as idle_s, and per source as waiting_s).
+    flowing = min(float(counters.get("flowing_s") or 0.0), elapsed) or elapsed
     latency = percentiles(latencies_ms)
     if len(latencies_ms):
         latency.update(mean=round(float(latencies_ms.mean()), 3),
@@ -53,7 +56,10 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         "accounting_ok": bool(ok),
         "labels": labels,
         "elapsed_s": round(elapsed, 3),
-        "throughput_fps": round(totals["scored"] / elapsed, 3) if elapsed > 0 else None,
+        "flowing_s": round(flowing, 3),
+        "idle_s": round(elapsed - flowing, 3),
+        "throughput_fps": round(totals["scored"] / flowing, 3) if flowing > 0 else None,
+        "wall_throughput_fps": round(totals["scored"] / elapsed, 3) if elapsed > 0 else None,
         "latency_ms": latency,
         "sources": sources,
         "batches": counters.get("batches"),

@@ -4,17 +4,21 @@
   constants naming videos and stream schemes.
 * ``files.py``: image files, folders, drop folders (lossless: encoded bytes, decoded later).
 * ``video.py``: video files. ``live.py``: cameras and network streams, with reconnection.
-* ``spec.py``: :func:`open_source`, from ``"clip.avi"``, ``0``, ``"rtsp://..."``, ``"drop:DIR"``.
+* ``spec.py``: :func:`open_source`, from ``"clip.avi"``, ``0``, ``"rtsp://..."``, ``"drop:DIR"``;
+  :func:`open_sources` (bad specs become :class:`InvalidSource`: one failed record each).
+* ``reconnect.py``: :class:`ReconnectPolicy`, when a failing live source gives up.
 """
 
 from maskrt.stream.sources.base import (DROP_PREFIX, STREAM_SCHEMES, VIDEO_EXTENSIONS, Frame,
                                         Source, SourceSpec)
 from maskrt.stream.sources.files import DropFolderSource, FolderSource, ImageFileSource, PathSource
 from maskrt.stream.sources.live import CameraSource, CaptureSource, StreamSource, redact_url
-from maskrt.stream.sources.spec import SPEC_HELP, open_source
+from maskrt.stream.sources.reconnect import FOREVER, ReconnectPolicy
+from maskrt.stream.sources.spec import SPEC_HELP, InvalidSource, open_source, open_sources
 from maskrt.stream.sources.video import VideoFileSource
 
-__all__ = ["CameraSource", "CaptureSource", "DROP_PREFIX", "DropFolderSource", "FolderSource",
-           "Frame", "ImageFileSource", "PathSource", "SPEC_HELP", "STREAM_SCHEMES", "Source",
-           "SourceSpec", "StreamSource", "VIDEO_EXTENSIONS", "VideoFileSource", "open_source",
+__all__ = ["CameraSource", "CaptureSource", "DROP_PREFIX", "DropFolderSource", "FOREVER",
+           "FolderSource", "Frame", "ImageFileSource", "InvalidSource", "PathSource",
+           "ReconnectPolicy", "SPEC_HELP", "STREAM_SCHEMES", "Source", "SourceSpec",
+           "StreamSource", "VIDEO_EXTENSIONS", "VideoFileSource", "open_source", "open_sources",
            "redact_url"]

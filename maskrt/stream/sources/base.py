@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
@@ -84,6 +85,8 @@ class Source:
     kind = "source"
     #: live sources drop their oldest queued frame when the queue is full; others block
     live = False
+    #: False for sources that never end by themselves (cameras, streams, drop folders)
+    finite = True
 
     def __init__(self, id: str | None = None, *, queue_size: int | None = None) -> None:
         if queue_size is not None and queue_size < 1:
@@ -99,6 +102,24 @@ class Source:
         self.last_error: str | None = None
         #: nominal frame rate, when the source knows one (videos, streams); used by video sinks
         self.fps: float | None = None
+        #: seconds spent waiting for a connection (live sources), not counting the current wait
+        self.waited_s = 0.0
+        self._waiting_since: float | None = None
+
+    def waiting_s(self) -> float:
+        """Seconds this source has spent (re)connecting or backing off so far: time the run
+        waited on it rather than on frames."""
+        since = self._waiting_since
+        return self.waited_s + (time.monotonic() - since if since is not None else 0.0)
+
+    def _begin_wait(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+
+    def _end_wait(self) -> None:
+        since, self._waiting_since = self._waiting_since, None
+        if since is not None:
+            self.waited_s += time.monotonic() - since
 
     def default_id(self) -> str:
         return self.kind

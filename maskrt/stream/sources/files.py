@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from maskrt.image import truncation_reason
-from maskrt.stream.sources.base import DROP_PREFIX, PARTIAL_SUFFIXES, Frame, Source
+from maskrt.stream.sources.base import (DROP_PREFIX, PARTIAL_SUFFIXES, VIDEO_EXTENSIONS, Frame,
+                                        Source)
 
 log = logging.getLogger("maskrt.sources")
 
@@ -99,15 +100,24 @@ class FolderSource(PathSource):
                 continue
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        # Imported here: video.py builds on PathSource from this module.
+        from maskrt.stream.sources.video import read_video
+
         if not self.path.is_dir():
             yield self._failed("not a folder")
             return
         self.state = "reading"
-        for index, path in enumerate(self.files()):
+        index = 0
+        for path in self.files():
             if stop.is_set():
                 return
+            if path.suffix.lower() in VIDEO_EXTENSIONS:  # its frames, not one undecodable image
+                index, _ = yield from read_video(path, stop, index, uri=str(path))
+                continue
             yield _read_file(path, index)
-        self.state = "finished"
+            index += 1
+        if not stop.is_set():
+            self.state = "finished"
 
 
 class DropFolderSource(PathSource):
@@ -125,6 +135,7 @@ class DropFolderSource(PathSource):
     """
 
     kind = "drop"
+    finite = False
 
     def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
                  settle_s: float = 1.0, poll_s: float = 0.25, incomplete_grace_s: float = 30.0,

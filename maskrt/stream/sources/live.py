@@ -3,116 +3,162 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.sources.reconnect import ReconnectPolicy
 
 log = logging.getLogger("maskrt.sources")
+
+
+class _Outage:
+    """The reconnection state of one reader: consecutive failures, since when, the next delay."""
+
+    def __init__(self, first_delay: float) -> None:
+        self.first_delay = first_delay
+        self.delay = first_delay
+        self.failed_attempts = 0
+        self.since: float | None = None  # time.monotonic() of the outage's first failure
+        self.index = 0  # the next frame index of the source
+
+    def recovered(self) -> None:
+        self.delay = self.first_delay
+        self.failed_attempts = 0
+        self.since = None
 
 
 class CaptureSource(Source):
     """A live OpenCV capture (camera or network stream) with reconnection.
 
-    retries: consecutive failed connection attempts before the source gives up (None: never
-    gives up, the right thing for cameras that reboot). backoff: (first, cap) delay in seconds
+    reconnect: a :class:`ReconnectPolicy` (or its text: ``"forever"``, ``"2"``, ``"for:30"``):
+    when a failing source gives up; default forever, the right thing for cameras that reboot.
+    retries: the older spelling of ``reconnect=N``. backoff: (first, cap) delay in seconds
     between attempts, doubled after each failed one and reset once frames flow again.
     timeout_s: open and read timeout of the FFmpeg backend (a stream with no frame for that long
     is considered lost).
 
     Each outage (a failed first connection, or a lost stream) yields one ``failed`` frame with the
     reason; the attempts that follow are logged and counted in ``connect_failures``, not
-    recorded, so a camera that is down for an hour does not flood the records.
+    recorded, so a camera that is down for an hour does not flood the records. Time spent
+    connecting and backing off is counted in :meth:`waiting_s`.
     """
 
     live = True
+    finite = False
 
     def __init__(self, id: str | None = None, *, retries: int | None = None,
+                 reconnect: "ReconnectPolicy | str | int | None" = None,
                  backoff: tuple[float, float] = (0.5, 8.0), timeout_s: float = 5.0,
                  **kw: Any) -> None:
         if retries is not None and retries < 0:
             raise ValueError(f"retries: expected None or >= 0, got {retries}")
         if not (0 < backoff[0] <= backoff[1]):
             raise ValueError(f"backoff: expected (first, cap) with 0 < first <= cap, got {backoff}")
-        self.retries = retries
+        self.reconnect = ReconnectPolicy.parse(reconnect if reconnect is not None else retries)
         self.backoff = backoff
         self.timeout_s = timeout_s
         super().__init__(id, **kw)
+
+    @property
+    def retries(self) -> int | None:
+        return self.reconnect.attempts
 
     def open_capture(self) -> Any:
         raise NotImplementedError
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        index = 0
-        failed_attempts = 0
-        delay = self.backoff[0]
+        outage = _Outage(self.backoff[0])
         connected_before = False
-        in_outage = False
-        while not stop.is_set():
-            self.state = "connecting" if not connected_before else "reconnecting"
-            cap = self._try_open()
-            if cap is None:
-                failed_attempts += 1
-                self.connect_failures += 1
-                gives_up = self.retries is not None and failed_attempts > self.retries
-                log.warning("%s: connection attempt %d failed (%s); %s", self.id, failed_attempts,
-                            self.last_error, "giving up" if gives_up else f"retrying in {delay:.1f} s")
-                if not in_outage:
-                    in_outage = True
-                    yield Frame(index, time.time(), error=self.last_error)
-                    index += 1
-                if gives_up:
-                    self.state = "failed"
+        try:
+            while not stop.is_set():
+                self.state = "connecting" if not connected_before else "reconnecting"
+                self._begin_wait()
+                cap = self._try_open()
+                if cap is None:
+                    if (yield from self._failure(outage, stop, back_off=True)):
+                        return
+                    continue
+                if connected_before:
+                    self.reconnects += 1
+                    log.warning("%s: reconnected after %d failed attempt(s)", self.id,
+                                outage.failed_attempts)
+                else:
+                    log.info("%s: connected", self.id)
+                connected_before = True
+                self.state = "streaming"
+                got_frames = yield from self._stream(cap, stop, outage)
+                if stop.is_set():
                     return
-                if stop.wait(delay):
+                self.last_error = (f"{self.id}: stream lost after {got_frames} frame(s) of this "
+                                   f"connection (no frame within {self.timeout_s:g} s or end of "
+                                   "stream)")
+                # Opened but no frame: back off too, or a server that accepts and sends nothing
+                # would be hammered.
+                if (yield from self._failure(outage, stop, back_off=got_frames == 0)):
                     return
-                delay = min(delay * 2.0, self.backoff[1])
-                continue
-            if connected_before:
-                self.reconnects += 1
-                log.warning("%s: reconnected after %d failed attempt(s)", self.id, failed_attempts)
-            else:
-                log.info("%s: connected", self.id)
-            connected_before = True
-            failed_attempts = 0
-            self.state = "streaming"
-            got_frames = 0
-            try:
-                while not stop.is_set():
-                    ok, image = cap.read()
-                    now = time.time()
-                    if not ok or image is None:
-                        break
-                    if got_frames == 0:
-                        in_outage = False
-                        delay = self.backoff[0]
-                    got_frames += 1
-                    yield Frame(index, now, image=image)
-                    index += 1
-            finally:
-                cap.release()
-            if stop.is_set():
-                return
-            self.last_error = (f"{self.id}: stream lost after {got_frames} frame(s) of this "
-                               f"connection (no frame within {self.timeout_s:g} s or end of stream)")
-            self.connect_failures += 1
-            failed_attempts += 1
-            log.warning("%s; reconnecting", self.last_error)
-            if not in_outage:
-                in_outage = True
-                yield Frame(index, time.time(), error=self.last_error)
-                index += 1
-            if self.retries is not None and failed_attempts > self.retries:
-                self.state = "failed"
-                return
-            if got_frames == 0 and stop.wait(delay):  # opened but no frame: back off too
-                return
-            if got_frames == 0:
-                delay = min(delay * 2.0, self.backoff[1])
+        finally:
+            self._end_wait()
+
+    def _stream(self, cap: Any, stop: threading.Event, outage: _Outage) -> Iterator[Frame]:
+        """Frames of one connection until it is lost or ``stop``; returns how many came."""
+        got_frames = 0
+        try:
+            while not stop.is_set():
+                ok, image = cap.read()
+                now = time.time()
+                if not ok or image is None:
+                    break
+                if got_frames == 0:
+                    outage.recovered()
+                    self._end_wait()
+                got_frames += 1
+                yield Frame(outage.index, now, image=image)
+                outage.index += 1
+        finally:
+            cap.release()
+        return got_frames
+
+    def _failure(self, outage: _Outage, stop: threading.Event, back_off: bool) -> Iterator[Frame]:
+        """Account for a failed open or a lost stream (``last_error`` says which); yields the
+        outage's one failed frame; returns True when the reader should end (gave up, stopped)."""
+        self._begin_wait()
+        outage.failed_attempts += 1
+        self.connect_failures += 1
+        first = outage.since is None
+        if first:
+            outage.since = time.monotonic()
+        gives_up = self.reconnect.gives_up(outage.failed_attempts, time.monotonic() - outage.since)
+        log.warning("%s: connection attempt %d failed (%s); %s", self.id, outage.failed_attempts,
+                    self.last_error, "giving up" if gives_up
+                    else f"retrying in {outage.delay:.1f} s" if back_off else "retrying")
+        if first:
+            yield Frame(outage.index, time.time(), error=self.last_error)
+            outage.index += 1
+        if gives_up:
+            self.state = "failed"
+            return True
+        if not back_off:
+            return False
+        delay = outage.delay
+        if self.reconnect.seconds is not None:  # do not sleep past the end of the allowed outage
+            delay = max(0.0, min(delay, outage.since + self.reconnect.seconds - time.monotonic()))
+        outage.delay = min(outage.delay * 2.0, self.backoff[1])
+        return stop.wait(delay)
+
+    def missing_reason(self) -> str | None:
+        """Why the source cannot exist at all (checked before each attempt), or None."""
+        return None
 
     def _try_open(self) -> Any:
+        missing = self.missing_reason()
+        if missing is not None:
+            self.last_error = missing
+            return None
         try:
             cap = self.open_capture()
         except Exception as err:  # cv2.error or an OSError from a backend
@@ -166,10 +212,23 @@ class CameraSource(CaptureSource):
     def default_id(self) -> str:
         return f"camera:{self.index}"
 
+    def missing_reason(self) -> str | None:
+        # On Linux a camera is a /dev/videoN node: without one, say so plainly instead of
+        # OpenCV's "cannot open" (and skip its V4L2 probing and warnings). Elsewhere OpenCV
+        # alone can tell, so a failed open there is reported the same way by open_capture's
+        # caller.
+        if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{self.index}"):
+            return f"camera {self.index}: not found"
+        return None
+
     def open_capture(self) -> Any:
         import cv2
 
-        return cv2.VideoCapture(self.index)
+        cap = cv2.VideoCapture(self.index)
+        if not cap.isOpened() and not sys.platform.startswith("linux"):
+            cap.release()
+            raise OSError(f"camera {self.index}: not found")
+        return cap
 
 
 

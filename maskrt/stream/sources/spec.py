@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-
 import os
+import threading
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from maskrt.stream.sources.base import (DROP_PREFIX, STREAM_SCHEMES, VIDEO_EXTENSIONS, Source,
-                                       SourceSpec)
+from maskrt.stream.sources.base import (DROP_PREFIX, STREAM_SCHEMES, VIDEO_EXTENSIONS, Frame,
+                                        Source, SourceSpec)
 from maskrt.stream.sources.files import DropFolderSource, FolderSource, ImageFileSource
 from maskrt.stream.sources.live import CameraSource, StreamSource, redact_url
 from maskrt.stream.sources.video import VideoFileSource
@@ -76,3 +76,37 @@ def _make(cls: type[Source], arg: Any, options: dict[str, Any]) -> Source:
     return cls(arg, **{k: v for k, v in options.items() if k in accepted})
 
 
+
+
+class InvalidSource(Source):
+    """A spec that names nothing usable (a path that does not exist, an unknown URL scheme): one
+    ``failed`` frame with the reason, so a run over many sources reports it and goes on."""
+
+    kind = "invalid"
+
+    def __init__(self, spec: SourceSpec, reason: str, id: str | None = None) -> None:
+        self.spec = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else str(spec)
+        self.reason = reason
+        super().__init__(id)
+        self.state = "failed"
+        self.last_error = reason
+
+    def default_id(self) -> str:
+        return redact_url(self.spec)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        yield Frame(0, None, uri=redact_url(self.spec), error=self.reason)
+
+
+def open_sources(specs: list[SourceSpec], **options: Any) -> tuple[list[Source], list[str]]:
+    """Every spec opened; a spec that names nothing usable becomes an :class:`InvalidSource`
+    (its reason also in the returned list of problems) instead of stopping the others."""
+    sources: list[Source] = []
+    problems: list[str] = []
+    for spec in specs:
+        try:
+            sources.append(open_source(spec, **options))
+        except ValueError as err:
+            problems.append(str(err))
+            sources.append(InvalidSource(spec, str(err)))
+    return sources, problems

@@ -1,0 +1,14 @@
+"""Checks of the pipeline's settings (kept apart so pipeline.py stays the composition root)."""
+
+from __future__ import annotations
+
+
+def check_settings(batch_size: int, max_wait_ms: float, preprocess_threads: int,
+                   queue_size: int | None, max_side: int, output_capacity: int) -> None:
+    for name, value, low in (("batch_size", batch_size, 1), ("max_wait_ms", max_wait_ms, 0),
+                             ("preprocess_threads", preprocess_threads, 1),
+                             ("max_side", max_side, 224), ("output_capacity", output_capacity, 1)):
+        if value < low:
+            raise ValueError(f"{name}: expected >= {low}, got {value}")
+    if queue_size is not None and queue_size < 1:
+        raise ValueError(f"queue_size: expected >= 1, got {queue_size}")
