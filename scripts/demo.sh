@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set everything up from nothing (see scripts/setup.sh) and run the main job on the CPU default
-# backend (ONNX Runtime): score and explain the sample faces shipped with maskrt, writing
-# overlays and summary.json into out/demo/.
+# Set up the base install from nothing (see scripts/setup.sh: NumPy, OpenCV, ONNX Runtime and
+# the compiled extension; no PyTorch) and run the main job on the CPU default backend (ONNX
+# Runtime, the shipped ONNX graph): score and explain the sample faces shipped with maskrt,
+# writing overlays and summary.json into out/demo/.
 #   bash scripts/demo.sh [maskrt demo args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Set up maskrt from nothing in ./.venv: PyTorch, the package with its compiled extension
-# (maskrt._C), and with --test the test dependencies and the system tools the streaming tests
-# serve real streams with. Idempotent: a second run only rebuilds what changed.
+# Set up maskrt from nothing in ./.venv: the package with its compiled extension (maskrt._C).
 #
-#   bash scripts/setup.sh [--test]
+#   bash scripts/setup.sh           the base install (what the demo needs): NumPy, OpenCV,
+#                                   ONNX Runtime; no PyTorch (the shipped model is an ONNX graph)
+#   bash scripts/setup.sh --test    everything: PyTorch, training, the test dependencies and the
+#                                   system tools the streaming tests serve real streams with
+#
+# Idempotent: a second run only rebuilds what changed. A --test .venv stays complete when the
+# base setup runs in it later (nothing is uninstalled).
 #
 # Environment: PYTHON (default python3), MASKRT_CUDA=auto|on|off (build the CUDA kernel;
-# default auto), MASKRT_TORCH (pip spec for PyTorch; default "torch==2.14.1 torchvision==0.29.1").
+# default auto), MASKRT_TORCH (pip spec for PyTorch with --test; default
+# "torch==2.14.1 torchvision==0.29.1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,16 +28,18 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 
-if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+# PyTorch first and from MASKRT_TORCH, so the [test] extra's torch requirement is already met by
+# the build chosen here (CPU/CUDA wheel) instead of whatever the index offers.
+if [[ $with_tests == 1 ]] && ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   step "installing PyTorch ($torch_spec)"
   # shellcheck disable=SC2086  # the spec is a list of requirements
   "${pip[@]}" install -q $torch_spec
 fi
 
-step "installing build tools and maskrt (editable; compiles maskrt._C, MASKRT_CUDA=${MASKRT_CUDA:-auto})"
-"${pip[@]}" install -q "setuptools>=68" wheel "pybind11>=2.12" "cmake>=3.18" ninja
 extras=""
 [[ $with_tests == 1 ]] && extras="[test]"
+step "installing build tools and maskrt${extras} (editable; compiles maskrt._C, MASKRT_CUDA=${MASKRT_CUDA:-auto})"
+"${pip[@]}" install -q "setuptools>=68" wheel "pybind11>=2.12" "cmake>=3.18" ninja
 "${pip[@]}" install -q --no-build-isolation -e ".${extras}"
 
 if [[ $with_tests == 1 ]]; then

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from maskrt.backends.base import Backend
+from maskrt.backends.base import Backend, BackendUnavailable
 
 DEFAULT_BACKEND = "onnxruntime"
 
@@ -60,15 +60,27 @@ def _onnxruntime() -> type[Backend]:
 
 
 def _torch() -> type[Backend]:
+    _require_torch("the torch backend", "torch")
     from maskrt.backends.pytorch import TorchBackend
 
     return TorchBackend
 
 
 def _tensorrt() -> type[Backend]:
+    _require_torch("the tensorrt backend (its device buffers are torch CUDA tensors)", "gpu")
     from maskrt.backends.tensorrt.runtime import TensorRTBackend
 
     return TensorRTBackend
+
+
+def _require_torch(what: str, extra: str) -> None:
+    """BackendUnavailable naming the extra to install when PyTorch is missing (the base install
+    has only ONNX Runtime)."""
+    try:
+        import torch  # noqa: F401  (the import is the check)
+    except ImportError as err:
+        raise BackendUnavailable(f"{what} needs PyTorch, which is not installed here: "
+                                 f"pip install 'maskrt[{extra}]'") from err
 
 
 _DEVICE = Option(str, "cpu, cuda or cuda:N", "a device name")

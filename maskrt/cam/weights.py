@@ -34,20 +34,19 @@ class CamWeights:
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike[str]) -> "CamWeights":
-        """The weight of the Gemm that produces ``logits`` in a maskrt ONNX graph."""
-        import onnx
-        from onnx import numpy_helper
+        """The weight of the Gemm that produces ``logits`` in a maskrt ONNX graph.
 
+        Read by the graph layer's small protobuf reader, not the ``onnx`` package, which the
+        base install does without; a weight stored as float16 behind a Cast is read too.
+        """
         from maskrt.graph.export import OUTPUT_NAMES
+        from maskrt.graph.onnx_proto import OnnxFormatError, gemm_weight
 
-        graph = onnx.load(str(path)).graph
-        initializers = {init.name: init for init in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Gemm" and OUTPUT_NAMES[0] in node.output:
-                weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
-                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-                return cls(weight if trans_b else weight.T, origin=f"fc of {Path(path).name}")
-        raise ValueError(f"{path}: expected a Gemm producing '{OUTPUT_NAMES[0]}' (a maskrt graph)")
+        try:
+            weight = gemm_weight(path, OUTPUT_NAMES[0])
+        except OnnxFormatError as err:
+            raise ValueError(f"{path}: {err}") from err
+        return cls(weight, origin=f"fc of {Path(path).name}")
 
     @classmethod
     def from_module(cls, net: Any) -> "CamWeights":

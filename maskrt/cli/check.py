@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from maskrt.backends import BackendUnavailable, backend_options
-    from maskrt.graph.model import ModelLoadError
+    from maskrt.graph.errors import ModelLoadError
     from maskrt.tools.check import (
         default_data_dir,
         format_report,

@@ -14,7 +14,7 @@ def open_engine(args: argparse.Namespace, **engine_options: Any) -> tuple[Any, b
     message is fit for the user, so verbs print it and exit 2 instead of a traceback."""
     from maskrt.backends import BackendUnavailable, backend_options
     from maskrt.engine import Engine
-    from maskrt.graph.model import ModelLoadError, UntrainedModelWarning
+    from maskrt.graph.errors import ModelLoadError, UntrainedModelWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UntrainedModelWarning)

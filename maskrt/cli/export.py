@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from maskrt.graph.errors import ModelLoadError
     from maskrt.graph.export import export_onnx, file_sha256
-    from maskrt.graph.model import ModelLoadError
 
     try:
         path = export_onnx(args.model, args.out, opset=args.opset)

@@ -27,6 +27,9 @@ def export_onnx(model: object, path: str | os.PathLike[str], *, opset: int = OPS
     The file is self-contained (weights inline, no ``.data`` side file) and passes
     ``onnx.checker.check_model(full_check=True)``. Returns the path written.
     """
+    from maskrt.graph.errors import require_torch
+
+    require_torch("exporting a model to ONNX")
     import onnx
     import torch
 

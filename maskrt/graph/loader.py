@@ -5,6 +5,10 @@ form it runs - the ONNX file (ONNX Runtime, TensorRT's builder), or a private co
 module (the torch backend) - and for the :class:`~maskrt.cam.CamWeights` of its classifier.
 Each form is made on first request and cached, so one Graph shared by several backends exports
 once and reads the CAM weights once.
+
+The default model (``Graph(None)``) comes as an ONNX file inside the package
+(``graph/shipped.py``): its ONNX file and CAM weights are read without importing PyTorch, which
+only :meth:`Graph.model` (the torch backend, training) loads.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from maskrt.cam.weights import CamWeights
+from maskrt.graph.errors import require_torch
 
 
 class Graph:
@@ -31,7 +36,13 @@ class Graph:
         self._model: Any = None
         self._onnx: Path | None = None
         self._cam_weights: CamWeights | None = None
-        if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
+        self._shipped: Path | None = None
+        self._shipped_looked_up = False
+        # An ONNX file given as the source has no torch weights (unlike the shipped graph, which
+        # stands for the shipped checkpoint).
+        self._onnx_given = (isinstance(source, (str, os.PathLike))
+                            and str(source).lower().endswith(".onnx"))
+        if self._onnx_given:
             path = Path(source)
             if not path.is_file():
                 raise FileNotFoundError(f"graph: expected an ONNX file, {path} does not exist")
@@ -52,9 +63,10 @@ class Graph:
         """The MaskNet (FP32, CPU, eval mode), loaded on first use. Shared: do not modify it."""
         with self._lock:
             if self._model is None:
-                if self.source is None and self._onnx is not None:
+                if self._onnx_given:
                     raise ValueError(f"graph {self.origin}: an ONNX file has no torch weights; "
                                      "give a checkpoint (or None for the shipped model) instead")
+                require_torch(f"graph {self.origin}: the torch model")
                 from maskrt.graph.model import MaskNet, load_model
 
                 # A MaskNet the caller gave stays theirs: load_model() would switch it to eval
@@ -68,13 +80,26 @@ class Graph:
         return copy.deepcopy(self.model())
 
     def onnx_path(self) -> Path:
-        """The ONNX file: the given one, or the model exported once into the export cache."""
+        """The ONNX file: the given one, the shipped graph for the shipped weights, or the model
+        exported once into the export cache (through PyTorch)."""
         with self._lock:
+            if self._onnx is None and self.source is None:
+                self._onnx = self._shipped_onnx()
             if self._onnx is None:
+                require_torch(f"graph {self.origin}: exporting it to ONNX")
                 from maskrt.graph.cache import onnx_for_model
 
                 self._onnx = onnx_for_model(self.model())
             return self._onnx
+
+    def _shipped_onnx(self) -> Path | None:
+        """The shipped graph, looked up once per Graph (a stale one warns once, then the
+        checkpoint is exported through PyTorch)."""
+        if not self._shipped_looked_up:
+            from maskrt.graph.shipped import shipped_onnx
+
+            self._shipped, self._shipped_looked_up = shipped_onnx(), True
+        return self._shipped
 
     @property
     def cam_weights(self) -> CamWeights:
@@ -82,6 +107,8 @@ class Graph:
         (so they are exactly what ran), else from the torch module's ``fc``."""
         with self._lock:
             if self._cam_weights is None:
+                if self._onnx is None and self.source is None and self._model is None:
+                    self._onnx = self._shipped_onnx()  # no torch needed for the default model
                 if self._onnx is not None:
                     self._cam_weights = CamWeights.from_onnx(self._onnx)
                 else:

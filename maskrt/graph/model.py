@@ -21,20 +21,31 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from maskrt.graph.errors import ModelLoadError, UntrainedModelWarning
+from maskrt.graph.shipped import SHIPPED_WEIGHTS
 from maskrt.labels import CLASSES, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
+# ModelLoadError, UntrainedModelWarning (graph/errors.py) and SHIPPED_WEIGHTS (graph/shipped.py)
+# are defined where no torch is needed and re-exported here, where callers have found them.
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "SHIPPED_WEIGHTS",
+    "MaskNet",
+    "MaskNetUint8",
+    "ModelLoadError",
+    "Preprocess",
+    "UntrainedModelWarning",
+    "build_model",
+    "has_shipped_weights",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "maskrt-checkpoint"
 CHECKPOINT_VERSION = 1
 #: torchvision's ImageNet weights for resnet18 (IMAGENET1K_V1).
 IMAGENET_WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-#: Weights shipped inside the package (see MODEL.md); absent until a model is trained.
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "maskrt_resnet18.pt"
-
-
-class ModelLoadError(RuntimeError):
-    """A checkpoint or pretrained weight file could not be found or read."""
-
-
 class MaskNet(nn.Module):
     """ResNet-18 whose ``fc`` is ``Linear(512, 2)``; forward returns ``(logits, features)``.
 
@@ -205,7 +216,3 @@ def load_model(model: MaskNet | str | os.PathLike[str] | None = None) -> MaskNet
                   "model, whose labels are meaningless", UntrainedModelWarning, stacklevel=2)
     torch.manual_seed(0)
     return MaskNet().eval()
-
-
-class UntrainedModelWarning(UserWarning):
-    """The model in use was never trained."""
