@@ -81,6 +81,30 @@ def test_eval_cli_known_labels_give_the_expected_confusion(tmp_path, always_with
     assert "specificity   0.00%" in printed
 
 
+def test_eval_cli_one_class_model_warns_and_shows_na_not_nan(tmp_path, capsys) -> None:
+    """A model that calls every face with_mask: precision (over no without_mask call) and F1 are
+    undefined: "n/a" on screen, null in the JSON, and a warning says the model tells nothing apart."""
+    model = MaskNet()
+    with torch.no_grad():
+        model.net.fc.weight.zero_()
+        model.net.fc.bias.copy_(torch.tensor([3.0, 0.0]))
+    always_with = save_checkpoint(model, tmp_path / "always_with.pt")
+    data = make_folder(tmp_path / "data", with_mask=2, without_mask=2)
+    out = tmp_path / "eval.json"
+    code = cli.main(["eval", str(data), "--model", str(always_with), "--json", str(out),
+                     "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower()
+    assert "precision       n/a" in captured.out and "F1 n/a" in captured.out
+    assert "accuracy     50.00%" in captured.out and "specificity 100.00%" in captured.out
+    assert ("maskrt eval: WARNING: the model predicted with_mask for all 4 images"
+            in captured.err)
+    report = json.loads(out.read_text())
+    assert report["precision"] is None and report["f1"] is None
+    assert report["sensitivity"] == 0.0 and len(report["warnings"]) == 1
+
+
 def test_eval_matches_the_pytorch_model_on_real_faces(tmp_path) -> None:
     """A trained model on a small labelled folder: eval's confusion matrix is the one that the
     PyTorch network, fed the same squash-resized uint8 images, gives."""

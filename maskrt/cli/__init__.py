@@ -3,16 +3,26 @@
 Each verb module imports only argparse and light maskrt modules at import time and does its heavy
 imports (ONNX Runtime, torch, OpenCV) inside ``main``, so ``maskrt score --help`` is fast and
 ``maskrt score`` never loads training code.
+
+Failures: :func:`main` turns the expected ones (:func:`maskrt.cli.common.expected_errors`: a
+missing file, a bad value, a backend this machine cannot run, ...) into one line on stderr,
+``maskrt VERB: message``, and exit status 2; Ctrl-C is ``maskrt VERB: interrupted`` and 130.
+``--debug`` (before or after the verb) prints their tracebacks too, leaves OpenCV's and FFmpeg's
+log lines on and logs maskrt at debug level. Any other exception is a bug in maskrt: it keeps
+its traceback, so that the report of it can be useful without a second run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Sequence
 
 from maskrt.cli import bench, build, check, demo, eval, export, score, train
+from maskrt.cli.common import expected_errors, fail, quiet_native_logs
 
 #: verb -> (module with ``add_arguments(parser)`` and ``main(args) -> int``, one-line help)
 VERBS: dict[str, tuple[ModuleType, str]] = {
@@ -27,23 +37,64 @@ VERBS: dict[str, tuple[ModuleType, str]] = {
 }
 
 
+DEBUG_HELP = ("show the traceback of a failure, OpenCV's and FFmpeg's own log lines, and "
+              "maskrt's debug log")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from maskrt import __version__
 
     parser = argparse.ArgumentParser(prog="maskrt", description="Face-mask classification with "
                                      "class activation maps, as fast as the hardware allows.")
     parser.add_argument("--version", action="version", version=f"maskrt {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb, (module, help_text) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(verb_parser)
+        # SUPPRESS: absent after the verb, it leaves the value given before the verb alone.
+        verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help=DEBUG_HELP)
         verb_parser.set_defaults(run=module.main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return int(args.run(args) or 0)
+    quiet = contextlib.nullcontext() if args.debug else quiet_native_logs()
+    with quiet, _debug_logging(args.debug):
+        try:
+            return int(args.run(args) or 0)
+        except KeyboardInterrupt:
+            print(f"\nmaskrt {args.verb}: interrupted", file=sys.stderr)
+            return 130
+        except expected_errors() as err:
+            # Bugs (any other exception) are not caught: their traceback is the bug report.
+            return fail(args.verb, err, args)
+
+
+@contextlib.contextmanager
+def _debug_logging(enabled: bool) -> Iterator[None]:
+    """With --debug, maskrt's loggers at DEBUG on stderr for the run (then as they were)."""
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger("maskrt")
+    saved = logger.level, logger.propagate
+    handler = None
+    if not logger.handlers:  # (score installs its own when it finds none)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("maskrt: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.cli.common import open_engine
+    from maskrt.cli.common import fail, open_engine
     from maskrt.tools.bench import bench_engine, machine_info
 
     if args.iterations < 1 or args.warmup < 0:
@@ -32,8 +32,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         engine, _ = open_engine(args, chunk_size=max(args.batch))
     except ValueError as err:
-        print(f"maskrt bench: {err}", file=sys.stderr)
-        return 2
+        return fail("bench", err, args)
     machine = machine_info()
     with engine:
         backend = engine.backend.describe()

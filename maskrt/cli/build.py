@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from maskrt.backends.tensorrt.build import (
     load_or_build,
     sidecar_path,
 )
+from maskrt.cli.common import non_negative_int, positive_int
 from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
 from maskrt.labels import INPUT_SIZE
 
@@ -38,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_PROFILE[2]}, at most {MAX_EXPORT_BATCH})")
     parser.add_argument("--out", type=Path, default=DEFAULT_ENGINE_DIR,
                         help=f"engine folder (default: {DEFAULT_ENGINE_DIR}/)")
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
-    parser.add_argument("--workspace-mb", type=int, default=None,
+    parser.add_argument("--device", type=non_negative_int, default=0,
+                        help="CUDA device index (default 0)")
+    parser.add_argument("--workspace-mb", type=positive_int, default=None,
                         help="TensorRT workspace limit in MB (default: TensorRT's)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild even when a matching engine exists")
@@ -48,23 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from maskrt.backends import BackendUnavailable
     from maskrt.backends.tensorrt import versions as trt_compat
-    from maskrt.graph.model import ModelLoadError
+    from maskrt.cli.common import fail
+    from maskrt.graph.errors import ModelLoadError
 
+    # On stdout, like the rest of build's output (tests/test_tensorrt.py reads them there).
     try:
         profile = profile_from_args(args)
-    except ValueError as err:
-        print(f"maskrt build: {err}")
-        return 2
-    try:
         trt = trt_compat.import_tensorrt()
-    except BackendUnavailable as err:
-        print(f"maskrt build: {err}")
-        return 2
-    try:
         onnx_path = args.onnx if args.onnx is not None else _default_onnx(args.model)
-    except ModelLoadError as err:
-        print(f"maskrt build: {err}")
-        return 2
+    except (ValueError, BackendUnavailable, ModelLoadError) as err:
+        return fail("build", err, args, file=sys.stdout)
     if not Path(onnx_path).is_file():
         print(f"maskrt build: ONNX file not found: {onnx_path}")
         return 2

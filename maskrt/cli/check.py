@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from maskrt.backends import BackendUnavailable, backend_options
+    from maskrt.cli.common import fail, model_rejected
     from maskrt.graph.errors import ModelLoadError
     from maskrt.tools.check import (
         default_data_dir,
@@ -47,8 +49,13 @@ def main(args: argparse.Namespace) -> int:
         report = run_check(args.backend, data, model=args.model, options=options,
                            batch=args.batch, min_agreement=args.min_agreement)
     except (BackendUnavailable, ModelLoadError, FileNotFoundError, ValueError) as err:
-        print(f"maskrt check: {err}")
-        return 2
+        # On stdout, like the rest of check's report (where scripts and its tests read it).
+        return fail("check", err, args, file=sys.stdout)
+    except Exception as err:
+        unloadable = model_rejected(args.model, err)
+        if unloadable is None:
+            raise  # a bug: keeps its traceback
+        return fail("check", unloadable, args, file=sys.stdout)
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,24 @@
-"""What several verbs share: opening the Engine their backend flags describe."""
+"""What several verbs share: opening the Engine their backend flags describe, the one-line
+report of an expected failure, and quieting OpenCV's and FFmpeg's own log lines."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+import traceback
 import warnings
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+#: OpenCV's and FFmpeg's own log lines (``[ WARN:0@7.3] global cap.cpp:212 open VIDEOIO(FFMPEG):
+#: ...``, ``moov atom not found``) are written straight to the terminal by C code and would land
+#: between maskrt's progress lines; what they mean already reaches the records' reasons. So the
+#: command line silences them, unless the user set these variables or runs with --debug.
+#: (-8 is FFmpeg's AV_LOG_QUIET. OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when the process
+#: first opens a video, so the command line sets it before its verb runs.)
+NATIVE_LOG_ENV = {"OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 
 
 def open_engine(args: argparse.Namespace, **engine_options: Any) -> tuple[Any, bool]:
@@ -23,11 +37,25 @@ def open_engine(args: argparse.Namespace, **engine_options: Any) -> tuple[Any, b
                             **backend_options(args))
         except (BackendUnavailable, ModelLoadError, FileNotFoundError) as err:
             raise ValueError(str(err)) from err
+        except Exception as err:
+            unloadable = model_rejected(args.model, err)
+            if unloadable is None:
+                raise  # a bug: keeps its traceback
+            raise unloadable from err
     for warning in caught:  # let the other warnings through as they came
         if not issubclass(warning.category, UntrainedModelWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
     return engine, any(issubclass(w.category, UntrainedModelWarning) for w in caught)
+
+
+def model_rejected(model: Any, err: BaseException) -> ValueError | None:
+    """A ValueError for the user when ``err`` is ONNX Runtime refusing the ``--model`` file they
+    gave (not an ONNX file, a corrupt or unsupported graph), else None. ONNX Runtime's errors
+    derive from Exception only, so they are told by their module."""
+    if model is None or not type(err).__module__.startswith("onnxruntime"):
+        return None
+    return ValueError(f"{model}: ONNX Runtime cannot load this model ({error_line(err)})")
 
 
 def positive_int(text: str) -> int:
@@ -52,3 +80,56 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user causes and can fix: a missing or unreadable file, a bad value, a model
+    file that is not one, a backend this machine cannot run, a TensorRT build that fails. The
+    command line reports them in one line (exit 2); anything else is a bug in maskrt and keeps
+    its traceback. (ImageError, DatasetError, OnnxFormatError and SidecarError are ValueErrors.)"""
+    from maskrt.backends.base import BackendUnavailable
+    from maskrt.backends.tensorrt.build import EngineBuildError
+    from maskrt.graph.errors import ModelLoadError
+
+    return (ValueError, OSError, BackendUnavailable, ModelLoadError, EngineBuildError)
+
+
+def error_line(err: BaseException) -> str:
+    """The message of ``err`` on one line. A message spanning lines (usually a third-party error
+    quoted inside ours) keeps its first line; --debug shows the whole of it."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"  # not "[Errno 2] No such file...: '/x'"
+    else:
+        text = str(err).strip() or type(err).__name__
+    first, _, rest = text.partition("\n")
+    return first.rstrip() + (" [...]" if rest.strip() else "")
+
+
+def fail(verb: str, err: BaseException, args: argparse.Namespace | None = None, *,
+         prefix: str = "", suffix: str = "", file: TextIO | None = None) -> int:
+    """Report an expected failure as ``maskrt VERB: PREFIX MESSAGE SUFFIX`` (after its traceback
+    with --debug) and return the exit status 2."""
+    stream = file if file is not None else sys.stderr
+    if getattr(args, "debug", False):
+        traceback.print_exception(err, file=stream)
+    print(f"maskrt {verb}: {prefix}{error_line(err)}{suffix}", file=stream)
+    return 2
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's log lines (see :data:`NATIVE_LOG_ENV`) for the block, and
+    put back what was there after it (main is also called in-process, by tests and hosts)."""
+    import cv2  # loaded here anyway by almost every verb; it read OPENCV_LOG_LEVEL when loaded
+
+    ours = {name: value for name, value in NATIVE_LOG_ENV.items() if name not in os.environ}
+    os.environ.update(ours)
+    previous = cv2.utils.logging.getLogLevel()
+    if "OPENCV_LOG_LEVEL" in ours:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+        for name in ours:
+            os.environ.pop(name, None)

@@ -40,7 +40,7 @@ def _hint(data_dir: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.cli.common import open_engine
+    from maskrt.cli.common import fail, open_engine
     from maskrt.train.data import DatasetError, index_image_folder
     from maskrt.train.scenes import is_voc_split
 
@@ -49,18 +49,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         index_image_folder(args.data_dir)  # a bad tree fails before the model is loaded
     except DatasetError as err:
-        print(f"maskrt eval: error: {err}{_hint(args.data_dir)}", file=sys.stderr)
-        return 2
+        return fail("eval", err, args, prefix="error: ", suffix=_hint(args.data_dir))
     try:
         engine, _ = open_engine(args, chunk_size=args.batch_size)
     except ValueError as err:
-        print(f"maskrt eval: error: {err}", file=sys.stderr)
-        return 2
+        return fail("eval", err, args, prefix="error: ")
     with engine:
         return _evaluate(args, engine)
 
 
 def _evaluate(args: argparse.Namespace, engine: object) -> int:
+    from maskrt.cli.common import fail
     from maskrt.train.data import DatasetError
     from maskrt.train.evaluate import draw_gallery, evaluate_folder
     from maskrt.train.metrics import format_confusion
@@ -71,17 +70,11 @@ def _evaluate(args: argparse.Namespace, engine: object) -> int:
             report = evaluate_folder(args.data_dir, args.model, args.backend, engine=engine,
                                      batch_size=args.batch_size, progress=not args.no_progress)
     except DatasetError as err:
-        print(f"maskrt eval: error: {err}{_hint(args.data_dir)}", file=sys.stderr)
-        return 2
-    m = report.metrics
-    print(f"{report.data_dir}: {len(report.predictions)} images "
-          f"({m.tn + m.fp} {CLASSES[0]}, {m.tp + m.fn} {CLASSES[1]}), {len(report.skipped)} unreadable "
-          f"skipped; model {report.model}; backend {report.backend}; {report.seconds:.1f}s")
-    print(f"accuracy    {100 * m.accuracy:6.2f}%   ({m.tp + m.tn}/{m.total})")
-    print(f"sensitivity {100 * m.sensitivity:6.2f}%   ({m.tp}/{m.tp + m.fn} {CLASSES[1]} found; positive = {CLASSES[1]})")
-    print(f"specificity {100 * m.specificity:6.2f}%   ({m.tn}/{m.tn + m.fp} {CLASSES[0]} kept)")
-    print(f"precision   {100 * m.precision:6.2f}%   F1 {100 * m.f1:.2f}%")
-    print(format_confusion(m.confusion()))
+        return fail("eval", err, args, prefix="error: ", suffix=_hint(args.data_dir))
+    print(_folder_summary(report))
+    print(format_confusion(report.metrics.confusion()))
+    for warning in report.warnings:
+        print(f"maskrt eval: WARNING: {warning}", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
@@ -96,25 +89,42 @@ def _evaluate(args: argparse.Namespace, engine: object) -> int:
     return 0
 
 
+def _folder_summary(report: Any) -> str:
+    """The printed figures; a rate over no image (e.g. precision when nothing was called
+    without_mask) is "n/a", never "nan%"."""
+    from maskrt.train.metrics import format_percent
+
+    m = report.metrics
+    return "\n".join([
+        (f"{report.data_dir}: {len(report.predictions)} images ({m.tn + m.fp} {CLASSES[0]}, "
+         f"{m.tp + m.fn} {CLASSES[1]}), {len(report.skipped)} unreadable skipped; model "
+         f"{report.model}; backend {report.backend}; {report.seconds:.1f}s"),
+        f"accuracy    {format_percent(m.accuracy, 7)}   ({m.tp + m.tn}/{m.total})",
+        (f"sensitivity {format_percent(m.sensitivity, 7)}   ({m.tp}/{m.tp + m.fn} {CLASSES[1]} "
+         f"found; positive = {CLASSES[1]})"),
+        f"specificity {format_percent(m.specificity, 7)}   ({m.tn}/{m.tn + m.fp} {CLASSES[0]} kept)",
+        (f"precision   {format_percent(m.precision, 7)}   ({m.tp}/{m.tp + m.fp} called "
+         f"{CLASSES[1]} right)   F1 {format_percent(m.f1)}"),
+    ])
+
+
 # ---------------------------------------------------------------------------------------------
 # VOC scene splits: detection + classification
 
 
 def _main_scenes(args: argparse.Namespace) -> int:
-    from maskrt.cli.common import open_engine
+    from maskrt.cli.common import fail, open_engine
     from maskrt.train.data import DatasetError
     from maskrt.train.scenes import index_scenes
 
     try:
         scenes = index_scenes(args.data_dir)  # a bad split fails before the model is loaded
     except DatasetError as err:
-        print(f"maskrt eval: error: {err}", file=sys.stderr)
-        return 2
+        return fail("eval", err, args, prefix="error: ")
     try:
         engine, _ = open_engine(args, chunk_size=args.batch_size)
     except ValueError as err:
-        print(f"maskrt eval: error: {err}", file=sys.stderr)
-        return 2
+        return fail("eval", err, args, prefix="error: ")
     with engine:
         if not callable(getattr(engine, "faces", None)):
             print("maskrt eval: error: a VOC scene split needs a face detector, and this Engine "
@@ -124,6 +134,7 @@ def _main_scenes(args: argparse.Namespace) -> int:
 
 
 def _evaluate_scenes(args: argparse.Namespace, engine: Any, scenes: list[Any]) -> int:
+    from maskrt.cli.common import fail
     from maskrt.train.data import DatasetError
     from maskrt.train.evaluate import draw_scene_gallery
     from maskrt.train.scenes import evaluate_scenes, scene_mistakes
@@ -135,8 +146,7 @@ def _evaluate_scenes(args: argparse.Namespace, engine: Any, scenes: list[Any]) -
                                      progress=not args.no_progress, scenes=scenes,
                                      model=str(args.model) if args.model else "shipped")
     except DatasetError as err:
-        print(f"maskrt eval: error: {err}", file=sys.stderr)
-        return 2
+        return fail("eval", err, args, prefix="error: ")
     print(_scene_summary(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
+    from maskrt.cli.common import fail
     from maskrt.detect import parse_face_options
     from maskrt.stream.pipeline import Pipeline
 
@@ -110,8 +111,7 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
         sources, reconnect = _open_sources(args)
         engine, untrained = _open_engine(args)
     except ValueError as err:
-        print(f"maskrt score: {err}", file=sys.stderr)
-        return 2
+        return fail("score", err, args)
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset, face_options=face_options,

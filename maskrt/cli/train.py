@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 # Plain Python (no torch): the parser takes its defaults and choices from the recipe itself.
+from maskrt.cli.common import non_negative_int
 from maskrt.train.recipe import AUGMENT, FREEZE_CHOICES, OPTIMIZERS, SCHEDULES, Recipe
 
 
@@ -65,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     r = parser.add_argument_group("run")
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default %(default)s")
-    r.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default %(default)s)")
+    r.add_argument("--threads", type=non_negative_int, default=2,
+                   help="CPU threads for torch (default %(default)s; 0: torch's own choice)")
     r.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue an interrupted run from CKPT (default RUN_DIR/last.pt)")
     r.add_argument("--keep-epochs", action="store_true",
@@ -76,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskrt.graph.model import ModelLoadError
+    from maskrt.cli.common import fail
+    from maskrt.graph.errors import ModelLoadError
     from maskrt.train.data import DatasetError
     from maskrt.train.trainer import train
 
@@ -89,8 +92,7 @@ def main(args: argparse.Namespace) -> int:
                         final_augment=args.final_augment,
                         label_smoothing=args.label_smoothing, seed=args.seed)
     except ValueError as err:
-        print(f"maskrt train: error: {err}", file=sys.stderr)
-        return 2
+        return fail("train", err, args, prefix="error: ")
     resume = args.resume
     if resume == "auto":
         resume = Path(args.out) / "last.pt"
@@ -99,9 +101,8 @@ def main(args: argparse.Namespace) -> int:
               progress=not args.no_progress, max_steps_per_epoch=args.max_steps_per_epoch,
               keep_epochs=args.keep_epochs,
               log=lambda s: print(s, flush=True))
-    except (DatasetError, ModelLoadError, RuntimeError) as err:
-        print(f"maskrt train: error: {err}", file=sys.stderr)
-        return 2
+    except (DatasetError, ModelLoadError, RuntimeError, OSError) as err:
+        return fail("train", err, args, prefix="error: ")
     except KeyboardInterrupt:
         print(f"\nmaskrt train: interrupted; continue with --resume (from {Path(args.out) / 'last.pt'})",
               file=sys.stderr)

@@ -12,7 +12,6 @@ Two modules live here:
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -151,8 +150,12 @@ def _torch_load(path: Path, what: str) -> Any:
         raise ModelLoadError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
-        raise ModelLoadError(f"{path}: not a readable {what} ({err})") from err
+    except Exception as err:  # noqa: BLE001 - torch.load raises anything on a non-checkpoint
+        # torch's own text runs over many lines and suggests weights_only=False, which is wrong
+        # advice for a file that is not a checkpoint: keep its first line.
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"{path}: not a readable {what} ({type(err).__name__}: "
+                             f"{first})") from err
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

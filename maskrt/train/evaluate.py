@@ -65,10 +65,21 @@ class EvalReport:
         wrong = [p for p in self.predictions if not p.correct]
         return sorted(wrong, key=lambda p: -p.confidence)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the figures mean less than they seem: a model that gave every image the
+        same label tells nothing apart (an untrained model, or the wrong file)."""
+        predicted = {p.pred_index for p in self.predictions}
+        if len(predicted) != 1 or len(self.predictions) < 2:
+            return []
+        only = CLASSES[predicted.pop()]
+        return [(f"the model predicted {only} for all {len(self.predictions)} images: it does "
+                 "not tell the classes apart (untrained, or the wrong model?)")]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "data_dir": str(self.data_dir), "model": self.model, "backend": self.backend,
-            **self.metrics.as_dict(),
+            **self.metrics.as_dict(), "warnings": self.warnings,
             "images": len(self.predictions), "skipped": len(self.skipped),
             "skipped_files": [{"path": str(p), "reason": r} for p, r in self.skipped],
             "misclassified": [p.as_dict() for p in self.misclassified],

@@ -41,6 +41,14 @@ def _ratio(num: int, den: int) -> float:
     return float(num) / den if den else float("nan")
 
 
+def format_percent(rate: float, width: int = 0, digits: int = 2) -> str:
+    """``rate`` in percent (``"97.45%"``, right-aligned in ``width``), or ``"n/a"`` when it is
+    undefined (NaN: a ratio over zero images, e.g. precision when nothing was called
+    without_mask)."""
+    text = "n/a" if math.isnan(rate) else f"{100 * rate:.{digits}f}%"
+    return text.rjust(width)
+
+
 @dataclass(frozen=True)
 class BinaryMetrics:
     """Counts and rates of a 2-class confusion matrix; positive = without_mask."""
@@ -123,8 +131,9 @@ class BinaryMetrics:
 
     def summary(self) -> str:
         """One line, the paper's three figures in percent."""
-        return (f"accuracy {100 * self.accuracy:.2f}%  sensitivity {100 * self.sensitivity:.2f}%  "
-                f"specificity {100 * self.specificity:.2f}%  (n={self.total}, positive={CLASSES[WITHOUT_MASK]})")
+        return (f"accuracy {format_percent(self.accuracy)}  sensitivity "
+                f"{format_percent(self.sensitivity)}  specificity {format_percent(self.specificity)}"
+                f"  (n={self.total}, positive={CLASSES[WITHOUT_MASK]})")
 
 
 def binary_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> BinaryMetrics:

@@ -154,6 +154,12 @@ class CaptureSource(Source):
         """Why the source cannot exist at all (checked before each attempt), or None."""
         return None
 
+    def open_failure(self) -> str:
+        """What a capture that does not open means here, in words (OpenCV's and FFmpeg's own
+        log lines saying it are silenced by the command line)."""
+        return (f"unreachable, refused, no answer within {self.timeout_s:g} s, or not a "
+                "stream")
+
     def _try_open(self) -> Any:
         missing = self.missing_reason()
         if missing is not None:
@@ -167,7 +173,7 @@ class CaptureSource(Source):
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            self.last_error = f"{self.id}: cannot open (unreachable, refused or not a stream)"
+            self.last_error = f"{self.id}: cannot open ({self.open_failure()})"
             return None
         fps = cap.get(5)  # cv2.CAP_PROP_FPS
         if fps and 0 < fps < 1000:
@@ -229,6 +235,9 @@ class CameraSource(CaptureSource):
             cap.release()
             raise OSError(f"camera {self.index}: not found")
         return cap
+
+    def open_failure(self) -> str:
+        return "in use by another program, no permission, or not a capture device"
 
 
 

@@ -38,8 +38,7 @@ def read_video(path: Path, stop: threading.Event, first_index: int, *, uri: str 
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
-            reason = "file not found" if not path.exists() else "not a readable video"
-            error = f"{path}: cannot open as a video ({reason})"
+            error = f"{path}: cannot open as a video ({_open_failure(path)})"
             yield Frame(first_index, None, uri=str(path), error=error)
             return first_index + 1, error
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -69,3 +68,18 @@ def read_video(path: Path, stop: threading.Event, first_index: int, *, uri: str 
         return first_index + count, None
     finally:
         cap.release()
+
+
+def _open_failure(path: Path) -> str:
+    """Why FFmpeg could not open ``path``, in words: what its own log lines (``moov atom not
+    found``, ``Invalid data found when processing input``), silenced by the command line, meant."""
+    if not path.exists():
+        return "file not found"
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return f"cannot read it ({err.strerror or err})"
+    if size == 0:
+        return "empty file, 0 bytes"
+    return ("FFmpeg found no readable video in it: not a video file, or one cut short or "
+            "still being written")
