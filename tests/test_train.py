@@ -63,9 +63,13 @@ def test_cli_defaults_match_the_recipe() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["train", "DATA", "--out", "RUN"])
     r = Recipe()
-    for name in ("pretrained", "freeze_until", "epochs", "lr", "optimizer", "momentum",
+    for name in ("pretrained", "epochs", "lr", "optimizer", "momentum",
                  "batch_size", "img_size", "augment", "seed", "schedule"):
         assert getattr(args, name) == getattr(r, name), name
+    # "auto" resolves with the other settings: the same stages as the recipe's default
+    assert args.freeze_until == "auto"
+    assert Recipe(pretrained=args.pretrained, freeze_until=args.freeze_until).freeze_until == \
+        r.freeze_until
     args = parser.parse_args(["train", "D", "--out", "R", "--progressive", "128:12,160:4",
                               "--no-augment", "--epochs", "20"])
     assert args.progressive == [(128, 12), (160, 4)] and args.augment == "off"
@@ -233,16 +237,42 @@ def test_imagenet_offline_fails_clearly(tiny_data, tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(maskrt.graph.model, "IMAGENET_WEIGHTS_URL", "http://127.0.0.1:9/resnet18-f37072fd.pth")
-    with pytest.raises(ModelLoadError, match="pretrained='imagenet'"):
+    with pytest.raises(ModelLoadError, match="--pretrained imagenet"):
         train(Recipe(epochs=1, img_size=48), tiny_data, tmp_path / "run", progress=False, log=lambda s: None)
     code = cli.main(["train", str(tiny_data), "--out", str(tmp_path / "run2"), "--no-progress",
                      "--pretrained", "imagenet"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "maskrt train: error:" in err and "pretrained='none'" in err
+    assert "maskrt train: error:" in err and "--pretrained none" in err  # the flag, not Python
 
 
 def test_cli_rejects_a_tree_without_val(tmp_path, capsys) -> None:
     make_tree(tmp_path / "train", 1)
     code = cli.main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--pretrained", "none"])
     assert code == 2 and "expected a val/ folder" in capsys.readouterr().err
+
+
+def test_training_traps_random_init_is_not_frozen_and_every_image_trains() -> None:
+    from maskrt.train.recipe import Recipe
+
+    assert Recipe().freeze_until == "layer2"  # the paper: ImageNet weights, early stages frozen
+    assert Recipe(pretrained="none").freeze_until == "none"  # frozen random weights learn nothing
+    assert Recipe(init="some.pt").freeze_until == "none"
+    assert Recipe(pretrained="none", freeze_until="layer1").freeze_until == "layer1"  # explicit wins
+
+
+def test_the_last_partial_batch_trains(tmp_path) -> None:
+    import numpy as np
+
+    from maskrt.train.augment import BatchStream
+    from maskrt.train.data import LoadedImages
+
+    def images(n):
+        return LoadedImages(tmp_path, np.random.default_rng(0).integers(0, 255, (n, 40, 40, 3),
+                                                                        np.uint8),
+                            np.arange(n) % 2, [tmp_path / f"{i}.jpg" for i in range(n)])
+
+    stream = BatchStream(images(48), 32, 32, "off", seed=0)
+    sizes = [len(x) for x, _ in stream]
+    assert sizes == [32, 16]  # all 48 images, not 32
+    assert [len(x) for x, _ in BatchStream(images(33), 32, 32, "off", seed=0)] == [32]  # not a 1

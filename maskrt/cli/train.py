@@ -37,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from every weight of this maskrt checkpoint (e.g. "
                    "maskrt/weights/maskrt_resnet18.pt or a run's best.pt), the 2-class head included; "
                    "--pretrained is then ignored")
-    g.add_argument("--freeze-until", choices=FREEZE_CHOICES, default=d.freeze_until,
-                   help="freeze this stage and all before it (default %(default)s: conv1, layer1, layer2)")
+    g.add_argument("--freeze-until", choices=(*FREEZE_CHOICES, "auto"), default="auto",
+                   help="freeze this stage and all before it (default auto: layer2, i.e. conv1, "
+                        "layer1 and layer2, with --pretrained imagenet; none otherwise, since frozen "
+                        "random weights learn nothing)")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="default %(default)s")

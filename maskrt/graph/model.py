@@ -137,10 +137,12 @@ def _download_imagenet_weights() -> Mapping[str, torch.Tensor]:
         )
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         raise ModelLoadError(
-            "pretrained='imagenet' needs torchvision's ResNet-18 weights, but they are neither in "
+            "--pretrained imagenet (the default) needs torchvision's ResNet-18 weights, but they are "
+            "neither in "
             f"the torch hub cache ({torch.hub.get_dir()}/checkpoints) nor downloadable from "
             f"{IMAGENET_WEIGHTS_URL} ({err}). Download resnet18-f37072fd.pth elsewhere and pass "
-            "its path instead, or use pretrained='none'."
+            "its path instead (--pretrained PATH), or train from random weights with "
+            "--pretrained none (Python: pretrained='none')."
         ) from err
 
 

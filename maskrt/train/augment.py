@@ -90,13 +90,16 @@ class BatchStream:
     """Shuffled, augmented training batches, prepared one batch ahead in a worker thread."""
 
     def __init__(self, data: LoadedImages, batch_size: int, size: int, augment: str, seed: int,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = False) -> None:
         self.data, self.batch_size, self.size = data, batch_size, size
         self.params = augment_params(augment)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         n = len(data)
-        self.drop_last = drop_last and n >= batch_size
+        # Every image trains each epoch, the last partial batch too; only a last batch of one
+        # image is left out (BatchNorm cannot normalise a batch of one in training mode), and it
+        # differs from epoch to epoch because the order is shuffled.
+        self.drop_last = drop_last or n % batch_size == 1
         self.steps = n // batch_size if self.drop_last else math.ceil(n / batch_size)
 
     def __len__(self) -> int:

@@ -26,7 +26,9 @@ class Recipe:
 
     pretrained: str = "imagenet"       # imagenet | none | path to torchvision resnet18 weights
     init: str | None = None            # a maskrt checkpoint to start from (all weights, head too)
-    freeze_until: str = "layer2"       # none | stem | layer1 | layer2 | layer3 | layer4
+    # none | stem | layer1 | layer2 | layer3 | layer4 | auto: layer2 when starting from ImageNet
+    # weights (the paper's transfer learning), none otherwise (frozen random weights learn nothing)
+    freeze_until: str = "auto"
     epochs: int = 30
     lr: float = 1e-3
     optimizer: str = "sgd"             # sgd | adamw | adam
@@ -44,6 +46,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         self.progressive = [(int(s), int(e)) for s, e in self.progressive]
+        if self.freeze_until == "auto":
+            self.freeze_until = "layer2" if self.pretrained == "imagenet" and not self.init \
+                else "none"
         if self.freeze_until not in FREEZE_CHOICES:
             raise ValueError(f"freeze_until: expected one of {FREEZE_CHOICES}, got {self.freeze_until!r}")
         if self.optimizer not in OPTIMIZERS:
