@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from maskrt import cli
-from maskrt.graph.model import MaskNet, MaskNetUint8, ModelLoadError, load_checkpoint, save_checkpoint
+from maskrt.graph.model import (
+    MaskNet,
+    MaskNetUint8,
+    ModelLoadError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from maskrt.image import decode_image, resize_to_input
 from maskrt.train.data import (
     DatasetError,

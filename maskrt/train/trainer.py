@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskrt.graph.model import MaskNet, Preprocess, build_model, load_checkpoint, save_checkpoint
+from maskrt.graph.model import (
+    MaskNet,
+    Preprocess,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from maskrt.image import resize_to_input
 from maskrt.labels import CLASSES, INPUT_SIZE
 from maskrt.train.augment import BatchStream
