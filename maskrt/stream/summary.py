@@ -66,6 +66,11 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         "mean_batch_size": round(float(counters.get("mean_batch_size") or 0.0), 3),
     }
     summary.update(extra)
+    if "stopped_by" in summary and summary["stopped_by"] is None \
+            and counters.get("frame_limit_reached"):
+        # The frame limit ends a run from inside the pipeline; the consumer may see the end of
+        # the stream before it looks at the limit, so the counters settle it.
+        summary["stopped_by"] = "frames"
     return summary
 
 
