@@ -5,11 +5,39 @@
 #
 # Steps (each with its own time limit, each reported in the summary at the end):
 #   1. nvidia-smi, and whether `import tensorrt` works there
-#   2. build the extension with MASKRT_CUDA=on for this GPU's architecture only (fast), in place
-#   3. pytest -m cuda (the CUDA tests of the whole suite)
-#   4. benchmarks/gpu/bench_gpu.py: cam_overlay, FP16 torch backend, explain overhead, TensorRT
+#   2. find nvcc as CMake users expect (CUDACXX, then PATH, then /usr/local/cuda/bin; the one found
+#      is printed and exported as CUDACXX) and build the extension with MASKRT_CUDA=on for this
+#      GPU's architecture only (fast), in place
+#   3. pytest -m cuda (the CUDA tests of the whole suite), then compute-sanitizer memcheck on one
+#      small CUDA test (said and skipped where compute-sanitizer is missing or refuses the GPU)
+#   4. benchmarks/gpu/bench_gpu.py: cam_overlay (per call and kernel-only), FP16 torch backend,
+#      explain overhead, TensorRT; every row on its own (a failed row is reported, the rest kept)
 #   5. maskrt check --backend torch (FP16 on CUDA vs the FP32 onnxruntime reference), and
 #      --backend tensorrt where TensorRT imports
+# The summary ends with the figures as a Markdown table for the README's GPU section (card, date,
+# each figure beside its baseline from the same run) and the checks against the FP32 reference.
+#
+# Time limits, from times measured on the 2-core development VM (no GPU; the CPU paths of the same
+# steps, 2026-11-28) with headroom for a first run on a fresh GPU machine (CUDA context, cuDNN
+# autotuning, TensorRT engine builds, ONNX export), which cannot be measured there:
+#   probe          20 s   imports of torch/onnxruntime/maskrt 2.6 s; nvidia-smi; first CUDA init
+#   build          60 s   CMake configure 4.8 s + ninja (2 .cu for sm_90, C++, link) 11.3 s on 2
+#                         cores here, plus pip's editable-install steps
+#   build-inplace  45 s   only when pip failed (setup.py build_ext --inplace)
+#   import         15 s   import maskrt._C + CUDA device count (2.6 s of imports here)
+#   pytest-cuda   100 s   collecting -m cuda 6.7 s here; the CUDA tests themselves take seconds,
+#                         the TensorRT ones build a few small engines (timing cache per folder)
+#   memcheck       45 s   one small test under compute-sanitizer (lazy module loading)
+#   bench          95 s   --smoke-cpu 16-19 s here; on the GPU: copies, 2 x 2 cam rows, 7 torch
+#                         rows, 2 x 200 latency calls, explain, one TensorRT engine build + rows
+#   check-torch    75 s   the same check on the CPU with the 392-image split: 41.6 s here (FP32
+#                         torch on 2 cores dominates; on the GPU the onnxruntime reference on 16
+#                         cores, CUDA init and cuDNN autotuning for batch 128 and the last batch)
+#   check-trt      40 s   reuses the engine the bench built (same folder and profile)
+# Sum: 20+60+15+100+45+95+75+40 = 450 s when the build succeeds (build-inplace does not run);
+# 20+60+45+15+95+75+40 = 350 s when it fails (no tests then): under 8 minutes (480 s) either way.
+# BUDGET_S (default 450 s, counted from the start) also cuts any step that would run past it, so
+# the call ends by about 450 s + 10 s (timeout's --kill-after) + the summary.
 #
 # Validation images for step 5: $MASKRT_VAL_DIR, else .gpudata/facemask/val in the checkout, else
 # the 8 packaged sample faces. The shared split is not in the repository; to take it along, before
@@ -48,8 +76,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit (cut to the dead
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   local status=ok
-  [ "$rc" -eq 124 ] && status="TIMED OUT"
-  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && status="FAILED (rc $rc)"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="TIMED OUT"   # 137: killed after it
+  elif [ "$rc" -ne 0 ]; then status="FAILED (rc $rc)"; fi
   SUMMARY+=("$(printf '%-14s %-16s %4ss' "$name" "$status" $((SECONDS - begin)))")
   return "$rc"
 }
@@ -63,12 +91,30 @@ pick_python() {
   return 1
 }
 
+# find_cuda_tool NAME: the CUDA tool NAME (nvcc, compute-sanitizer) as CMake users expect it:
+# $CUDACXX (for nvcc; beside it for the others) when set, then PATH, then /usr/local/cuda/bin.
+# Prints "PATH<TAB>WHERE" (WHERE: CUDACXX, PATH or /usr/local/cuda/bin); returns 1 when none.
+find_cuda_tool() {
+  local name=$1 found=""
+  if [ -n "${CUDACXX:-}" ]; then
+    if [ "$name" = nvcc ]; then found=$CUDACXX; else found="$(dirname "$CUDACXX")/$name"; fi
+    if [ -f "$found" ] && [ -x "$found" ]; then printf '%s\tCUDACXX\n' "$found"; return 0; fi
+  fi
+  if found=$(command -v "$name" 2>/dev/null) && [ -n "$found" ]; then
+    printf '%s\tPATH\n' "$found"; return 0
+  fi
+  if [ -x "/usr/local/cuda/bin/$name" ]; then
+    printf '%s\t/usr/local/cuda/bin\n' "/usr/local/cuda/bin/$name"; return 0
+  fi
+  return 1
+}
+
 # ---- 1. the machine ---------------------------------------------------------------------------
 echo "==== machine ===="
-nvidia-smi || echo "nvidia-smi failed"
+timeout 10 nvidia-smi || echo "nvidia-smi failed (or took over 10 s)"
 PY=$(pick_python) || { echo "no python with torch found (set PYTHON=...)"; exit 2; }
 echo "python: $PY ($("$PY" --version 2>&1))"
-"$PY" - <<'EOF'
+timeout --kill-after=5 20 "$PY" - <<'PROBE' || echo "machine probe failed or timed out (20 s)"
 import importlib
 import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuda available: {torch.cuda.is_available()}")
@@ -81,7 +127,7 @@ for name in ("tensorrt", "onnx", "onnxruntime", "cv2", "pybind11"):
         print(f"import {name}: OK {getattr(module, '__version__', '')}")
     except Exception as err:  # noqa: BLE001 - report any import failure
         print(f"import {name}: FAILED ({type(err).__name__}: {err})")
-EOF
+PROBE
 HAVE_ONNX=0
 "$PY" -c "import onnx, onnxruntime" >/dev/null 2>&1 && HAVE_ONNX=1
 HAVE_TRT=0
@@ -93,24 +139,84 @@ ARCH=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'
 # ---- 2. build the extension with CUDA -----------------------------------------------------------
 BUILD_OK=0
 export MASKRT_CUDA=on MASKRT_CUDA_ARCHS="$ARCH"
+NVCC=""
+if found=$(find_cuda_tool nvcc); then
+  NVCC=${found%%$'\t'*}
+  echo "nvcc: $NVCC (found via ${found#*$'\t'}; $("$NVCC" --version 2>/dev/null | tail -n 1))" \
+    | tee -a "$LOG"
+  export CUDACXX="$NVCC"                    # what CMake's check_language(CUDA) reads first
+  export PATH="$(dirname "$NVCC"):$PATH"    # and the tools beside it (ptxas, compute-sanitizer)
+else
+  echo "nvcc: NOT FOUND (CUDACXX ${CUDACXX:+is $CUDACXX, not an executable file}${CUDACXX:-unset};" \
+    "not on PATH; no /usr/local/cuda/bin/nvcc): MASKRT_CUDA=on cannot build the CUDA kernels." \
+    "Set CUDACXX=/path/to/nvcc. Skipping the build." | tee -a "$LOG"
+fi
 if [ "${MASKRT_SKIP_BUILD:-0}" = 1 ]; then   # re-runs on a warm machine, or dry runs elsewhere
   SUMMARY+=("build          SKIPPED (MASKRT_SKIP_BUILD=1)")
+elif [ -z "$NVCC" ]; then
+  SUMMARY+=("build          SKIPPED (no nvcc: not in CUDACXX, on PATH or in /usr/local/cuda/bin)")
 else
-  step build 150 "$PY" -m pip install -e . --no-build-isolation --no-deps --no-cache-dir -q \
-    || step build-inplace 120 "$PY" setup.py build_ext --inplace  # if pip cannot install editable
+  step build 60 "$PY" -m pip install -e . --no-build-isolation --no-deps --no-cache-dir -q \
+    || step build-inplace 45 "$PY" setup.py build_ext --inplace  # if pip cannot install editable
 fi
-step import 30 "$PY" -c "from maskrt import _C; print('maskrt._C has_cuda', _C.has_cuda(), 'devices', _C.cuda_device_count()); assert _C.has_cuda()" \
+step import 15 "$PY" -c "from maskrt import _C; print('maskrt._C has_cuda', _C.has_cuda(), 'devices', _C.cuda_device_count()); assert _C.has_cuda()" \
   && BUILD_OK=1
 
-# ---- 3. CUDA tests ------------------------------------------------------------------------------
+# ---- 3. CUDA tests, and one under compute-sanitizer ---------------------------------------------
+MEMCHECK_TEST=test_cuda_scalar_path_and_int32_classes   # 2 images of 64x96: seconds, not minutes
+
+memcheck() {  # memcheck SANITIZER: ok / errors found / could not run (said; the script goes on)
+  local sanitizer=$1 tmp rc status begin=$SECONDS left=$((DEADLINE - SECONDS)) limit=45
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 10 ]; then SUMMARY+=("memcheck       SKIPPED (out of time)"); return 0; fi
+  tmp=$(mktemp)
+  echo
+  echo "==== memcheck (limit ${limit}s): $sanitizer --tool memcheck, pytest -k $MEMCHECK_TEST ====" \
+    | tee -a "$LOG"
+  # Without torch's caching allocator an access past a tensor inside a pooled block shows too.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout --kill-after=10 "$limit" "$sanitizer" --tool memcheck \
+    --error-exitcode 99 "$PY" -m pytest -m cuda -q -p no:cacheprovider -rs tests/test_cam.py \
+    -k "$MEMCHECK_TEST" 2>&1 | tee "$tmp" | tee -a "$LOG"
+  rc=${PIPESTATUS[0]}
+  local errors
+  errors=$(grep -m1 'ERROR SUMMARY' "$tmp" | sed 's/^=* *//')
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    status="TIMED OUT"
+  elif [ "$rc" -eq 99 ]; then
+    status="FAILED: memcheck found errors ($errors)"
+  elif [ -z "$errors" ]; then   # the sanitizer never checked anything: missing driver support...
+    status="SKIPPED (compute-sanitizer could not run here, rc $rc: $(grep -m1 -i 'error' "$tmp" | cut -c1-100))"
+  elif [ "$rc" -eq 0 ] && grep -Eq '[0-9]+ passed' "$tmp"; then
+    status="ok ($errors)"
+  elif grep -Eq '[0-9]+ skipped' "$tmp" && ! grep -Eq '[0-9]+ passed' "$tmp"; then
+    status="SKIPPED (the test skipped under the sanitizer: $(grep -m1 '^SKIPPED' "$tmp" | cut -c1-90))"
+  else
+    status="FAILED (rc $rc: the test failed under the sanitizer; $errors)"
+  fi
+  SUMMARY+=("$(printf '%-14s %s  %ss' memcheck "$status" $((SECONDS - begin)))")
+  rm -f "$tmp"
+  return 0
+}
+
 if [ "$BUILD_OK" = 1 ]; then
-  step pytest-cuda 150 "$PY" -m pytest -m cuda -q -p no:cacheprovider -rs tests
+  step pytest-cuda 100 "$PY" -m pytest -m cuda -q -p no:cacheprovider -rs tests
+  if found=$(find_cuda_tool compute-sanitizer); then
+    echo "compute-sanitizer: ${found%%$'\t'*} (found via ${found#*$'\t'})" | tee -a "$LOG"
+    memcheck "${found%%$'\t'*}"
+  else
+    echo "compute-sanitizer: NOT FOUND (beside CUDACXX, on PATH, in /usr/local/cuda/bin): no memcheck" \
+      | tee -a "$LOG"
+    SUMMARY+=("memcheck       SKIPPED (compute-sanitizer not found: beside CUDACXX, PATH, /usr/local/cuda/bin)")
+  fi
 else
   SUMMARY+=("pytest-cuda    SKIPPED (build failed)")
+  SUMMARY+=("memcheck       SKIPPED (build failed)")
 fi
 
 # ---- 4. benchmarks ------------------------------------------------------------------------------
-step bench 150 "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT"
+# Every row is measured on its own and gpu_bench.json is rewritten after each section, so a bench
+# cut by its time limit keeps what it measured (the summary renders it).
+step bench 95 "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT"
 
 # ---- 5. accuracy of the GPU backends against the FP32 reference -----------------------------------
 VAL="${MASKRT_VAL_DIR:-}"
@@ -118,10 +224,10 @@ VAL="${MASKRT_VAL_DIR:-}"
 if [ "$HAVE_ONNX" = 1 ]; then
   DATA_ARGS=()
   if [ -n "$VAL" ]; then DATA_ARGS=(--data "$VAL"); else echo "check: no validation split here, using the packaged samples"; fi
-  step check-torch 60 "$PY" -m maskrt check --backend torch --backend-option device=cuda --batch 128 \
+  step check-torch 75 "$PY" -m maskrt check --backend torch --backend-option device=cuda --batch 128 \
     "${DATA_ARGS[@]}" --json "$OUT/check_torch.json"
   if [ "$HAVE_TRT" = 1 ]; then
-    step check-trt 150 "$PY" -m maskrt check --backend tensorrt --batch 128 "${DATA_ARGS[@]}" \
+    step check-trt 40 "$PY" -m maskrt check --backend tensorrt --batch 128 "${DATA_ARGS[@]}" \
       --json "$OUT/check_tensorrt.json"
   else
     SUMMARY+=("check-trt      SKIPPED (TensorRT 10 not importable)")
@@ -134,8 +240,22 @@ fi
 echo
 echo "==== summary ($((SECONDS - START)) s) ===="
 printf '%s\n' "${SUMMARY[@]}"
-sed -n '/^machine: {/,/^full results:/p' "$LOG"
-for f in "$OUT"/check_*.json; do
-  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['backend']}: agreement {100*r['label_agreement']:.2f}% of {r['images']}, logits rel err max {r['logits_rel_err_max']:.1e}, heat-map err max {r['heatmap_err_max']:.1e}, {'PASS' if r['passed'] else 'FAIL'}\")" "$f"
+echo
+# The bench's plain table, from the log (absent when the bench was cut before printing it).
+awk '/^machine: \{/{on=1} /^\*\*GPU figures|^full results:/{on=0} on' "$LOG"
+echo
+echo "==== for the README's GPU section ===="
+if [ -f "$OUT/gpu_bench.json" ]; then
+  # From the JSON, so that a bench cut by its time limit still shows what it had measured.
+  timeout 30 "$PY" benchmarks/gpu/bench_gpu.py --render "$OUT/gpu_bench.json" \
+    || echo "(could not render $OUT/gpu_bench.json)"
+else
+  echo "(no benchmark figures: $OUT/gpu_bench.json was not written)"
+fi
+for f in "$OUT"/check_*.json; do  # rows continuing the table: each check beside its reference
+  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"| maskrt check {r['backend']}, {r['images']} images | label agreement {100*r['label_agreement']:.2f}%, logits rel. err max {r['logits_rel_err_max']:.1e}, heat-map err max {r['heatmap_err_max']:.1e} | FP32 onnxruntime, same images | {'PASS' if r['passed'] else 'FAIL'} | >= 99.9% agreement |\")" "$f"
 done
+echo
+printf '%s\n' "${SUMMARY[@]}" | grep -m1 '^memcheck' \
+  | sed 's/^memcheck */compute-sanitizer memcheck (one CUDA test, same run): /'
 exit 0

@@ -319,7 +319,12 @@ def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_
     optimization_profile.set_shape(INPUT_NAME, *profile.shapes())
     config.add_optimization_profile(optimization_profile)
     cache = _load_timing_cache(config, timing_cache, log)
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: the file name keys the system
+    # ignore_mismatch=False: the file name keys the system. TensorRT 10 returns False (and logs
+    # why) when it refuses the cache; building on would silently time every layer again.
+    if config.set_timing_cache(cache, False) is False:
+        raise EngineBuildError(f"TensorRT refused the timing cache {timing_cache} "
+                               "(IBuilderConfig.set_timing_cache returned False; see the TensorRT "
+                               "errors above); delete the file to start a fresh cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see the "

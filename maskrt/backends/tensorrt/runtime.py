@@ -9,9 +9,13 @@ output addresses are bound once). TensorRT is imported only when this backend is
   run, and the outputs come back through pinned buffers; the stream is synchronised once, because
   the results go to the host. Batches larger than the profile's max run in chunks.
 * torch CUDA tensor in: the engine reads the caller's tensor in place (no copy) and runs on the
-  caller's current stream; ``(logits float32[N, 2], features float32[N, 512, 7, 7])`` are views of
-  the engine's output buffers, valid until the next ``infer`` (clone them to keep them). Nothing
-  is synchronised: kernels the caller queues next on that stream (``cam_overlay``) see them.
+  backend's own stream (never the legacy default stream, on which TensorRT adds synchronisations
+  and warns), ordered against the caller's current stream with events: the backend's stream waits
+  for the work the caller queued before ``infer`` (the images, and reads of earlier outputs), and
+  the caller's stream waits for the engine before anything queued after ``infer``.
+  ``(logits float32[N, 2], features float32[N, 512, 7, 7])`` are views of the engine's output
+  buffers, valid until the next ``infer`` (clone them to keep them). Nothing is synchronised with
+  the host: kernels the caller queues next on its stream (``cam_overlay``) see them.
 """
 
 from __future__ import annotations
@@ -136,11 +140,26 @@ class TensorRTBackend(Backend):
             raise ValueError(f"images: expected at most {self.profile.max} images per call (the "
                              f"engine's max batch) for a CUDA tensor, got {n}")
         rows = max(n, self.profile.min)
-        if rows != n or not images.is_contiguous():  # pad to the profile's min, or make dense
-            self._buffers[INPUT_NAME][:n].copy_(images)
-            images = self._buffers[INPUT_NAME]
-        stream = torch.cuda.current_stream(self.device)
-        self._execute(images.data_ptr(), rows, stream.cuda_stream)
+        caller = torch.cuda.current_stream(self.device)
+        stream = self._stream
+        # The backend's stream starts after what the caller queued so far: the images, and reads
+        # of the previous call's outputs, which this call overwrites (an event, no host wait).
+        stream.wait_stream(caller)
+        in_place = rows == n and images.is_contiguous()  # else pad to the profile's min / make dense
+        # The caller's memory is read on this stream: the caching allocator must not hand it out
+        # again before that read is done, should the caller free it first.
+        images.record_stream(stream)
+        with torch.cuda.stream(stream):
+            if in_place:
+                source = images
+            else:
+                source = self._buffers[INPUT_NAME]
+                source[:n].copy_(images)
+            self._execute(source.data_ptr(), rows, stream.cuda_stream)
+        # Work the caller queues after this call (reading the outputs) waits for the engine. The
+        # outputs are the backend's own buffers, allocated once and freed only by close(), which
+        # synchronises: they need no record_stream.
+        caller.wait_stream(stream)
         return self._buffers[OUTPUT_NAMES[0]][:n], self._buffers[OUTPUT_NAMES[1]][:n]
 
     def _infer_host(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
