@@ -22,7 +22,6 @@ ratio to the reference, all from this one run. Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -161,12 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="also time a whole GradCAM call at 224x224")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    results = run(args)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {args.json}")
+    from maskrt.tools.bench import write_results
+
+    write_results(args.json, run(args))
 
 
 if __name__ == "__main__":

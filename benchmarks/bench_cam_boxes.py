@@ -17,8 +17,6 @@ Default: one 1080p frame with 8 non-overlapping faces of about 100 pixels. Examp
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import numpy as np
 
@@ -94,12 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    results = run(args)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {args.json}")
+    from maskrt.tools.bench import write_results
+
+    write_results(args.json, run(args))
 
 
 if __name__ == "__main__":

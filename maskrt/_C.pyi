@@ -74,6 +74,8 @@ def cam_overlay_boxes_cpu(
     where boxes overlap. Releases the GIL. Raises ValueError on inconsistent shapes or dtypes, or a
     class, frame index or box out of range."""
 
+# Its argument list repeats cam_overlay_cuda's on purpose: a stub spells out what the binding
+# takes, and the two bindings take the same leading arguments.
 def cam_overlay_boxes_cuda(
     *,
     features: int,

@@ -46,7 +46,9 @@ struct CamOverlayArgs {
 };
 
 // One call drawing the CAM of R faces into their boxes of N full-size frames
-// (cam_overlay_boxes). Same memory-space rule as CamOverlayArgs.
+// (cam_overlay_boxes). Same memory-space rule as CamOverlayArgs. Its first fields repeat
+// CamOverlayArgs' on purpose: a flat struct per kernel keeps each launch's argument list plain
+// (and the shared device helpers take the fields, not either struct).
 struct CamBoxesArgs {
   const void* features = nullptr;  // [R, 512, 7, 7], float32 or float16 (IEEE binary16 bits)
   FeatureType feature_type = FeatureType::kFloat32;

@@ -80,12 +80,9 @@ def _evaluate(args: argparse.Namespace, engine: object) -> int:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.gallery:
-        try:
-            draw_gallery(report.misclassified, args.gallery, engine=engine, limit=args.gallery_max)
-        except ImportError as err:
-            print(f"maskrt eval: error: the gallery needs the CAM kernel ({err})", file=sys.stderr)
-            return 2
-        print(f"wrote {args.gallery} ({len(report.misclassified)} misclassified)")
+        return _gallery(lambda: draw_gallery(report.misclassified, args.gallery, engine=engine,
+                                             limit=args.gallery_max),
+                        f"wrote {args.gallery} ({len(report.misclassified)} misclassified)")
     return 0
 
 
@@ -154,12 +151,20 @@ def _evaluate_scenes(args: argparse.Namespace, engine: Any, scenes: list[Any]) -
         print(f"wrote {args.json}")
     if args.gallery:
         mistakes = scene_mistakes(report, 0.5)
-        try:
-            draw_scene_gallery(mistakes, args.gallery, engine=engine, limit=args.gallery_max)
-        except ImportError as err:
-            print(f"maskrt eval: error: the gallery needs the CAM kernel ({err})", file=sys.stderr)
-            return 2
-        print(f"wrote {args.gallery} ({len(mistakes)} mistakes at IoU 0.5)")
+        return _gallery(lambda: draw_scene_gallery(mistakes, args.gallery, engine=engine,
+                                                   limit=args.gallery_max),
+                        f"wrote {args.gallery} ({len(mistakes)} mistakes at IoU 0.5)")
+    return 0
+
+
+def _gallery(draw: Any, done: str) -> int:
+    """Draw a gallery; the CAM kernel missing is a clear error, not a traceback."""
+    try:
+        draw()
+    except ImportError as err:
+        print(f"maskrt eval: error: the gallery needs the CAM kernel ({err})", file=sys.stderr)
+        return 2
+    print(done)
     return 0
 
 

@@ -8,6 +8,7 @@ Warm-up iterations first, then timed ones; each iteration is one batch through
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -114,3 +115,13 @@ def bench_modes(engine: Any, batch: int, *, iterations: int, warmup: int,
     seconds = time_interleaved({mode: runs[mode] for mode in modes}, iterations=iterations,
                                warmup=warmup)
     return [{"mode": mode, **summarise(seconds[mode], batch)} for mode in modes]
+
+
+def write_results(path: str | os.PathLike[str] | None, results: Any) -> None:
+    """Write a benchmark's results as JSON (folders made as needed) and say so; None: nothing."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {path}")

@@ -148,6 +148,8 @@ void launch(const BoxParams& p, unsigned blocks, std::size_t smem, const DeviceI
 
 }  // namespace
 
+// Its first lines are cam_overlay_cuda's entry checks (empty batch, frame size, the current
+// device): four calls, kept inline so each entry point reads whole.
 void cam_overlay_boxes_cuda(const CamBoxesArgs& a, void* stream) {
   if (a.n <= 0 || a.height <= 0 || a.width <= 0) return;
   check_frame_size(a.height, a.width);
