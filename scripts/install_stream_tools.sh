@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the streaming tests use to serve real streams on loopback: ffmpeg (writes test
-# videos) and GStreamer's RTSP server, driven from Debian's own python3 (which has `gi`).
+# videos), GStreamer's RTSP server, driven from Debian's own python3 (which has `gi`), and the
+# mosquitto MQTT broker (the MQTT sink's tests start their own on a free port; the package's
+# system service is not needed).
 # Skips quietly what is already there; without root or apt-get it says what is missing and the
 # tests that need it skip with that reason.
 set -euo pipefail
 packages=(ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 python3-gst-1.0
-          gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+          gstreamer1.0-plugins-base gstreamer1.0-plugins-good mosquitto)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

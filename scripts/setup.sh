@@ -45,7 +45,7 @@ step "installing build tools and maskrt${extras} (editable; compiles maskrt._C, 
 if [[ $with_tests == 1 ]]; then
   step "installing pytorch-grad-cam (test oracle; --no-deps keeps opencv headless)"
   "${pip[@]}" install -q --no-deps "grad-cam>=1.5,<2"
-  step "installing FFmpeg and the GStreamer RTSP server (real streams for the streaming tests)"
+  step "installing FFmpeg, the GStreamer RTSP server and mosquitto (real servers for the streaming tests)"
   bash scripts/install_stream_tools.sh
 fi
 

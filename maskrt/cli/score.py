@@ -12,6 +12,10 @@ Writes into DIR:
 * ``overlays/<source>/`` with ``--explain``: one CAM overlay image per scored frame;
 * ``videos/<source>_annotated.avi`` with ``--video``: an annotated video per video-file source.
 
+With ``--metrics-port PORT`` it serves Prometheus metrics at ``/metrics`` while it runs, and with
+``--mqtt HOST:PORT`` it publishes face records and dropped/failed frames to an MQTT broker
+(:mod:`maskrt.stream.metrics`, :mod:`maskrt.stream.mqtt`; counts in the summary's outputs).
+
 The sinks come from one function, :func:`maskrt.stream.sinks.build_sinks`.
 
 SOURCE: an image file, a folder (recursive; videos in it are read as videos), a video file, a
@@ -89,6 +93,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="N", help="stop reading after N frames in all (each is scored)")
     parser.add_argument("--progress-interval", type=non_negative_float, default=1.0,
                         help="seconds between progress lines on stderr (0: none)")
+    parser.add_argument("--metrics-port", type=positive_int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics at http://ADDR:PORT/metrics during the run "
+                             "(needs pip install maskrt[metrics])")
+    parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR",
+                        help="the address the metrics server listens on (default 0.0.0.0: every "
+                             "interface, so Prometheus can scrape from another host)")
+    parser.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
+                        help="publish face records and dropped/failed frames to this MQTT broker "
+                             "(port 1883 by default; needs pip install maskrt[mqtt])")
+    parser.add_argument("--mqtt-topic", default="maskrt", metavar="PREFIX",
+                        help="topic prefix: PREFIX/<source>/faces and PREFIX/<source>/events "
+                             "(default maskrt)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -112,11 +128,15 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
         engine, untrained = _open_engine(args)
     except ValueError as err:
         return fail("score", err, args)
+    try:  # optional packages, a bad --mqtt, a --metrics-port in use: before any frame is read
+        sinks = _sinks(args, sources, engine, untrained, reconnect)
+    except (ValueError, ImportError, OSError) as err:
+        engine.close()
+        return fail("score", err, args)
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset, face_options=face_options,
-                        max_frames=args.max_frames,
-                        sinks=_sinks(args, sources, engine, untrained, reconnect))
+                        max_frames=args.max_frames, sinks=sinks)
     stopped_by = _consume(pipeline, args, signals)
     for _ in pipeline:  # what the stop left: into the sinks, which then close
         pass
@@ -180,6 +200,8 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
     return build_sinks(
         args.out, explain=args.explain, video_sources=[s.id for s in videos],
         fps_of=lambda source_id: fps[source_id].fps if source_id in fps else None,
+        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+        mqtt=args.mqtt, mqtt_topic=args.mqtt_topic,
         backend=engine.backend.describe(),
         model="random-init (untrained)" if untrained else (args.model or "shipped"),
         settings={"regions": args.regions, "preset": args.preset,
@@ -350,4 +372,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary["idle_s"] >= 0.5 or waiting:
         print(f"idle {summary['idle_s']} s (no frame flowing); waiting on sources (s): {waiting}")
     print(f"labels: {summary['labels']}; backend: {summary['backend']}")
+    outputs = summary["outputs"]
+    if "mqtt" in outputs:
+        print(f"mqtt {outputs['mqtt']}: {outputs['mqtt_published']} published, "
+              f"{outputs['mqtt_dropped']} dropped, {outputs['mqtt_unacked']} unacknowledged")
     print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")

@@ -280,9 +280,26 @@ class SummarySink(Sink):
 
 
 def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
-                fps_of: Callable[[str], float | None], **summary_extra: Any) -> list[Sink]:
+                fps_of: Callable[[str], float | None], metrics_port: int | None = None,
+                metrics_addr: str = "0.0.0.0", mqtt: str | None = None,
+                mqtt_topic: str = "maskrt", **summary_extra: Any) -> list[Sink]:
     """The sinks of ``maskrt score``: overlays (``--explain``; before the JSONL sink, which
-    records their paths), records.jsonl, annotated videos (given video sources), summary.json."""
+    records their paths), records.jsonl, annotated videos (given video sources), Prometheus
+    metrics (``metrics_port``), MQTT events (``mqtt``: ``HOST[:PORT]``), summary.json (last, so
+    the others' parts are in it). ImportError: an optional package is missing; ValueError: a
+    malformed option; OSError: the metrics port cannot be served."""
+    # The sinks that can fail (optional packages, options, a port) are made first, so a failure
+    # leaves no open file behind; the MQTT client connects only when opened, and the metrics
+    # server starts last, so nothing after it can fail and leave it serving.
+    network: list[Sink] = []
+    if mqtt is not None:
+        from maskrt.stream.mqtt import MqttSink, parse_broker
+
+        network.append(MqttSink(*parse_broker(mqtt), topic_prefix=mqtt_topic))
+    if metrics_port is not None:
+        from maskrt.stream.metrics import PrometheusSink
+
+        network.append(PrometheusSink(metrics_port, addr=metrics_addr))
     sinks: list[Sink] = []
     if explain:
         sinks.append(OverlaySink(out / "overlays"))
@@ -290,7 +307,6 @@ def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
     video_sources = list(video_sources)
     if video_sources:
         sinks.append(VideoSink(out / "videos", video_sources, fps_of=fps_of))
+    sinks.extend(network)
     sinks.append(SummarySink(out / "summary.json", **summary_extra))
     return sinks
-
-
