@@ -37,7 +37,8 @@ class OnnxRuntimeBackend(Backend):
         super().close()
 
 
-def cpu_session(path: str | os.PathLike[str], threads: int | None, what: str) -> tuple[Any, int]:
+def cpu_session(path: str | os.PathLike[str], threads: int | None, what: str, *,
+                spin: bool = True) -> tuple[Any, int]:
     """An ONNX Runtime CPU session of ``path`` with full graph optimisation and ``threads``
     intra-op threads (default: every core); shared by every graph maskrt runs on ONNX Runtime."""
     try:
@@ -50,6 +51,8 @@ def cpu_session(path: str | os.PathLike[str], threads: int | None, what: str) ->
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = threads or os.cpu_count() or 1
     options.intra_op_num_threads = threads
+    if not spin:  # idle intra-op threads sleep instead of spinning (sessions that share cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session, threads
 

@@ -54,7 +54,10 @@ class YuNetDetector(Detector):
         self.top_k = int(top_k)
         self.max_side = int(max_side)
         self.model = Path(model)
-        self._session, self.threads = cpu_session(self.model, threads, "yunet detector")
+        # No spin-waiting: the detector runs in short bursts beside the classifier's session,
+        # and its idle threads spinning would take the cores the classifier needs.
+        self._session, self.threads = cpu_session(self.model, threads, "yunet detector",
+                                                  spin=False)
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def describe(self) -> str:
