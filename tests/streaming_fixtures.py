@@ -139,3 +139,10 @@ def _check_regions(records: list[Any]) -> None:
         regions[r.frame_index].append(r)
     for index, group in regions.items():
         assert sorted(r.region_index for r in group) == list(range(group[0].faces)), (index, group)
+
+
+def run_pipeline(pipeline: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Start ``pipeline``, take every record, stop it; the records and the final counters."""
+    with pipeline:
+        records = list(pipeline)
+    return records, pipeline.counters()

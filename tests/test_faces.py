@@ -16,7 +16,7 @@ from maskrt.detect.base import Detections
 from maskrt.detect.regions import face_regions
 from maskrt.detect.yunet import MODEL_PATH, YuNetDetector
 from maskrt.stream.pipeline import Pipeline
-from streaming_fixtures import check_accounting, face_paths, shared_engine
+from streaming_fixtures import run_pipeline, check_accounting, face_paths, shared_engine
 
 SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes" / "val" / "images"
 
@@ -119,10 +119,6 @@ def engine():
     return shared_engine()
 
 
-def run(pipeline):
-    with pipeline:
-        records = list(pipeline)
-    return records, pipeline.counters()
 
 
 def test_the_pipeline_scores_every_face_and_empty_frames_too(engine, tmp_path):
@@ -134,7 +130,7 @@ def test_the_pipeline_scores_every_face_and_empty_frames_too(engine, tmp_path):
     cv2.putText(blank, "NO FACES HERE", (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
     cv2.imwrite(str(folder / "zz_chart.png"), blank)
     # A long wait makes batches fill (the folder ends soon, so nothing waits that long)
-    records, counters = run(Pipeline(engine, [folder], explain=True, batch_size=16,
+    records, counters = run_pipeline(Pipeline(engine, [folder], explain=True, batch_size=16,
                                      max_wait_ms=5000))
     by_source = check_accounting(records, counters)
     assert counters["total"]["scored"] == 7
@@ -173,7 +169,7 @@ def test_edge_cases_give_records_never_a_crash(engine, tmp_path):
     cv2.imwrite(str(folder / "huge.jpg"), huge)
     from maskrt.stream.pipeline import Pipeline as P
 
-    records, counters = run(P(engine, [folder], batch_size=32, preset="fast",
+    records, counters = run_pipeline(P(engine, [folder], batch_size=32, preset="fast",
                               face_options={"max_faces": 40}))
     check_accounting(records, counters)
     assert counters["total"]["failed"] == 0 and counters["total"]["scored"] == 5

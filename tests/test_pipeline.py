@@ -21,7 +21,7 @@ from maskrt.stream.pipeline import Pipeline as FacesPipeline
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED
 from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
-from streaming_fixtures import (check_accounting, face_frames, face_paths, maskrt_threads,
+from streaming_fixtures import (run_pipeline, check_accounting, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_frames_dir, write_video)
 from streaming_servers import free_port, mjpeg_server, rtsp_server, rtsp_unavailable_reason
 
@@ -45,10 +45,6 @@ def no_leaked_threads():
     assert maskrt_threads() == [], f"pipeline threads left running: {maskrt_threads()}"
 
 
-def run(pipeline: FacesPipeline) -> tuple[list, dict]:
-    with pipeline:
-        records = list(pipeline)
-    return records, pipeline.counters()
 
 
 # --------------------------------------------------------------------------- files and videos
@@ -60,7 +56,7 @@ def test_files_folders_and_videos_are_scored_as_engine_classify_scores_them(engi
     for i, path in enumerate(faces[:4]):
         shutil.copy(path, folder / ("b" if i % 2 else "") / f"{i}.jpg")
     video = write_video(tmp_path / "clip.avi", 10, fps=10)
-    records, counters = run(Pipeline(engine, [folder, str(faces[5]), str(video)], batch_size=8,
+    records, counters = run_pipeline(Pipeline(engine, [folder, str(faces[5]), str(video)], batch_size=8,
                                      max_wait_ms=10))
     by_source = check_accounting(records, counters)
     assert counters["total"] == {"read": 15, "scored": 15, "dropped": 0, "failed": 0,
@@ -139,7 +135,7 @@ def test_bad_inputs_fail_or_convert_one_record_each_within_bounded_memory(engine
     engine.infer(np.zeros((8, 224, 224, 3), np.uint8))  # warm the backend's buffers
     can_measure = _reset_peak_rss()
     rss_before = _memory_kib("VmRSS")
-    records, counters = run(Pipeline(engine, [tmp_path / "bad"], batch_size=8, max_wait_ms=10))
+    records, counters = run_pipeline(Pipeline(engine, [tmp_path / "bad"], batch_size=8, max_wait_ms=10))
     peak = _memory_kib("VmHWM")
     check_accounting(records, counters)
     got = {Path(r.uri).name: r for r in records}
@@ -193,7 +189,7 @@ def test_a_batch_waits_max_wait_ms_for_more_frames_unless_none_can_come(engine, 
     # A finite source that is done does not make its last batch wait.
     image = tmp_path / "face.jpg"
     image.write_bytes(jpeg)
-    records, counters = run(Pipeline(engine, [str(image)], batch_size=32, max_wait_ms=60_000))
+    records, counters = run_pipeline(Pipeline(engine, [str(image)], batch_size=32, max_wait_ms=60_000))
     assert len(records) == 1 and records[0].latency_ms < 30_000
     check_accounting(records, counters)
 
@@ -270,7 +266,7 @@ class _FlakyEngine:
 
 def test_a_failing_reader_or_batch_fails_only_its_frames(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6)
-    records, counters = run(Pipeline(_FlakyEngine(engine), [_BrokenSource(id="broken"),
+    records, counters = run_pipeline(Pipeline(_FlakyEngine(engine), [_BrokenSource(id="broken"),
                                                             str(video)],
                                      batch_size=2, max_wait_ms=0))
     by_source = check_accounting(records, counters)
@@ -292,7 +288,7 @@ def test_explain_overlays_match_engine_explain(engine, tmp_path):
     folder.mkdir()
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{i}.png"), frame)
-    records, counters = run(Pipeline(engine, [folder], explain=True, batch_size=4))
+    records, counters = run_pipeline(Pipeline(engine, [folder], explain=True, batch_size=4))
     check_accounting(records, counters)
     for record, expected in zip(sorted(records, key=lambda r: r.frame_index), reference):
         assert record.status == "scored" and record.reason is None
@@ -363,7 +359,7 @@ def test_frames_limit_stops_every_reader_and_scores_what_was_read(engine, tmp_pa
     drop.mkdir()  # empty: its reader waits for files and must still stop at the limit
     pipeline = Pipeline(engine, [*videos, DropFolderSource(drop, poll_s=0.05)], batch_size=4,
                         max_wait_ms=5, max_frames=10)
-    records, counters = run(pipeline)
+    records, counters = run_pipeline(pipeline)
     check_accounting(records, counters)
     assert counters["total"]["read"] == counters["total"]["scored"] == 10
     assert counters["frame_limit_reached"] and counters["finished"]
@@ -487,7 +483,7 @@ def test_gstreamer_rtsp_server_killed_and_restarted(engine, tmp_path):
 def test_unreachable_url_fails_without_stopping_the_other_sources(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 8)
     url = f"rtsp://127.0.0.1:{free_port()}/nobody-home"
-    records, counters = run(Pipeline(engine, [str(video), url], batch_size=8,
+    records, counters = run_pipeline(Pipeline(engine, [str(video), url], batch_size=8,
                                      source_options={"retries": 1, "backoff": (0.05, 0.1),
                                                      "timeout_s": 2.0}))
     by_source = check_accounting(records, counters)

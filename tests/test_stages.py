@@ -16,7 +16,7 @@ from maskrt.stream.queue import CLOSED, BoundedQueue, Policy
 from maskrt.stream.sinks import Sink
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import Region
-from streaming_fixtures import check_accounting, face_frames, shared_engine, write_video
+from streaming_fixtures import run_pipeline, check_accounting, face_frames, shared_engine, write_video
 
 
 # --------------------------------------------------------------------------- the queue
@@ -104,15 +104,11 @@ def engine():
     return shared_engine()
 
 
-def run(pipeline):
-    with pipeline:
-        records = list(pipeline)
-    return records, pipeline.counters()
 
 
 def test_a_user_stage_splits_frames_into_regions_scored_like_their_crops(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6, size=(160, 120))
-    records, counters = run(Pipeline(engine, [str(video)], regions="frame", stages=[HalvesDetector()],
+    records, counters = run_pipeline(Pipeline(engine, [str(video)], regions="frame", stages=[HalvesDetector()],
                                      batch_size=4, explain=True))
     by_source = check_accounting(records, counters)
     scored = by_source[str(video)]
@@ -141,7 +137,7 @@ def test_a_user_stage_splits_frames_into_regions_scored_like_their_crops(engine,
 def test_filters_drop_and_failing_stages_fail_only_their_frames(engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 6)
     every_other = EveryOther()
-    records, counters = run(Pipeline(engine, [str(video)], regions="frame",
+    records, counters = run_pipeline(Pipeline(engine, [str(video)], regions="frame",
                                      stages=[every_other, Faceless()]))
     assert every_other.closed == 1
     by_source = check_accounting(records, counters)
@@ -152,7 +148,7 @@ def test_filters_drop_and_failing_stages_fail_only_their_frames(engine, tmp_path
     assert by_index[0].faces == 0 and by_index[0].label is None and by_index[0].box is None
     assert by_index[2].faces == 1 and by_index[2].box == [0, 0, 160, 120]
     faceless = Pipeline(engine, [str(video)], regions="frame", stages=[Faceless()])
-    records, counters = run(faceless)
+    records, counters = run_pipeline(faceless)
     check_accounting(records, counters)
     failed = [r for r in records if r.status == "failed"]
     assert len(failed) == 1 and failed[0].frame_index == 1
@@ -232,12 +228,12 @@ def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, engine
 
     torch_engine.backend.infer = spy
     try:
-        records, counters = run(Pipeline(torch_engine, [str(video)], regions="frame", explain=True))
+        records, counters = run_pipeline(Pipeline(torch_engine, [str(video)], regions="frame", explain=True))
     finally:
         del torch_engine.backend.infer
     check_accounting(records, counters)
     assert calls and set(calls) == {"torch"}  # batches went to the backend as device tensors
-    reference, _ = run(Pipeline(engine, [str(video)], regions="frame", explain=True))
+    reference, _ = run_pipeline(Pipeline(engine, [str(video)], regions="frame", explain=True))
     for a, b in zip(sorted(records, key=lambda r: r.frame_index),
                     sorted(reference, key=lambda r: r.frame_index)):
         assert a.label == b.label and a.p_with_mask == pytest.approx(b.p_with_mask, abs=1e-4)
@@ -268,7 +264,7 @@ def test_on_a_gpu_frames_features_and_overlays_stay_on_the_device(cuda_device, e
             diff = np.abs(got.overlay.cpu().numpy().astype(int) - expected.overlay.astype(int))
             assert diff.mean() < 2.0
         video = write_video(tmp_path / "clip.avi", 6)
-        records, counters = run(Pipeline(gpu, [str(video)], regions="frame", explain=True,
+        records, counters = run_pipeline(Pipeline(gpu, [str(video)], regions="frame", explain=True,
                                          batch_size=4))
     check_accounting(records, counters)
     assert all(isinstance(r.overlay, np.ndarray) and r.overlay.dtype == np.uint8 for r in records)

@@ -86,8 +86,9 @@ class Explainer:
         """The frames (host uint8 BGR, any sizes) with the CAM of each region drawn into its
         box: ``features[i]`` of region i, which is in ``frames[owners[i]]`` at ``boxes[i]``.
         One kernel call per frame size (:func:`cam_overlay_boxes`), on the features' device;
-        only the finished frames come back to the host."""
-        out: list[np.ndarray] = [frame.copy() for frame in frames]
+        only the finished frames come back to the host. The kernel writes new frames, so the
+        inputs are not copied here: a frame without any region comes back as it was given."""
+        out: list[np.ndarray] = list(frames)
         owners = np.asarray(owners, dtype=np.int64)
         for frame_ids in _by_size(frames).values():
             regions = np.nonzero(np.isin(owners, frame_ids))[0]
