@@ -108,7 +108,7 @@ void cam_overlay_cpu_py(const py::array& features, const py::array& weights, con
 void cam_overlay_cuda_py(std::uintptr_t features, bool features_fp16, std::uintptr_t weights, std::int64_t num_classes,
                          std::uintptr_t classes, bool classes_int32, std::uintptr_t images, std::uintptr_t overlays,
                          std::uintptr_t heatmaps, std::int64_t n, std::int64_t height, std::int64_t width, float alpha,
-                         bool rgb, std::uintptr_t stream) {
+                         bool rgb, std::uintptr_t workspace, std::int64_t workspace_bytes, std::uintptr_t stream) {
   if (!cuda_compiled()) cam_overlay_cuda(CamOverlayArgs{}, nullptr);  // throws the "built without CUDA" error
   require(n >= 0 && height >= 0 && width >= 0 && num_classes > 0, "cam_overlay_cuda: expected n, height, width >= 0 "
                                                                   "and num_classes > 0");
@@ -121,6 +121,8 @@ void cam_overlay_cuda_py(std::uintptr_t features, bool features_fp16, std::uintp
             num_classes, reinterpret_cast<const void*>(classes), classes_int32,
             reinterpret_cast<const std::uint8_t*>(images), reinterpret_cast<std::uint8_t*>(overlays), n, height, width,
             alpha, rgb);
+  args.workspace = reinterpret_cast<void*>(workspace);
+  args.workspace_bytes = workspace_bytes;
   py::gil_scoped_release release;
   cam_overlay_cuda(args, reinterpret_cast<void*>(stream));
 }
@@ -248,10 +250,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("cam_overlay_cuda", &cam_overlay_cuda_py, py::kw_only(), py::arg("features"), py::arg("features_fp16"), py::arg("weights"),
         py::arg("num_classes"), py::arg("classes"), py::arg("classes_int32"), py::arg("images"), py::arg("overlays"),
         py::arg("heatmaps"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("alpha"), py::arg("rgb"),
-        py::arg("stream"),
-        "CUDA kernel on device pointers (integers); one launch on `stream` (a cudaStream_t as an integer), no "
-        "synchronisation. heatmaps = 0 for none. A class index outside [0, num_classes) gives that image a NaN heat "
-        "map and an unmodified copy of the image.");
+        py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+        "CUDA kernel on device pointers (integers); two launches on `stream` (a cudaStream_t as an integer), no "
+        "synchronisation. heatmaps = 0 for none. workspace: a 16-byte aligned device buffer of at least "
+        "cam_overlay_workspace_bytes(n, height, width) bytes that the caller owns (reusable once the call's work on "
+        "the stream is done). A class index outside [0, num_classes) gives that image a NaN heat map and an "
+        "unmodified copy of the image.");
+  m.def("cam_overlay_workspace_bytes", &cam_overlay_workspace_bytes, py::arg("n"), py::arg("height"), py::arg("width"),
+        "Bytes of device scratch one cam_overlay_cuda call on n images of height x width needs.");
   m.def("cam_overlay_boxes_cpu", &cam_overlay_boxes_cpu_py, py::arg("features"), py::arg("weights"),
         py::arg("classes"), py::arg("frame_index"), py::arg("boxes"), py::arg("frames"), py::arg("overlays"),
         py::arg("alpha") = 0.5f, py::arg("rgb") = false, py::arg("num_threads") = 0,

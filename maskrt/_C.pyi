@@ -50,11 +50,18 @@ def cam_overlay_cuda(
     width: int,
     alpha: float,
     rgb: bool,
+    workspace: int,
+    workspace_bytes: int,
     stream: int,
 ) -> None:
-    """CUDA kernel on device pointers (integers, heatmaps 0 for none; keyword arguments only): one launch on `stream` (a
-    cudaStream_t as an integer), no synchronisation. Raises RuntimeError when built without CUDA
-    or when a CUDA call fails."""
+    """CUDA kernel on device pointers (integers, heatmaps 0 for none; keyword arguments only): two
+    launches on `stream` (a cudaStream_t as an integer), no synchronisation. ``workspace``: a
+    16-byte aligned device buffer of at least ``cam_overlay_workspace_bytes(n, height, width)``
+    bytes owned by the caller. Raises RuntimeError when built without CUDA or when a CUDA call
+    fails, ValueError for a missing or small workspace."""
+
+def cam_overlay_workspace_bytes(n: int, height: int, width: int) -> int:
+    """Bytes of device scratch one cam_overlay_cuda call on n images of height x width needs."""
 
 def cam_overlay_boxes_cpu(
     features: npt.NDArray[np.float32] | npt.NDArray[np.float16],

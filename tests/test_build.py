@@ -37,12 +37,23 @@ def _launch_args(pointer: int) -> dict[str, object]:
     pointer ``pointer``: 0 never reaches the device; 1 is a bogus address it must not launch on."""
     return {"features": pointer, "features_fp16": False, "weights": pointer, "num_classes": 2,
             "classes": pointer, "classes_int32": False, "images": pointer, "overlays": pointer,
-            "heatmaps": 0, "n": 1, "height": 8, "width": 8, "alpha": 0.5, "rgb": False, "stream": 0}
+            "heatmaps": 0, "n": 1, "height": 8, "width": 8, "alpha": 0.5, "rgb": False,
+            "workspace": pointer, "workspace_bytes": _C.cam_overlay_workspace_bytes(1, 8, 8), "stream": 0}
 
 
 def test_cuda_binding_is_keyword_only() -> None:
     with pytest.raises(TypeError, match="incompatible function arguments"):
-        _C.cam_overlay_cuda(0, False, 0, 2, 0, False, 0, 0, 0, 1, 8, 8, 0.5, False, 0)
+        _C.cam_overlay_cuda(0, False, 0, 2, 0, False, 0, 0, 0, 1, 8, 8, 0.5, False, 0, 0, 0)
+
+
+def test_workspace_bytes_cover_every_part() -> None:
+    """Colour table, y table, per-image normalisation and 7 resized rows, each 256-byte aligned."""
+    def part(nbytes: int) -> int:
+        return (nbytes + 255) // 256 * 256
+
+    for n, h, w in ((1, 8, 8), (256, 224, 224), (3, 1080, 1920)):
+        want = part(256 * 16) + part(h * 16) + part(n * 8) + part(n * 7 * w * 4)
+        assert _C.cam_overlay_workspace_bytes(n, h, w) == want
 
 
 def test_cuda_call_without_cuda_build_is_a_clear_error() -> None:

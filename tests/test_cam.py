@@ -309,6 +309,42 @@ def test_cuda_scalar_path_and_int32_classes(cuda_device) -> None:
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+def test_cuda_misaligned_features_and_workspace_checks(cuda_device, dtype) -> None:
+    """Features one element off a 16-byte boundary are staged element by element (same bits); a
+    missing or short workspace is refused before anything is launched."""
+    import torch
+
+    from maskrt import _C
+
+    features, weights, labels, images = random_inputs(np.random.default_rng(11), 4, 120, 200, dtype)
+    want = cam_overlay(features, weights, labels, images)
+    f, wt, c, im = _to_device(cuda_device, features, weights, labels, images)
+    buffer = torch.empty(f.numel() + 1, dtype=f.dtype, device=cuda_device)
+    shifted = buffer[1:].view(f.shape)
+    shifted.copy_(f)
+    np.testing.assert_array_equal(cam_overlay(shifted, wt, c, im).cpu().numpy(), want)
+
+    n, h, w = images.shape[:3]
+    need = _C.cam_overlay_workspace_bytes(n, h, w)
+    out = torch.empty_like(im)
+    workspace = torch.empty(need, dtype=torch.uint8, device=cuda_device)
+    args = {"features": f.data_ptr(), "features_fp16": dtype == np.float16, "weights": wt.data_ptr(),
+            "num_classes": wt.shape[0], "classes": c.data_ptr(), "classes_int32": False, "images": im.data_ptr(),
+            "overlays": out.data_ptr(), "heatmaps": 0, "n": n, "height": h, "width": w, "alpha": 0.5,
+            "rgb": False, "workspace": workspace.data_ptr(), "workspace_bytes": need,
+            "stream": torch.cuda.current_stream(cuda_device).cuda_stream}
+    with pytest.raises(ValueError, match=rf"workspace: expected .* at least {need} bytes"):
+        _C.cam_overlay_cuda(**{**args, "workspace_bytes": need - 1})
+    with pytest.raises(ValueError, match=r"workspace: expected a 16-byte aligned"):
+        _C.cam_overlay_cuda(**{**args, "workspace": workspace.data_ptr() + 1})
+    for _ in range(2):  # one workspace, reused by consecutive calls on the stream
+        _C.cam_overlay_cuda(**args)
+        torch.cuda.synchronize()
+        np.testing.assert_array_equal(out.cpu().numpy(), want)
+
+
+@pytest.mark.cuda
 def test_cuda_runs_on_the_current_stream(cuda_device) -> None:
     import torch
 

@@ -259,7 +259,7 @@ def cam_per_call(timer: Timer, features: Any, weights: Any, classes: Any, images
 def cam_kernel_only(timer: Timer, features: Any, weights: Any, classes: Any, images: Any,
                     iters: int) -> tuple[dict[str, float], bool]:
     """The CUDA kernel alone: ``maskrt._C.cam_overlay_cuda`` (keyword arguments, raw pointers)
-    on preallocated overlays, no per-call validation or allocation, CUDA events around ``iters``
+    on preallocated overlays and workspace, no per-call validation or allocation, CUDA events around ``iters``
     launches on the current stream. Returns (timing, whether its overlays equal cam_overlay's)."""
     import torch
 
@@ -275,6 +275,7 @@ def cam_kernel_only(timer: Timer, features: Any, weights: Any, classes: Any, ima
             raise ValueError(f"{name}: expected a contiguous tensor")
     n, h, w = images.shape[:3]
     overlays = torch.empty((n, h, w, 3), dtype=torch.uint8, device=images.device)
+    workspace = torch.empty(_C.cam_overlay_workspace_bytes(n, h, w), dtype=torch.uint8, device=images.device)
     with torch.cuda.device(images.device):
         stream = torch.cuda.current_stream(images.device)
     arguments = {  # the binding takes keyword arguments only
@@ -283,6 +284,7 @@ def cam_kernel_only(timer: Timer, features: Any, weights: Any, classes: Any, ima
         "classes": classes.data_ptr(), "classes_int32": classes.dtype == torch.int32,
         "images": images.data_ptr(), "overlays": overlays.data_ptr(), "heatmaps": 0,
         "n": n, "height": h, "width": w, "alpha": 0.5, "rgb": False,
+        "workspace": workspace.data_ptr(), "workspace_bytes": workspace.numel(),
         "stream": stream.cuda_stream}
     launch = _C.cam_overlay_cuda
     timing = timer.per_call(lambda: launch(**arguments), iters=iters)

@@ -30,12 +30,15 @@
 #   memcheck       45 s   one small test under compute-sanitizer (lazy module loading)
 #   bench          95 s   --smoke-cpu 16-19 s here; on the GPU: copies, 2 x 2 cam rows, 7 torch
 #                         rows, 2 x 200 latency calls, explain, one TensorRT engine build + rows
+#   sass           30 s   one nvcc -cubin for this GPU's arch + cuobjdump: ~3 s here
 #   check-torch    75 s   the same check on the CPU with the 392-image split: 41.6 s here (FP32
 #                         torch on 2 cores dominates; on the GPU the onnxruntime reference on 16
 #                         cores, CUDA init and cuDNN autotuning for batch 128 and the last batch)
 #   check-trt      40 s   reuses the engine the bench built (same folder and profile)
-# Sum: 20+60+15+100+45+95+75+40 = 450 s when the build succeeds (build-inplace does not run);
-# 20+60+45+15+95+75+40 = 350 s when it fails (no tests then): under 8 minutes (480 s) either way.
+# Sum: 20+60+15+100+45+95+30+75+40 = 480 s when the build succeeds (build-inplace does not run);
+# 20+60+45+15+95+75+40 = 350 s when it fails (no tests then); BUDGET_S below cuts either to 450 s.
+# Measured on an H200 (2026-11-28, first run on a fresh machine): build 22 s, pytest-cuda 31 s,
+# memcheck 8 s, bench 21 s, check-torch 17 s: 118 s in all.
 # BUDGET_S (default 450 s, counted from the start) also cuts any step that would run past it, so
 # the call ends by about 450 s + 10 s (timeout's --kill-after) + the summary.
 #
@@ -198,6 +201,12 @@ memcheck() {  # memcheck SANITIZER: ok / errors found / could not run (said; the
   return 0
 }
 
+# The tests find the shared faces at ../shared/data/facemask; on the device machine only the
+# carried copy exists, so point that path at it (never replacing a real ../shared).
+if [ ! -e ../shared/data/facemask ] && [ -d .gpudata/facemask ]; then
+  mkdir -p ../shared/data && ln -s "$PWD/.gpudata/facemask" ../shared/data/facemask \
+    && echo "tests: ../shared/data/facemask -> .gpudata/facemask (the carried validation split)"
+fi
 if [ "$BUILD_OK" = 1 ]; then
   step pytest-cuda 100 "$PY" -m pytest -m cuda -q -p no:cacheprovider -rs tests
   if found=$(find_cuda_tool compute-sanitizer); then
@@ -217,6 +226,8 @@ fi
 # Every row is measured on its own and gpu_bench.json is rewritten after each section, so a bench
 # cut by its time limit keeps what it measured (the summary renders it).
 step bench 95 "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT"
+# Registers, spills and instructions per pixel of this GPU's build (nvcc + cuobjdump, ~5 s).
+step sass 30 "$PY" benchmarks/gpu/sass_report.py --archs "$ARCH" --out "$OUT/sass.md"
 
 # ---- 5. accuracy of the GPU backends against the FP32 reference -----------------------------------
 VAL="${MASKRT_VAL_DIR:-}"

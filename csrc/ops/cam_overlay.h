@@ -43,7 +43,20 @@ struct CamOverlayArgs {
   std::int64_t n = 0, height = 0, width = 0;
   float alpha = 0.5f;
   bool rgb = false;
+  // CUDA only: scratch of at least cam_overlay_workspace_bytes(n, height, width) bytes, 16-byte
+  // aligned, in device memory that the caller owns (and may reuse for the next batch once this
+  // call's work on the stream is done). The CPU kernel ignores it.
+  void* workspace = nullptr;
+  std::int64_t workspace_bytes = 0;
 };
+
+// The CUDA kernel's scratch for one call: the JET blend terms, the y resize table, per image the
+// heat normalisation and the 7 source rows resized along x. Each part starts 256-byte aligned.
+MASKRT_HD constexpr std::int64_t workspace_part(std::int64_t bytes) { return (bytes + 255) / 256 * 256; }
+MASKRT_HD constexpr std::int64_t cam_overlay_workspace_bytes(std::int64_t n, std::int64_t height, std::int64_t width) {
+  return workspace_part(256 * 16) + workspace_part(height * 16) + workspace_part(n * 8) +
+         workspace_part(n * 7 * width * 4);
+}
 
 // One call drawing the CAM of R faces into their boxes of N full-size frames
 // (cam_overlay_boxes). Same memory-space rule as CamOverlayArgs. Its first fields repeat
@@ -73,8 +86,9 @@ struct CamBoxesArgs {
 void cam_overlay_cpu(const CamOverlayArgs& args, int num_threads);
 int cpu_default_num_threads();
 
-// CUDA kernel: one launch for the whole batch on `stream` (a cudaStream_t), no synchronisation.
-// A class index outside [0, C) yields a NaN heat map and the unmodified image for that item.
+// CUDA kernel: two launches for the whole batch on `stream` (a cudaStream_t), no synchronisation:
+// the per-image CAM rows into args.workspace, then the pixels. A class index outside [0, C)
+// yields a NaN heat map and the unmodified image for that item.
 // Throws std::runtime_error when built without CUDA or when a CUDA call fails.
 void cam_overlay_cuda(const CamOverlayArgs& args, void* stream);
 bool cuda_compiled();

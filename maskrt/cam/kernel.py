@@ -110,6 +110,9 @@ def _cam_overlay_cuda(features: Any, weights: Any, classes: Any, images: Any, al
     n, h, w = images.shape[:3]
     overlays = torch.empty((n, h, w, 3), dtype=torch.uint8, device=device)
     heat = torch.empty((n, h, w), dtype=torch.float32, device=device) if heatmaps else None
+    # Scratch from torch's caching allocator: stream-ordered on the current stream, reused by the
+    # next call instead of a cudaMalloc per batch.
+    workspace = torch.empty(ext.cam_overlay_workspace_bytes(n, h, w), dtype=torch.uint8, device=device)
     if overlays.numel():
         if check_classes:
             lo, hi = (int(v) for v in torch.aminmax(classes))  # waits for `classes` on the stream
@@ -122,7 +125,8 @@ def _cam_overlay_cuda(features: Any, weights: Any, classes: Any, images: Any, al
                 classes=classes.data_ptr(), classes_int32=classes.dtype == torch.int32,
                 images=images.data_ptr(), overlays=overlays.data_ptr(),
                 heatmaps=heat.data_ptr() if heat is not None else 0, n=n, height=h, width=w,
-                alpha=alpha, rgb=rgb, stream=stream.cuda_stream)
+                alpha=alpha, rgb=rgb, workspace=workspace.data_ptr(), workspace_bytes=workspace.numel(),
+                stream=stream.cuda_stream)
     return (overlays, heat) if heatmaps else overlays
 
 

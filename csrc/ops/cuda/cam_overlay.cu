@@ -1,21 +1,27 @@
-// CUDA kernel for the fused CAM + JET overlay: one launch for the whole batch.
+// CUDA kernel for the fused CAM + JET overlay: two launches for the whole batch, on the caller's
+// stream, with a caller-owned workspace between them (cam_overlay_workspace_bytes).
 //
-// Block b covers rows [r0, r0 + R) of image n (b = n * chunks + chunk). Each block recomputes its
-// image's 49 CAM values (threads 0..48, each a 512-long float32 dot product in increasing k, as
-// the CPU kernel does) and the heat min/max from at most 16 x 16 candidate samples, while the
-// other threads tabulate the x/y resize samples and blend terms in shared memory; then the whole
-// block streams its rows: 4 pixels per thread (three 32-bit loads and stores of the interleaved
-// BGR bytes, one float4 heat store) where alignment allows, one pixel per thread otherwise.
-// R is chosen on the host so that the per-block CAM recompute (reading 49 x 512 features, mostly
-// from L2) stays small next to the block's pixel traffic, while still giving every SM work.
+// 1. cam_rows_kernel, one block per image: stages the image's 512 x 49 features and the class's
+//    512 weights in shared memory with 16-byte loads (every load of the image in flight at once),
+//    then threads 0..48 run the 49 dot products in increasing k (the CPU kernel's order, so the
+//    bits agree), the 7x7 min-max normalisation runs in parallel, the heat extremes come from the
+//    <= 16 x 16 candidate samples, and the block writes its 7 source rows resized along x
+//    ([7, W] floats, step 4's horizontal pass, as the CPU kernel's prepare_map) and (lo, 1/range).
+//    The blocks also write the two per-call tables: blend colour terms per JET level and the
+//    y resize samples per output row.
+// 2. blend_rows_kernel, blocks of even row chunks (many more blocks than the GPU holds at once):
+//    a thread takes kPix consecutive pixels of a row (16 where the row allows 16-byte loads and
+//    stores of the interleaved bytes, else 4 or 1), reads its two resized source rows (L2/L1
+//    resident), interpolates along y and blends. Byte <-> float conversions use exact float
+//    tricks (2^23 + b) instead of the quarter-rate conversion instructions.
 //
-// The prologue and all arithmetic are shared with the box kernel (cam_cuda.cuh, built on
-// cam_overlay.h's explicitly rounded helpers, no FMA), so the results are bit-identical to the CPU
-// kernel's.
+// All arithmetic is cam_overlay.h's explicitly rounded helpers (no FMA), so the results are
+// bit-identical to the CPU kernel's.
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -26,118 +32,373 @@
 namespace maskrt {
 namespace {
 
-using namespace cuda;  // the shared kernel building blocks
+using namespace cuda;  // kThreads, kJetDev, collect_candidates, device_info, check_frame_size
 
-struct KernelParams {
+constexpr float kTwo23 = 8388608.f;  // 2^23: from there on a float's ulp is 1
+
+// The workspace's parts (cam_overlay_workspace_bytes gives the layout's size).
+struct YSample {
+  float w0, w1;
+  int s0, s1;
+};
+
+struct Workspace {
+  float4* colour;  // [256]: colour_term per JET level for the 3 output channels, then 0
+  YSample* ys;     // [H]
+  float2* norm;    // [N]: (lo, 1 / range) of step 5; lo = NaN marks an out-of-range class
+  float* rows;     // [N, 7, W]: the normalised cam's source rows resized along x
+};
+
+__host__ __device__ inline Workspace carve_workspace(void* base, std::int64_t n, std::int64_t h) {
+  char* p = static_cast<char*>(base);
+  Workspace ws;
+  ws.colour = reinterpret_cast<float4*>(p);
+  p += workspace_part(256 * 16);
+  ws.ys = reinterpret_cast<YSample*>(p);
+  p += workspace_part(h * 16);
+  ws.norm = reinterpret_cast<float2*>(p);
+  p += workspace_part(n * 8);
+  ws.rows = reinterpret_cast<float*>(p);
+  return ws;
+}
+
+struct RowsParams {
   const void* features;
   const float* weights;
   const void* classes;
+  long long num_classes;
+  int n, height, width;
+  double scale_y, scale_x;
+  float alpha;
+  bool rgb, classes_int32, features_vec;  // features_vec: 16-byte aligned, so uint4 staging
+  Workspace ws;
+};
+
+// ---- 1. per image: CAM, normalisation, heat extremes, rows resized along x -------------------
+
+// Shared state of a cam_rows_kernel block besides the staged features.
+struct RowsShared {
+  float w[kFeatureChannels];
+  float cam[kCamCells];
+  float red_lo[kThreads / 32], red_hi[kThreads / 32];
+  int cand_y[kMaxCandidates], cand_x[kMaxCandidates];
+  int n_cand_y, n_cand_x;
+};
+
+// Block-wide (min, max); every thread passes a value (+-inf for none) and gets the result.
+__device__ float2 block_min_max(float lo, float hi, RowsShared& s) {
+  for (int off = 16; off > 0; off >>= 1) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  }
+  const int warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) {
+    s.red_lo[warp] = lo;
+    s.red_hi[warp] = hi;
+  }
+  __syncthreads();
+  lo = s.red_lo[0];
+  hi = s.red_hi[0];
+  for (int i = 1; i < kThreads / 32; ++i) {
+    lo = fminf(lo, s.red_lo[i]);
+    hi = fmaxf(hi, s.red_hi[i]);
+  }
+  __syncthreads();  // the scratch may be reused by the next reduction
+  return make_float2(lo, hi);
+}
+
+// The per-call tables, spread over all blocks: colour terms, then the y samples of every row.
+__device__ void write_tables(const RowsParams& p) {
+  const int total = 256 + p.height;
+  for (int e = blockIdx.x * kThreads + threadIdx.x; e < total; e += gridDim.x * kThreads) {
+    if (e < 256) {
+      const auto c = [&](int ch) { return colour_term(p.alpha, kJetDev[e][p.rgb ? 2 - ch : ch]); };
+      p.ws.colour[e] = make_float4(c(0), c(1), c(2), 0.f);
+    } else {
+      const AxisSample y = axis_sample(e - 256, p.scale_y, /*clamp_weights=*/false);
+      p.ws.ys[e - 256] = YSample{y.w0, y.w1, y.s0, y.s1};
+    }
+  }
+}
+
+// Copies the image's features (FeatT[512 * 49]) and the class's weights into shared memory.
+template <typename FeatT>
+__device__ void stage_inputs(const RowsParams& p, long long c, FeatT* feat, RowsShared& s) {
+  constexpr int kElems = kFeatureChannels * kCamCells;
+  const FeatT* src = static_cast<const FeatT*>(p.features) + static_cast<long long>(blockIdx.x) * kElems;
+  if (p.features_vec) {  // kElems * sizeof(FeatT) is a multiple of 16
+    constexpr int kVecs = kElems * static_cast<int>(sizeof(FeatT)) / 16;
+    const uint4* from = reinterpret_cast<const uint4*>(src);
+    uint4* to = reinterpret_cast<uint4*>(feat);
+    for (int i = threadIdx.x; i < kVecs; i += kThreads) to[i] = from[i];
+  } else {
+    for (int i = threadIdx.x; i < kElems; i += kThreads) feat[i] = src[i];
+  }
+  const float* w = p.weights + c * kFeatureChannels;
+  for (int k = threadIdx.x; k < kFeatureChannels; k += kThreads) s.w[k] = w[k];
+}
+
+// Steps 1-3: thread p < 49 accumulates position p in increasing k, then the block normalises.
+template <typename FeatT>
+__device__ void cam_values(const FeatT* feat, RowsShared& s) {
+  const int tid = threadIdx.x;
+  float v = 0.f;
+  if (tid < kCamCells) {
+#pragma unroll 16
+    for (int k = 0; k < kFeatureChannels; ++k) v = add_rn(v, mul_rn(s.w[k], load_feature(feat, k * kCamCells + tid)));
+    v = v > 0.f ? v : 0.f;  // ReLU, as normalise_cam
+  }
+  const float2 ext = block_min_max(tid < kCamCells ? v : INFINITY, tid < kCamCells ? v : -INFINITY, s);
+  const float range = add_rn(sub_rn(ext.y, ext.x), kNormEps);
+  if (tid < kCamCells) s.cam[tid] = div_rn(sub_rn(v, ext.x), range);
+  __syncthreads();
+}
+
+// Step 5's extremes over the candidate rows x columns, as the CPU's prepare_map; (lo, 1/range).
+__device__ float2 heat_extremes(const RowsParams& p, RowsShared& s) {
+  collect_candidates(p.width, p.scale_x, true, s.cand_x, &s.n_cand_x);
+  collect_candidates(p.height, p.scale_y, false, s.cand_y, &s.n_cand_y);
+  __syncthreads();
+  const int ncy = min(s.n_cand_y, kMaxCandidates), ncx = min(s.n_cand_x, kMaxCandidates);
+  float lo = INFINITY, hi = -INFINITY;
+  if (threadIdx.x < ncy * ncx) {
+    const AxisSample y = axis_sample(s.cand_y[threadIdx.x / ncx], p.scale_y, false);
+    const AxisSample x = axis_sample(s.cand_x[threadIdx.x % ncx], p.scale_x, true);
+    lo = hi = interp_y(interp_x(s.cam, y.s0, x.s0, x.s1, x.w0, x.w1), interp_x(s.cam, y.s1, x.s0, x.s1, x.w0, x.w1),
+                       y.w0, y.w1);
+  }
+  const float2 ext = block_min_max(lo, hi, s);
+  return make_float2(ext.x, div_rn(1.f, add_rn(sub_rn(ext.y, ext.x), kNormEps)));
+}
+
+template <typename FeatT>
+__global__ void __launch_bounds__(kThreads) cam_rows_kernel(const RowsParams p) {
+  extern __shared__ float4 smem_raw[];
+  __shared__ RowsShared s;
+  const int n = blockIdx.x;
+  if (threadIdx.x == 0) s.n_cand_y = s.n_cand_x = 0;
+  write_tables(p);
+  const long long c = index_at(p.classes, p.classes_int32, n);
+  if (c < 0 || c >= p.num_classes) {  // uniform over the block
+    if (threadIdx.x == 0) p.ws.norm[n] = make_float2(NAN, NAN);
+    return;
+  }
+  FeatT* feat = reinterpret_cast<FeatT*>(smem_raw);
+  stage_inputs<FeatT>(p, c, feat, s);
+  __syncthreads();
+  cam_values<FeatT>(feat, s);
+  const float2 norm = heat_extremes(p, s);
+  if (threadIdx.x == 0) p.ws.norm[n] = norm;
+  float* rows = p.ws.rows + static_cast<long long>(n) * kCamSide * p.width;
+  for (int j = threadIdx.x; j < p.width; j += kThreads) {
+    const AxisSample x = axis_sample(j, p.scale_x, /*clamp_weights=*/true);
+#pragma unroll
+    for (int r = 0; r < kCamSide; ++r) rows[r * p.width + j] = interp_x(s.cam, r, x.s0, x.s1, x.w0, x.w1);
+  }
+}
+
+// ---- 2. pixels --------------------------------------------------------------------------------
+
+struct BlendParams {
   const std::uint8_t* images;
   std::uint8_t* overlays;
   float* heatmaps;  // nullptr when not requested
-  long long num_classes;
-  int height, width;
-  int rows_per_block, chunks;
-  double scale_y, scale_x;
+  Workspace ws;
+  int height, width, rows_per_block, chunks;
   float alpha;
-  bool rgb, classes_int32;
 };
 
-__device__ __forceinline__ std::uint8_t byte_of(const unsigned (&w)[3], int b) {
-  return static_cast<std::uint8_t>(w[b >> 2] >> (8 * (b & 3)));
+// Byte `b` of `word` as a float, exactly: the float with bits 0x4B0000bb is 2^23 + b.
+__device__ __forceinline__ float byte_value(unsigned word, int b) {
+  return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | b)), kTwo23);
 }
 
-// Rows of a block whose class index is out of range: NaN heat, untouched image (documented).
-__device__ void write_invalid(const KernelParams& p, long long first_pixel, long long pixels) {
-  for (long long i = threadIdx.x; i < pixels; i += kThreads) {
+// floor(v) for v in [0, 2^23), in the low bits: rounding 2^23 + v toward zero keeps the integer part.
+__device__ __forceinline__ unsigned floor_bits(float v) { return __float_as_uint(__fadd_rz(v, kTwo23)); }
+
+// The low bytes of four floor_bits values as one little-endian word.
+__device__ __forceinline__ unsigned pack4(unsigned a, unsigned b, unsigned c, unsigned d) {
+  return __byte_perm(__byte_perm(a, b, 0x0040u), __byte_perm(c, d, 0x0040u), 0x5410u);
+}
+
+template <int kPix>
+__device__ __forceinline__ void load_floats(const float* src, float (&out)[kPix]) {
+  if constexpr (kPix % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < kPix / 4; ++q) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(src) + q);
+      out[4 * q] = v.x;
+      out[4 * q + 1] = v.y;
+      out[4 * q + 2] = v.z;
+      out[4 * q + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPix; ++k) out[k] = __ldg(src + k);
+  }
+}
+
+// 3 * kPix interleaved bytes as words (kPix = 16: three 16-byte loads; 4: three 32-bit; 1: bytes).
+template <int kPix>
+__device__ __forceinline__ void load_bytes(const std::uint8_t* src, unsigned (&w)[(3 * kPix + 3) / 4]) {
+  if constexpr (kPix == 16) {
+#pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      const uint4 v = reinterpret_cast<const uint4*>(src)[q];
+      w[4 * q] = v.x;
+      w[4 * q + 1] = v.y;
+      w[4 * q + 2] = v.z;
+      w[4 * q + 3] = v.w;
+    }
+  } else if constexpr (kPix == 4) {
+#pragma unroll
+    for (int q = 0; q < 3; ++q) w[q] = reinterpret_cast<const unsigned*>(src)[q];
+  } else {
+    w[0] = src[0] | (static_cast<unsigned>(src[1]) << 8) | (static_cast<unsigned>(src[2]) << 16);
+  }
+}
+
+template <int kPix>
+__device__ __forceinline__ void store_bytes(std::uint8_t* dst, const unsigned (&w)[(3 * kPix + 3) / 4]) {
+  if constexpr (kPix == 16) {
+#pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      reinterpret_cast<uint4*>(dst)[q] = make_uint4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+    }
+  } else if constexpr (kPix == 4) {
+#pragma unroll
+    for (int q = 0; q < 3; ++q) reinterpret_cast<unsigned*>(dst)[q] = w[q];
+  } else {
+#pragma unroll
+    for (int b = 0; b < 3; ++b) dst[b] = static_cast<std::uint8_t>(w[0] >> (8 * b));
+  }
+}
+
+template <int kPix>
+__device__ __forceinline__ void store_heat(float* dst, const float (&h)[kPix]) {
+  if constexpr (kPix % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < kPix / 4; ++q) {
+      reinterpret_cast<float4*>(dst)[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPix; ++k) dst[k] = h[k];
+  }
+}
+
+// Steps 4-7 for kPix consecutive pixels: heat from the two resized source rows, JET level,
+// blended bytes. `in` and `out` hold the pixels' 3 * kPix bytes.
+template <int kPix>
+__device__ __forceinline__ void blend_pixels(const float (&top)[kPix], const float (&bottom)[kPix], const YSample& y,
+                                             float2 norm, float alpha, const float4* colour,
+                                             const unsigned (&in)[(3 * kPix + 3) / 4],
+                                             unsigned (&out)[(3 * kPix + 3) / 4], float (&heat)[kPix]) {
+  unsigned bytes[3 * kPix];
+#pragma unroll
+  for (int k = 0; k < kPix; ++k) {
+    heat[k] = heat_value(interp_y(top[k], bottom[k], y.w0, y.w1), norm.x, norm.y);
+    const float4 c = colour[floor_bits(mul_rn(heat[k], 255.f)) & 0xffu];  // heat_level
+    const float terms[3] = {c.x, c.y, c.z};
+#pragma unroll
+    for (int ch = 0; ch < 3; ++ch) {
+      const int b = 3 * k + ch;
+      bytes[b] = floor_bits(add_rn(mul_rn(alpha, byte_value(in[b / 4], b % 4)), terms[ch]));  // blend
+    }
+  }
+  if constexpr (kPix == 1) {
+    out[0] = __byte_perm(__byte_perm(bytes[0], bytes[1], 0x0040u), bytes[2], 0x0410u);
+  } else {
+#pragma unroll
+    for (int q = 0; q < 3 * kPix / 4; ++q) out[q] = pack4(bytes[4 * q], bytes[4 * q + 1], bytes[4 * q + 2], bytes[4 * q + 3]);
+  }
+}
+
+// Rows of an image whose class index is out of range: NaN heat, untouched image (documented).
+__device__ void copy_invalid(const BlendParams& p, long long first_pixel, int pixels) {
+  for (int i = threadIdx.x; i < pixels; i += kThreads) {
     const long long px = first_pixel + i;
     for (int c = 0; c < 3; ++c) p.overlays[px * 3 + c] = p.images[px * 3 + c];
     if (p.heatmaps) p.heatmaps[px] = __int_as_float(0x7fffffff);
   }
 }
 
-// 4 pixels = 12 bytes = three aligned 32-bit words per thread, one float4 heat store.
-__device__ void write_rows_vec(const KernelParams& p, const BlockState& s, const Tables& t, int rows, float inv,
-                               const std::uint8_t* src, std::uint8_t* dst, float* heat_out) {
-  const int W = p.width, quads = W / 4;
-  const long long items = static_cast<long long>(rows) * quads;
-  for (long long item = threadIdx.x; item < items; item += kThreads) {
-    const int r = static_cast<int>(item / quads), j0 = static_cast<int>(item % quads) * 4;
-    const long long px = static_cast<long long>(r) * W + j0;
-    const unsigned* in = reinterpret_cast<const unsigned*>(src + px * 3);
-    const unsigned words[3] = {in[0], in[1], in[2]};
-    unsigned out[3] = {0u, 0u, 0u};
-    float h[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      h[k] = pixel_heat(s.cam, t, r, j0 + k, s.lo, inv);
-      const float* col = s.colour + 3 * heat_level(h[k]);
-#pragma unroll
-      for (int ch = 0; ch < 3; ++ch) {
-        const int b = 3 * k + ch;
-        const std::uint8_t o = blend(pixel_term(p.alpha, byte_of(words, b)), col[ch]);
-        out[b >> 2] |= static_cast<unsigned>(o) << (8 * (b & 3));
-      }
-    }
-    unsigned* o = reinterpret_cast<unsigned*>(dst + px * 3);
-    o[0] = out[0];
-    o[1] = out[1];
-    o[2] = out[2];
-    if (heat_out) *reinterpret_cast<float4*>(heat_out + px) = make_float4(h[0], h[1], h[2], h[3]);
-  }
-}
-
-// One pixel per thread, for widths or buffers that do not allow the 4-pixel path.
-__device__ void write_rows_scalar(const KernelParams& p, const BlockState& s, const Tables& t, int rows, float inv,
-                                  const std::uint8_t* src, std::uint8_t* dst, float* heat_out) {
-  const int W = p.width;
-  const long long items = static_cast<long long>(rows) * W;
-  for (long long px = threadIdx.x; px < items; px += kThreads) {
-    const int r = static_cast<int>(px / W), j = static_cast<int>(px % W);
-    const float h = pixel_heat(s.cam, t, r, j, s.lo, inv);
-    blend_pixel(s, p.alpha, h, src + px * 3, dst + px * 3);
-    if (heat_out) heat_out[px] = h;
-  }
-}
-
-template <typename FeatT, bool kVec>
-__global__ void __launch_bounds__(kThreads) cam_overlay_kernel(const KernelParams p) {
-  extern __shared__ float4 smem_raw[];
-  __shared__ BlockState s;
-
+template <int kPix>
+__global__ void __launch_bounds__(kThreads) blend_rows_kernel(const BlendParams p) {
+  __shared__ float4 colour[256];
+  colour[threadIdx.x] = p.ws.colour[threadIdx.x];  // kThreads == 256
   const int n = blockIdx.x / p.chunks;
-  const int row_begin = (blockIdx.x % p.chunks) * p.rows_per_block;
+  const int row_begin = (blockIdx.x - n * p.chunks) * p.rows_per_block;
   const int rows = min(p.rows_per_block, p.height - row_begin);
-  const long long first_pixel = (static_cast<long long>(n) * p.height + row_begin) * p.width;
-
-  const long long c = index_at(p.classes, p.classes_int32, n);
-  if (c < 0 || c >= p.num_classes) {  // uniform over the block
-    write_invalid(p, first_pixel, static_cast<long long>(rows) * p.width);
+  const int W = p.width;
+  const long long first_pixel = (static_cast<long long>(n) * p.height + row_begin) * W;
+  const float2 norm = p.ws.norm[n];
+  __syncthreads();
+  if (isnan(norm.x)) {  // uniform over the block
+    copy_invalid(p, first_pixel, rows * W);
     return;
   }
-  const MapJob job{p.features, p.weights, n, c, p.height, p.width, row_begin, rows, p.scale_y, p.scale_x,
-                   p.alpha, p.rgb};
-  const Tables t = carve_tables(reinterpret_cast<char*>(smem_raw), p.width, rows);
-  const float inv = prepare_block<FeatT>(job, t, s);
-
-  const std::uint8_t* src = p.images + first_pixel * 3;
-  std::uint8_t* dst = p.overlays + first_pixel * 3;
-  float* heat_out = p.heatmaps ? p.heatmaps + first_pixel : nullptr;
-  if constexpr (kVec) {
-    write_rows_vec(p, s, t, rows, inv, src, dst, heat_out);
-  } else {
-    write_rows_scalar(p, s, t, rows, inv, src, dst, heat_out);
+  const float* image_rows = p.ws.rows + static_cast<long long>(n) * kCamSide * W;
+  const int per_row = W / kPix, items = rows * per_row;
+  for (int item = threadIdx.x; item < items; item += kThreads) {
+    const int r = item / per_row, j0 = (item - r * per_row) * kPix;
+    const YSample y = p.ws.ys[row_begin + r];
+    float top[kPix], bottom[kPix], heat[kPix];
+    load_floats<kPix>(image_rows + y.s0 * W + j0, top);
+    load_floats<kPix>(image_rows + y.s1 * W + j0, bottom);
+    const long long px = first_pixel + static_cast<long long>(r) * W + j0;
+    unsigned in[(3 * kPix + 3) / 4], out[(3 * kPix + 3) / 4];
+    load_bytes<kPix>(p.images + px * 3, in);
+    blend_pixels<kPix>(top, bottom, y, norm, p.alpha, colour, in, out, heat);
+    store_bytes<kPix>(p.overlays + px * 3, out);
+    if (p.heatmaps) store_heat<kPix>(p.heatmaps + px, heat);
   }
 }
+
+// ---- host side --------------------------------------------------------------------------------
 
 bool aligned(const void* ptr, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(ptr) % bytes == 0; }
 
-template <typename FeatT, bool kVec>
-void launch(const KernelParams& p, unsigned blocks, std::size_t smem, const DeviceInfo& info, cudaStream_t stream) {
-  auto kernel = cam_overlay_kernel<FeatT, kVec>;
-  allow_shared_memory(kernel, smem, p.width, info);
-  kernel<<<blocks, kThreads, smem, stream>>>(p);
-  MASKRT_CUDA_CHECK_LAUNCH("cam_overlay_kernel");
+template <typename FeatT>
+void launch_rows(const RowsParams& p, const DeviceInfo& info, cudaStream_t stream) {
+  auto kernel = cam_rows_kernel<FeatT>;
+  const std::size_t smem = sizeof(FeatT) * kFeatureChannels * kCamCells;  // 50 or 100 KB
+  if (smem + sizeof(RowsShared) > static_cast<std::size_t>(info.max_smem_optin)) {
+    throw std::runtime_error("cam_overlay_cuda: the device allows " + std::to_string(info.max_smem_optin) +
+                             " bytes of shared memory per block; the CAM stage needs " + std::to_string(smem));
+  }
+  MASKRT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<static_cast<unsigned>(p.n), kThreads, smem, stream>>>(p);
+  MASKRT_CUDA_CHECK_LAUNCH("cam_rows_kernel");
+}
+
+// Even row chunks of about kThreads * 4 work items each: many more blocks than fit at once at
+// large batches (the GPU balances them), and a block's setup (the colour table) stays small.
+void size_chunks(BlendParams& p, int pix) {
+  const int per_row = p.width / pix;
+  const int rows_target = std::max(1, kThreads * 4 / per_row);
+  p.chunks = (p.height + rows_target - 1) / rows_target;
+  p.rows_per_block = (p.height + p.chunks - 1) / p.chunks;
+  p.chunks = (p.height + p.rows_per_block - 1) / p.rows_per_block;
+}
+
+template <int kPix>
+void launch_blend(BlendParams p, long long n, cudaStream_t stream) {
+  size_chunks(p, kPix);
+  const long long blocks = n * p.chunks;
+  if (blocks > INT_MAX) throw std::invalid_argument("batch too large for one launch: " + std::to_string(n) + " images");
+  blend_rows_kernel<kPix><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  MASKRT_CUDA_CHECK_LAUNCH("blend_rows_kernel");
+}
+
+void check_workspace(const CamOverlayArgs& a) {
+  const std::int64_t need = cam_overlay_workspace_bytes(a.n, a.height, a.width);
+  if (a.workspace == nullptr || a.workspace_bytes < need || !aligned(a.workspace, 16)) {
+    throw std::invalid_argument("workspace: expected a 16-byte aligned device buffer of at least " +
+                                std::to_string(need) + " bytes (cam_overlay_workspace_bytes), got " +
+                                std::to_string(a.workspace_bytes) + " bytes at " +
+                                std::to_string(reinterpret_cast<std::uintptr_t>(a.workspace)));
+  }
 }
 
 }  // namespace
@@ -156,42 +417,31 @@ int cuda_device_count() {
 void cam_overlay_cuda(const CamOverlayArgs& a, void* stream) {
   if (a.n <= 0 || a.height <= 0 || a.width <= 0) return;
   check_frame_size(a.height, a.width);
+  if (a.n > INT_MAX) throw std::invalid_argument("batch too large for one launch: " + std::to_string(a.n) + " images");
   int device = 0;
   MASKRT_CUDA_CHECK(cudaGetDevice(&device));
+  check_workspace(a);
   const DeviceInfo info = device_info(device);
-
-  KernelParams p;
-  p.features = a.features;
-  p.weights = a.weights;
-  p.classes = a.classes;
-  p.images = a.images;
-  p.overlays = a.overlays;
-  p.heatmaps = a.heatmaps;
-  p.num_classes = a.num_classes;
-  p.height = static_cast<int>(a.height);
-  p.width = static_cast<int>(a.width);
-  // A pixel moves 6 bytes (read and write) plus 4 when the heat map is written.
-  p.rows_per_block = choose_rows_per_block(a.n, a.height, a.width, a.feature_type == FeatureType::kFloat16,
-                                           a.heatmaps ? 10 : 6, info.sms);
-  p.chunks = static_cast<int>((a.height + p.rows_per_block - 1) / p.rows_per_block);
-  p.scale_y = resize_scale(a.height);
-  p.scale_x = resize_scale(a.width);
-  p.alpha = a.alpha;
-  p.rgb = a.rgb;
-  p.classes_int32 = a.classes_int32;
-
-  const long long blocks = a.n * p.chunks;
-  if (blocks > INT_MAX) throw std::invalid_argument("batch too large for one launch: " + std::to_string(a.n) + " images");
-  const std::size_t smem = tables_smem(p.width, p.rows_per_block);
-  const bool vec = a.width % 4 == 0 && aligned(a.images, 4) && aligned(a.overlays, 4) &&
-                   (a.heatmaps == nullptr || aligned(a.heatmaps, 16));
+  const Workspace ws = carve_workspace(a.workspace, a.n, a.height);
   auto s = static_cast<cudaStream_t>(stream);
-  const auto nb = static_cast<unsigned>(blocks);
+
   const bool half = a.feature_type == FeatureType::kFloat16;
-  if (half && vec) launch<__half, true>(p, nb, smem, info, s);
-  else if (half) launch<__half, false>(p, nb, smem, info, s);
-  else if (vec) launch<float, true>(p, nb, smem, info, s);
-  else launch<float, false>(p, nb, smem, info, s);
+  const RowsParams rp{a.features, a.weights, a.classes, a.num_classes, static_cast<int>(a.n),
+                      static_cast<int>(a.height), static_cast<int>(a.width), resize_scale(a.height),
+                      resize_scale(a.width), a.alpha, a.rgb, a.classes_int32, aligned(a.features, 16), ws};
+  if (half) launch_rows<__half>(rp, info, s);
+  else launch_rows<float>(rp, info, s);
+
+  BlendParams bp{a.images, a.overlays, a.heatmaps, ws, static_cast<int>(a.height), static_cast<int>(a.width), 0, 0,
+                 a.alpha};
+  const bool heat16 = a.heatmaps == nullptr || aligned(a.heatmaps, 16);
+  if (a.width % 16 == 0 && aligned(a.images, 16) && aligned(a.overlays, 16) && heat16) {
+    launch_blend<16>(bp, a.n, s);
+  } else if (a.width % 4 == 0 && aligned(a.images, 4) && aligned(a.overlays, 4) && heat16) {
+    launch_blend<4>(bp, a.n, s);
+  } else {
+    launch_blend<1>(bp, a.n, s);
+  }
 }
 
 }  // namespace maskrt
