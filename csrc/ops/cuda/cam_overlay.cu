@@ -1,9 +1,9 @@
 // CUDA kernel for the fused CAM + JET overlay: two launches for the whole batch, on the caller's
 // stream, with a caller-owned workspace between them (cam_overlay_workspace_bytes).
 //
-// 1. cam_rows_kernel, one block per image: stages the image's 512 x 49 features and the class's
-//    512 weights in shared memory with 16-byte loads (every load of the image in flight at once),
-//    then threads 0..48 run the 49 dot products in increasing k (the CPU kernel's order, so the
+// 1. cam_rows_kernel, one block per image: stages the image's 512 x 49 features in shared memory
+//    in two tiles of 256 channels with 16-byte loads (a whole tile's loads in flight at once),
+//    and threads 0..48 run the 49 dot products in increasing k (the CPU kernel's order, so the
 //    bits agree), the 7x7 min-max normalisation runs in parallel, the heat extremes come from the
 //    <= 16 x 16 candidate samples, and the block writes its 7 source rows resized along x
 //    ([7, W] floats, step 4's horizontal pass, as the CPU kernel's prepare_map) and (lo, 1/range).
@@ -86,7 +86,7 @@ struct RowsShared {
 };
 
 // Block-wide (min, max); every thread passes a value (+-inf for none) and gets the result.
-__device__ float2 block_min_max(float lo, float hi, RowsShared& s) {
+__device__ __forceinline__ float2 block_min_max(float lo, float hi, RowsShared& s) {
   for (int off = 16; off > 0; off >>= 1) {
     lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
     hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
@@ -108,12 +108,13 @@ __device__ float2 block_min_max(float lo, float hi, RowsShared& s) {
 }
 
 // The per-call tables, spread over all blocks: colour terms, then the y samples of every row.
-__device__ void write_tables(const RowsParams& p) {
+__device__ __forceinline__ void write_tables(const RowsParams& p) {
   const int total = 256 + p.height;
   for (int e = blockIdx.x * kThreads + threadIdx.x; e < total; e += gridDim.x * kThreads) {
     if (e < 256) {
-      const auto c = [&](int ch) { return colour_term(p.alpha, kJetDev[e][p.rgb ? 2 - ch : ch]); };
-      p.ws.colour[e] = make_float4(c(0), c(1), c(2), 0.f);
+      const std::uint8_t* jet = kJetDev[e];  // BGR; channel ch of the output is jet[rgb ? 2 - ch : ch]
+      p.ws.colour[e] = make_float4(colour_term(p.alpha, jet[p.rgb ? 2 : 0]), colour_term(p.alpha, jet[1]),
+                                   colour_term(p.alpha, jet[p.rgb ? 0 : 2]), 0.f);
     } else {
       const AxisSample y = axis_sample(e - 256, p.scale_y, /*clamp_weights=*/false);
       p.ws.ys[e - 256] = YSample{y.w0, y.w1, y.s0, y.s1};
@@ -121,33 +122,45 @@ __device__ void write_tables(const RowsParams& p) {
   }
 }
 
-// Copies the image's features (FeatT[512 * 49]) and the class's weights into shared memory.
+// Channels staged in shared memory at a time: 256 x 49 features are 25 KB in half, 50 KB in
+// float, which fits every supported GPU's per-block limit (64 KB on sm_75).
+constexpr int kTileChannels = 256;
+constexpr int kTileElems = kTileChannels * kCamCells;
+static_assert(kFeatureChannels % kTileChannels == 0, "whole tiles");
+
+// Copies channels [tile * 256, tile * 256 + 256) of the image's features into shared memory.
 template <typename FeatT>
-__device__ void stage_inputs(const RowsParams& p, long long c, FeatT* feat, RowsShared& s) {
-  constexpr int kElems = kFeatureChannels * kCamCells;
-  const FeatT* src = static_cast<const FeatT*>(p.features) + static_cast<long long>(blockIdx.x) * kElems;
-  if (p.features_vec) {  // kElems * sizeof(FeatT) is a multiple of 16
-    constexpr int kVecs = kElems * static_cast<int>(sizeof(FeatT)) / 16;
+__device__ __forceinline__ void stage_tile(const RowsParams& p, int tile, FeatT* feat) {
+  const FeatT* src = static_cast<const FeatT*>(p.features) +
+                     static_cast<long long>(blockIdx.x) * kFeatureChannels * kCamCells + tile * kTileElems;
+  if (p.features_vec) {  // kTileElems * sizeof(FeatT) is a multiple of 16
+    constexpr int kVecs = kTileElems * static_cast<int>(sizeof(FeatT)) / 16;
     const uint4* from = reinterpret_cast<const uint4*>(src);
     uint4* to = reinterpret_cast<uint4*>(feat);
     for (int i = threadIdx.x; i < kVecs; i += kThreads) to[i] = from[i];
   } else {
-    for (int i = threadIdx.x; i < kElems; i += kThreads) feat[i] = src[i];
+    for (int i = threadIdx.x; i < kTileElems; i += kThreads) feat[i] = src[i];
   }
-  const float* w = p.weights + c * kFeatureChannels;
-  for (int k = threadIdx.x; k < kFeatureChannels; k += kThreads) s.w[k] = w[k];
 }
 
-// Steps 1-3: thread p < 49 accumulates position p in increasing k, then the block normalises.
+// Steps 1-3: thread p < 49 accumulates position p in increasing k (tile by tile), then the block
+// normalises the 49 values in parallel.
 template <typename FeatT>
-__device__ void cam_values(const FeatT* feat, RowsShared& s) {
+__device__ __forceinline__ void cam_values(const RowsParams& p, long long c, FeatT* feat, RowsShared& s) {
   const int tid = threadIdx.x;
+  for (int k = tid; k < kFeatureChannels; k += kThreads) s.w[k] = p.weights[c * kFeatureChannels + k];
   float v = 0.f;
-  if (tid < kCamCells) {
+  for (int tile = 0; tile < kFeatureChannels / kTileChannels; ++tile) {
+    stage_tile<FeatT>(p, tile, feat);
+    __syncthreads();
+    if (tid < kCamCells) {
+      const float* w = s.w + tile * kTileChannels;
 #pragma unroll 16
-    for (int k = 0; k < kFeatureChannels; ++k) v = add_rn(v, mul_rn(s.w[k], load_feature(feat, k * kCamCells + tid)));
-    v = v > 0.f ? v : 0.f;  // ReLU, as normalise_cam
+      for (int k = 0; k < kTileChannels; ++k) v = add_rn(v, mul_rn(w[k], load_feature(feat, k * kCamCells + tid)));
+    }
+    __syncthreads();  // the next tile overwrites the staged features
   }
+  if (tid < kCamCells) v = v > 0.f ? v : 0.f;  // ReLU, as normalise_cam
   const float2 ext = block_min_max(tid < kCamCells ? v : INFINITY, tid < kCamCells ? v : -INFINITY, s);
   const float range = add_rn(sub_rn(ext.y, ext.x), kNormEps);
   if (tid < kCamCells) s.cam[tid] = div_rn(sub_rn(v, ext.x), range);
@@ -155,7 +168,7 @@ __device__ void cam_values(const FeatT* feat, RowsShared& s) {
 }
 
 // Step 5's extremes over the candidate rows x columns, as the CPU's prepare_map; (lo, 1/range).
-__device__ float2 heat_extremes(const RowsParams& p, RowsShared& s) {
+__device__ __forceinline__ float2 heat_extremes(const RowsParams& p, RowsShared& s) {
   collect_candidates(p.width, p.scale_x, true, s.cand_x, &s.n_cand_x);
   collect_candidates(p.height, p.scale_y, false, s.cand_y, &s.n_cand_y);
   __syncthreads();
@@ -183,10 +196,7 @@ __global__ void __launch_bounds__(kThreads) cam_rows_kernel(const RowsParams p) 
     if (threadIdx.x == 0) p.ws.norm[n] = make_float2(NAN, NAN);
     return;
   }
-  FeatT* feat = reinterpret_cast<FeatT*>(smem_raw);
-  stage_inputs<FeatT>(p, c, feat, s);
-  __syncthreads();
-  cam_values<FeatT>(feat, s);
+  cam_values<FeatT>(p, c, reinterpret_cast<FeatT*>(smem_raw), s);
   const float2 norm = heat_extremes(p, s);
   if (threadIdx.x == 0) p.ws.norm[n] = norm;
   float* rows = p.ws.rows + static_cast<long long>(n) * kCamSide * p.width;
@@ -362,7 +372,7 @@ bool aligned(const void* ptr, std::size_t bytes) { return reinterpret_cast<std::
 template <typename FeatT>
 void launch_rows(const RowsParams& p, const DeviceInfo& info, cudaStream_t stream) {
   auto kernel = cam_rows_kernel<FeatT>;
-  const std::size_t smem = sizeof(FeatT) * kFeatureChannels * kCamCells;  // 50 or 100 KB
+  const std::size_t smem = sizeof(FeatT) * kTileElems;  // 25 or 50 KB
   if (smem + sizeof(RowsShared) > static_cast<std::size_t>(info.max_smem_optin)) {
     throw std::runtime_error("cam_overlay_cuda: the device allows " + std::to_string(info.max_smem_optin) +
                              " bytes of shared memory per block; the CAM stage needs " + std::to_string(smem));
