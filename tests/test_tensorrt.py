@@ -39,7 +39,7 @@ from maskrt.graph.model import MaskNet
 TRT_OK, TRT_WHY = trt_compat.tensorrt_status()
 needs_tensorrt = pytest.mark.skipif(
     not (TRT_OK and torch.cuda.is_available()),
-    reason=f"needs TensorRT 10 and a CUDA GPU: {TRT_WHY if not TRT_OK else 'no CUDA GPU'}")
+    reason=f"needs TensorRT 10/11 and a CUDA GPU: {TRT_WHY if not TRT_OK else 'no CUDA GPU'}")
 no_tensorrt = pytest.mark.skipif(TRT_OK, reason="TensorRT is installed here")
 
 SHA = "ab" * 32
@@ -126,6 +126,7 @@ def test_matching_sidecar_has_no_mismatch_and_ignores_build_time() -> None:
     ({"compute_capability": "8.0"}, "compute_capability"),
     ({"onnx_sha256": "cd" * 32}, "onnx_sha256"),
     ({"precision": "fp32"}, "precision"),
+    ({"typing": "strong"}, "typing"),
     ({"profile": Profile(1, 32, 512)}, "profile"),
     ({"format": ENGINE_FORMAT - 1}, "format"),
 ])
@@ -202,9 +203,56 @@ def test_parse_version(text, parsed) -> None:
 def test_supported_versions() -> None:
     assert trt_compat.unsupported_reason("10.0.1") is None
     assert trt_compat.unsupported_reason("10.13.2.6") is None
+    assert trt_compat.unsupported_reason("11.1.0") is None
     assert "older than the TensorRT 10 API" in trt_compat.unsupported_reason("8.6.1")
-    assert "removed BuilderFlag.FP16" in trt_compat.unsupported_reason("11.1.0")
+    assert "newer than the releases maskrt was written for (10.x, 11.x)" in trt_compat.unsupported_reason("12.0")
     assert "expected 'MAJOR.MINOR" in trt_compat.unsupported_reason("unknown")
+
+
+@pytest.mark.parametrize("version, strong", [
+    ("10.0.1.6", False), ("10.3.0", False), ("10.11.0.33", False), ("10.12.0.36", True),
+    ("10.13.2", True), ("11.0", True), ("11.1.0.post1", True),
+])
+def test_typing_rule(version, strong) -> None:
+    """BuilderFlag.FP16 (weak typing) up to 10.11; STRONGLY_TYPED networks from 10.12 on."""
+    assert trt_compat.strongly_typed(version) is strong
+    assert trt_compat.typing_name(version) == ("strong" if strong else "weak")
+    assert Sidecar.expected(SHA, SystemInfo(version, "GPU", "9.0"), Profile()).typing == trt_compat.typing_name(version)
+
+
+def _fake_trt(version: str):
+    """The few TensorRT names the version rules touch, as plain Python."""
+    from types import SimpleNamespace
+
+    flags = SimpleNamespace(STRONGLY_TYPED=1)
+    builder_flag = SimpleNamespace(FP16="FP16") if version.startswith("10.") else SimpleNamespace()
+    return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flags, BuilderFlag=builder_flag,
+                           float16="half")
+
+
+def test_network_flags_and_fp16_flag_per_version() -> None:
+    assert trt_compat.network_flags(_fake_trt("10.3.0")) == 0
+    assert trt_compat.network_flags(_fake_trt("10.12.0")) == 1 << 1
+    assert trt_compat.network_flags(_fake_trt("11.0.0")) == 1 << 1
+    flags: list[str] = []
+    config = type("Config", (), {"set_flag": lambda self, f: flags.append(f)})()
+    trt_compat.enable_fp16(_fake_trt("10.3.0"), config)
+    assert flags == ["FP16"]
+    with pytest.raises(BackendUnavailable, match="has no BuilderFlag.FP16"):
+        trt_compat.enable_fp16(_fake_trt("11.0.0"), config)
+
+
+def test_weak_typing_marks_the_features_output_half() -> None:
+    from types import SimpleNamespace
+
+    from maskrt.backends.tensorrt.build import EngineBuildError, _features_as_half
+
+    outputs = [SimpleNamespace(name="logits", dtype="float"), SimpleNamespace(name="features", dtype="float")]
+    network = SimpleNamespace(num_outputs=2, get_output=lambda i: outputs[i])
+    _features_as_half(_fake_trt("10.3.0"), network)
+    assert [o.dtype for o in outputs] == ["float", "half"]
+    with pytest.raises(EngineBuildError, match="no 'features' output"):
+        _features_as_half(_fake_trt("10.3.0"), SimpleNamespace(num_outputs=1, get_output=lambda i: outputs[0]))
 
 
 @no_tensorrt
@@ -243,6 +291,29 @@ def test_rewrite_refuses_a_graph_it_does_not_understand(tmp_path) -> None:
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ValueError, match="feed only Transpose/Cast/Shape nodes, found Relu"):
         tensorrt_onnx_bytes(path)
+
+
+def test_fp16_graph_for_strong_typing(onnx_file) -> None:
+    """The strongly typed network's graph: FP16 everywhere, logits cast back to float32, features
+    float16; run by ONNX Runtime it decides like the FP32 graph, within FP16's precision."""
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(tensorrt_onnx_bytes(onnx_file, fp16=True))
+    onnx.checker.check_model(model, full_check=True)
+    outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert outputs == {"logits": TensorProto.FLOAT, "features": TensorProto.FLOAT16}
+    assert not [t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT]
+    readers = [n for n in model.graph.node if INPUT_NAME in n.input]
+    assert [(n.op_type, _attr(n, "to")) for n in readers] == [("Cast", TensorProto.FLOAT16)]
+
+    images = np.random.default_rng(4).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # ORT notes it cannot constant-fold some FP16 nodes on the CPU
+    want = ort.InferenceSession(str(onnx_file), options).run(None, {INPUT_NAME: images})
+    got = ort.InferenceSession(model.SerializeToString(), options).run(None, {INPUT_NAME: images})
+    assert got[0].dtype == np.float32 and got[1].dtype == np.float16
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-2 * np.abs(want[0]).max())
+    np.testing.assert_allclose(got[1].astype(np.float32), want[1], rtol=0, atol=1e-2 * np.abs(want[1]).max())
 
 
 def _attr(node, name):
@@ -300,12 +371,14 @@ def test_tensorrt_fp16_agrees_with_onnxruntime_and_keeps_features_on_device(
     with TensorRTBackend(Graph(onnx_file), engine_dir=tmp_path, profile=(1, 8, 8)) as backend:
         logits, features = backend.infer(images)  # 16 > max 8: runs in two chunks
         assert logits.shape == (16, 2) and features.shape == (16, 512, 7, 7)
+        assert logits.dtype == np.float32 and features.dtype == np.float32  # the host path widens
         np.testing.assert_array_equal(logits.argmax(1), ref_logits.argmax(1))
         scale = np.abs(ref_logits).max()
         assert np.abs(logits - ref_logits).max() / scale < 2e-2
         device_images = torch.from_numpy(images[:8]).cuda()
         d_logits, d_features = backend.infer(device_images)
         assert d_logits.is_cuda and d_features.is_cuda and d_features.shape == (8, 512, 7, 7)
+        assert d_logits.dtype == torch.float32 and d_features.dtype == torch.float16  # half the bytes
         np.testing.assert_allclose(d_logits.cpu().numpy(), logits[:8], rtol=1e-3, atol=1e-3)
         with pytest.raises(ValueError, match="at most 8 images per call"):
             backend.infer(torch.from_numpy(images).cuda())

@@ -29,17 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH
+from maskrt.backends.tensorrt.onnx_rewrite import tensorrt_onnx_bytes
+from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
 from maskrt.labels import INPUT_SIZE
 
 #: Bump when the sidecar layout or the way engines are built changes: old engines then rebuild.
-ENGINE_FORMAT = 1
+#: 2: FP16 ``features`` output, strong typing on TensorRT 10.12+, ``typing`` in the sidecar.
+ENGINE_FORMAT = 2
 PRECISION = "fp16"
 DEFAULT_ENGINE_DIR = Path("engines")
 DEFAULT_PROFILE = (1, 32, 256)
 #: Sidecar fields that must equal the running system's for an engine to be reused.
 COMPARED_FIELDS = ("format", "onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability",
-                   "precision", "profile")
+                   "precision", "typing", "profile")
 
 Log = Callable[[str], None]
 
@@ -121,6 +123,7 @@ class Sidecar:
     compute_capability: str
     precision: str
     profile: Profile
+    typing: str = ""  # "strong" (STRONGLY_TYPED network, FP16 graph) or "weak" (BuilderFlag.FP16)
     format: int = ENGINE_FORMAT
     built_at: str = ""
     build_seconds: float = 0.0
@@ -129,9 +132,11 @@ class Sidecar:
     def expected(cls, onnx_sha256: str, system: SystemInfo, profile: Profile,
                  precision: str = PRECISION) -> "Sidecar":
         """The sidecar an engine must have to be reused for this graph on this system."""
+        from maskrt.backends.tensorrt.versions import typing_name
+
         return cls(onnx_sha256=onnx_sha256, tensorrt_version=system.tensorrt_version,
                    gpu_name=system.gpu_name, compute_capability=system.compute_capability,
-                   precision=precision, profile=profile)
+                   precision=precision, profile=profile, typing=typing_name(system.tensorrt_version))
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -229,74 +234,13 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp_name)
 
 
-# --------------------------------------------------------------------------- the ONNX rewrite
-def tensorrt_onnx_bytes(onnx_path: str | os.PathLike[str]) -> bytes:
-    """The graph as TensorRT can take it: the uint8 input feeds a Cast first.
-
-    TensorRT accepts uint8 only as a network input that goes straight into a Cast
-    (NVIDIA/TensorRT#3985: even a Transpose on uint8 breaks the build), while the exported graph
-    transposes NHWC->NCHW before casting. Casting first and transposing the float tensor is the
-    same arithmetic. Consumers of ``images`` that only read its shape (Shape nodes) are moved to
-    the cast tensor too. Returns the serialized rewritten model (the file is not changed).
-    Raises ValueError for a graph whose input is used in any other way.
-    """
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    cast_name = f"{INPUT_NAME}_as_float"
-    consumers = [n for n in graph.node if INPUT_NAME in n.input]
-    for node in consumers:
-        if node.op_type == "Cast" and _cast_to(node) == onnx.TensorProto.FLOAT:
-            continue  # already legal
-        if node.op_type == "Shape":
-            _replace_input(node, INPUT_NAME, cast_name)
-        elif node.op_type == "Transpose":
-            _cast_before_transpose(graph, node, cast_name)
-        else:
-            raise ValueError(f"{onnx_path}: expected the uint8 input '{INPUT_NAME}' to feed only "
-                             f"Transpose/Cast/Shape nodes, found {node.op_type} ({node.name})")
-    if any(cast_name in n.input for n in graph.node):
-        cast = onnx.helper.make_node("Cast", [INPUT_NAME], [cast_name], to=onnx.TensorProto.FLOAT,
-                                     name="maskrt_tensorrt_input_cast")
-        graph.node.insert(0, cast)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-def _cast_to(node: Any) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
-
-
-def _replace_input(node: Any, old: str, new: str) -> None:
-    for i, name in enumerate(node.input):
-        if name == old:
-            node.input[i] = new
-
-
-def _cast_before_transpose(graph: Any, transpose: Any, cast_name: str) -> None:
-    """Transpose(uint8) -> Cast(float)  becomes  Cast(float) -> Transpose, same output name."""
-    import onnx
-
-    readers = [n for n in graph.node if transpose.output[0] in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Cast" \
-            or _cast_to(readers[0]) != onnx.TensorProto.FLOAT:
-        raise ValueError(f"expected the Transpose of '{INPUT_NAME}' to feed one Cast to float, "
-                         f"found {[(n.op_type, n.name) for n in readers]}")
-    old_cast = readers[0]
-    dead_tensor = transpose.output[0]  # the uint8 NCHW tensor, gone after the swap
-    _replace_input(transpose, INPUT_NAME, cast_name)
-    transpose.output[0] = old_cast.output[0]
-    graph.node.remove(old_cast)
-    kept = [v for v in graph.value_info if v.name != dead_tensor]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-
-
 # --------------------------------------------------------------------------- the TensorRT build
 def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_cache: Path, *,
                             workspace_bytes: int | None = None, log: Log = print) -> bytes:
-    """Parse ``onnx_path`` and build a serialized FP16 engine (TensorRT 10 API).
+    """Parse ``onnx_path`` and build a serialized FP16 engine (TensorRT 10/11 API): strongly
+    typed from the FP16 graph, or weakly typed with ``BuilderFlag.FP16`` (see
+    :mod:`maskrt.backends.tensorrt.versions`). Either way ``logits`` come out float32 and
+    ``features`` float16.
 
     One optimisation profile over the batch axis of ``images``; the timing cache at
     ``timing_cache`` is read when present and written back after the build.
@@ -304,15 +248,18 @@ def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_
     """
     from maskrt.backends.tensorrt import versions as trt_compat
 
+    strong = trt_compat.strongly_typed(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(trt_compat.network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(tensorrt_onnx_bytes(onnx_path)):
+    if not parser.parse(tensorrt_onnx_bytes(onnx_path, fp16=strong)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
-    trt_compat.enable_fp16(trt, config)
+    if not strong:
+        trt_compat.enable_fp16(trt, config)
+        _features_as_half(trt, network)
     if workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     optimization_profile = builder.create_optimization_profile()
@@ -331,6 +278,16 @@ def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_
                                "TensorRT errors above)")
     write_atomic(timing_cache, bytes(memoryview(cache.serialize())))
     return bytes(memoryview(serialized))
+
+
+def _features_as_half(trt: Any, network: Any) -> None:
+    """Weak typing: the ``features`` network output in FP16 (half the bytes the CAM kernel reads)."""
+    for i in range(network.num_outputs):
+        output = network.get_output(i)
+        if output.name == OUTPUT_NAMES[1]:
+            output.dtype = trt.float16
+            return
+    raise EngineBuildError(f"the network has no '{OUTPUT_NAMES[1]}' output")
 
 
 def _load_timing_cache(config: Any, path: Path, log: Log) -> Any:
@@ -367,7 +324,8 @@ def build_engine(trt: Any, onnx_path: Path, out_dir: Path, profile: Profile, *,
     path = engine_path(out_dir, expected.onnx_sha256, profile)
     cache = timing_cache_path(out_dir, system)
     why = "; ".join(reasons or ["requested"])
-    log(f"building TensorRT {system.tensorrt_version} FP16 engine for {system.gpu_name} "
+    log(f"building TensorRT {system.tensorrt_version} FP16 engine ({expected.typing}ly typed) "
+        f"for {system.gpu_name} "
         f"(sm {system.compute_capability}), batch {profile.min}/{profile.opt}/{profile.max}: {why}")
     start = time.perf_counter()
     data = build_serialized_engine(trt, onnx_path, profile, cache,

@@ -1,4 +1,4 @@
-"""TensorRT backend: the FP16 engine of :mod:`maskrt.backends.tensorrt.build`, TensorRT 10 API.
+"""TensorRT backend: the FP16 engine of :mod:`maskrt.backends.tensorrt.build`, TensorRT 10/11 API.
 
 Named I/O tensors, ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3``. Device
 buffers are torch CUDA tensors allocated once per engine for the profile's largest batch and
@@ -13,7 +13,7 @@ output addresses are bound once). TensorRT is imported only when this backend is
   and warns), ordered against the caller's current stream with events: the backend's stream waits
   for the work the caller queued before ``infer`` (the images, and reads of earlier outputs), and
   the caller's stream waits for the engine before anything queued after ``infer``.
-  ``(logits float32[N, 2], features float32[N, 512, 7, 7])`` are views of the engine's output
+  ``(logits float32[N, 2], features float16[N, 512, 7, 7])`` are views of the engine's output
   buffers, valid until the next ``infer`` (clone them to keep them). Nothing is synchronised with
   the host: kernels the caller queues next on its stream (``cam_overlay``) see them.
 """
@@ -110,9 +110,12 @@ class TensorRTBackend(Backend):
                   OUTPUT_NAMES[1]: (rows, FEATURE_CHANNELS, FEATURE_SIZE, FEATURE_SIZE)}
         self._buffers = {name: torch.empty(shapes[name], dtype=dtype, device=self.device)
                          for name, (_, dtype) in io.items()}
-        if self._buffers[INPUT_NAME].dtype != torch.uint8:
-            raise EngineBuildError(f"{self._engine_file}: expected a uint8 input, got "
-                                   f"{self._buffers[INPUT_NAME].dtype}")
+        wanted = {INPUT_NAME: (torch.uint8,), OUTPUT_NAMES[0]: (torch.float32,),
+                  OUTPUT_NAMES[1]: (torch.float16, torch.float32)}
+        for name, dtypes in wanted.items():
+            if self._buffers[name].dtype not in dtypes:
+                raise EngineBuildError(f"{self._engine_file}: expected '{name}' as one of {dtypes}, "
+                                       f"got {self._buffers[name].dtype}")
         for name in OUTPUT_NAMES:  # a batch of n uses the first n rows: same start address
             self._bind(name, self._buffers[name].data_ptr())
         self._pinned = {name: torch.empty(buf.shape, dtype=buf.dtype, pin_memory=True)
@@ -167,8 +170,8 @@ class TensorRTBackend(Backend):
 
         total = host.shape[0]
         logits = np.empty((total, len(CLASSES)), dtype=np.float32)
-        features = np.empty((total, FEATURE_CHANNELS, FEATURE_SIZE, FEATURE_SIZE),
-                            dtype=self._pinned[OUTPUT_NAMES[1]].numpy().dtype)
+        # The host path keeps float32 features (the engine's FP16 ones are widened on the copy).
+        features = np.empty((total, FEATURE_CHANNELS, FEATURE_SIZE, FEATURE_SIZE), dtype=np.float32)
         # Outputs of an earlier device call may still be read on the caller's stream.
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         for start in range(0, total, self.profile.max):

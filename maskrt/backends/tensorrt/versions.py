@@ -1,16 +1,19 @@
 """The one place that knows which TensorRT versions maskrt runs on and how they differ.
 
-maskrt uses the TensorRT 10 API only: named I/O tensors, ``set_input_shape``,
-``set_tensor_address`` and ``execute_async_v3``; FP16 through ``BuilderFlag.FP16``.
+maskrt uses the TensorRT 10 API: named I/O tensors, ``set_input_shape``, ``set_tensor_address``
+and ``execute_async_v3``. FP16 comes one of two ways, chosen by :func:`strongly_typed`:
 
-* TensorRT 8.x/9.x lack parts of that API (or need the ``EXPLICIT_BATCH`` network flag): refused.
-* TensorRT 10.x: supported. ``create_network(0)`` is explicit batch (the flag is deprecated).
-* TensorRT 11.x removed ``BuilderFlag.FP16`` (weak typing); an FP16 engine then needs an ONNX
-  graph already converted to FP16 (strong typing). maskrt does not do that conversion, so a
-  runtime without the flag is refused with that reason rather than silently building FP32.
+* weak typing (TensorRT 10.0-10.11): the FP32 graph with ``BuilderFlag.FP16``, which lets the
+  builder pick FP16 kernels; the ``features`` output is marked FP16 on the network.
+* strong typing (TensorRT 10.12+, where ``BuilderFlag.FP16`` is deprecated, and 11.x, which
+  removed it): a ``STRONGLY_TYPED`` network from the graph converted to FP16
+  (:func:`maskrt.backends.tensorrt.onnx_rewrite.convert_to_fp16`): the types in the graph are
+  the engine's types.
 
-Everything here except :func:`import_tensorrt` and :func:`enable_fp16` is plain Python, and the
-version rules are tested without TensorRT.
+TensorRT 8.x/9.x lack parts of that API (or need the ``EXPLICIT_BATCH`` network flag) and 12+ is
+unknown: refused, saying why. Everything here except :func:`import_tensorrt`,
+:func:`network_flags` and :func:`enable_fp16` is plain Python, and the version rules are tested
+without TensorRT.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import Any
 from maskrt.backends.base import BackendUnavailable
 
 #: Major versions of TensorRT whose API maskrt is written against.
-SUPPORTED_MAJORS = (10,)
-INSTALL_HINT = ("on a machine with an NVIDIA GPU, pip install tensorrt (a 10.x release: "
-                "'tensorrt>=10,<11', or tensorrt-cu12/tensorrt-cu13 for your CUDA version)")
+SUPPORTED_MAJORS = (10, 11)
+#: The first version built with strong typing (BuilderFlag.FP16 deprecated from here on).
+FIRST_STRONGLY_TYPED = (10, 12)
+INSTALL_HINT = ("on a machine with an NVIDIA GPU, pip install tensorrt (a 10.x or 11.x release: "
+                "'tensorrt>=10,<12', or tensorrt-cu12/tensorrt-cu13 for your CUDA version)")
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -55,8 +60,19 @@ def unsupported_reason(version: str) -> str | None:
     if major < min(SUPPORTED_MAJORS):
         return (f"TensorRT {version} is older than the TensorRT 10 API maskrt uses "
                 f"(named I/O tensors, execute_async_v3); {INSTALL_HINT}")
-    return (f"TensorRT {version} removed BuilderFlag.FP16 (weak typing), which maskrt's FP16 "
-            f"engines are built with; {INSTALL_HINT}")
+    return (f"TensorRT {version} is newer than the releases maskrt was written for "
+            f"({', '.join(f'{m}.x' for m in SUPPORTED_MAJORS)}); {INSTALL_HINT}")
+
+
+def strongly_typed(version: str) -> bool:
+    """Whether maskrt builds FP16 engines of TensorRT ``version`` as strongly typed networks
+    (10.12 and later) rather than with ``BuilderFlag.FP16`` (10.0-10.11)."""
+    return parse_version(version)[:2] >= FIRST_STRONGLY_TYPED
+
+
+def typing_name(version: str) -> str:
+    """``"strong"`` or ``"weak"``: what an engine's sidecar records as the path that built it."""
+    return "strong" if strongly_typed(version) else "weak"
 
 
 def import_tensorrt() -> Any:
@@ -92,13 +108,15 @@ def tensorrt_status() -> tuple[bool, str]:
 
 
 def network_flags(trt: Any) -> int:
-    """Flags for ``Builder.create_network``: 0, since TensorRT 10 networks are explicit batch."""
-    del trt  # same for every supported version; kept so a future version has one place to change
-    return 0
+    """Flags for ``Builder.create_network``: ``STRONGLY_TYPED`` where :func:`strongly_typed`,
+    else 0 (TensorRT 10 networks are explicit batch without a flag)."""
+    if not strongly_typed(trt.__version__):
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def enable_fp16(trt: Any, config: Any) -> None:
-    """Let the builder pick FP16 kernels (``BuilderFlag.FP16``); inputs/outputs keep their types."""
+    """Weak typing only: let the builder pick FP16 kernels (``BuilderFlag.FP16``)."""
     flag = getattr(trt.BuilderFlag, "FP16", None)
     if flag is None:
         raise BackendUnavailable(unsupported_reason(trt.__version__)
