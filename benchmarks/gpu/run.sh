@@ -241,7 +241,7 @@ if [ "$HAVE_ONNX" = 1 ]; then
     step check-trt 40 "$PY" -m maskrt check --backend tensorrt --batch 128 "${DATA_ARGS[@]}" \
       --json "$OUT/check_tensorrt.json"
   else
-    SUMMARY+=("check-trt      SKIPPED (TensorRT 10 not importable)")
+    SUMMARY+=("check-trt      SKIPPED (TensorRT 10/11 not importable)")
   fi
 else
   SUMMARY+=("check          SKIPPED (onnx/onnxruntime missing: no FP32 reference)")

@@ -1,5 +1,5 @@
 """TensorRT: FP16 engines built from the graph's ONNX file, cached with a sidecar, run with the
-TensorRT 10 API. TensorRT is imported only when a TensorRT backend or build is asked for.
+TensorRT 10/11 API. TensorRT is imported only when a TensorRT backend or build is asked for.
 
 * ``versions.py``: which TensorRT versions maskrt runs on and how they differ.
 * ``build.py``: profiles, sidecars, engine file naming, the ONNX rewrite, building and caching.
