@@ -8,6 +8,7 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device and a CUDA-enabled maskrt build (skips otherwise)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "ray: runs on real local Ray clusters (skips without ray: pip install maskrt[ray])")
 
 
 @pytest.fixture

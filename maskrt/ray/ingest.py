@@ -1,0 +1,240 @@
+"""Live cameras at scale: ingest actors read maskrt's stream sources (cameras, RTSP/HTTP streams,
+drop folders, and files and videos too) and send every frame to the Serve deployment.
+
+One :class:`IngestWorker` actor per group of sources; in it, one reader thread per source (the
+source's own ``frames()``, as in the pipeline) and the pipeline's decode stage. Each frame is
+sent at once (``handle.score.remote``), at most ``max_in_flight`` per actor: a live source's frame
+that finds no free slot is ``dropped`` (the pipeline's rule: live sources drop, they never
+stall), a file's frame waits for one. When Serve answers with back-pressure (its queue is past
+``max_queued_requests``) the frame is ``dropped`` with that reason; a request whose replica died
+is sent again (:func:`~maskrt.ray.serve.score_with_retry`), and fails only after the retries.
+So every frame read ends in one record, and ``read == scored + dropped + failed`` holds for each
+source, actor and the whole cluster; :func:`ingest` gathers the records on the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from maskrt.ray import require_ray
+from maskrt.ray.reading import frame_row
+from maskrt.ray.scorer import ERROR, IMAGE, T_READ
+from maskrt.stream.records import DROPPED, FAILED, SCORED, Record
+
+REASON_BACK_PRESSURE = ("serve back-pressure: the deployment's queue was full "
+                        "(max_queued_requests), the frame was not scored")
+log = logging.getLogger("maskrt.ray.ingest")
+REASON_IN_FLIGHT = "ingest: {n} requests already in flight, dropped the live frame"
+
+
+class IngestWorker:
+    """A Ray actor (threaded) reading ``sources`` ([(spec, id), ...]) and sending their frames to
+    the deployment behind ``handle``; :meth:`poll` hands over the records made so far."""
+
+    def __init__(self, sources: Sequence[tuple[Any, str]], handle: Any, *,
+                 max_in_flight: int = 32, retries: int = 3, timeout_s: float = 60.0,
+                 source_options: dict[str, Any] | None = None, cwd: str | None = None) -> None:
+        from maskrt.ray.cluster import quiet_worker
+        from maskrt.stream.sources.spec import open_sources
+
+        quiet_worker(cwd)
+        # Serve warns once per request refused for back-pressure: each is a dropped record.
+        logging.getLogger("ray.serve").setLevel(logging.ERROR)
+        self.sources = {}
+        for spec, source_id in sources:
+            source = open_sources([spec], **dict(source_options or {}))[0][0]
+            source.id = source_id
+            self.sources[source_id] = source
+        self.handle = handle
+        self.max_in_flight, self.retries, self.timeout_s = max_in_flight, retries, timeout_s
+        self.counts = {source_id: Counter() for source_id in self.sources}
+        self._records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="maskrt-ingest-send")
+        self._stop = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._in_flight = 0
+
+    def start(self) -> list[str]:
+        """Start one reader thread per source; returns the source ids. One request first: until
+        this process's router knows the replicas, Serve queues requests without limit, so
+        ``max_queued_requests`` would not apply to the first frames."""
+        self.handle.stats.remote().result(timeout_s=self.timeout_s)
+        for source in self.sources.values():
+            thread = threading.Thread(target=self._read, args=(source,), daemon=True,
+                                      name=f"maskrt-ingest-{source.id}")
+            thread.start()
+            self._readers.append(thread)
+        return list(self.sources)
+
+    def _read(self, source: Any) -> None:
+        for frame in source.frames(self._stop):
+            row = frame_row(source.id, frame)
+            with self._lock:
+                self.counts[source.id]["read"] += 1
+            if row[ERROR]:
+                self._record(row, FAILED, row[ERROR])
+            elif not self._slots.acquire(blocking=not source.live):
+                self._record(row, DROPPED, REASON_IN_FLIGHT.format(n=self.max_in_flight))
+            else:
+                with self._lock:
+                    self._in_flight += 1
+                self._pool.submit(self._send, row)
+            if self._stop.is_set():
+                break
+
+    def _send(self, row: dict[str, Any]) -> None:
+        from ray.serve.exceptions import BackPressureError
+
+        from maskrt.ray.serve import score_with_retry
+
+        try:
+            answer = score_with_retry(self.handle, row[IMAGE], retries=self.retries,
+                                      timeout_s=self.timeout_s)
+            self._record(row, answer.get("status", FAILED), answer.get("reason"), answer)
+        except BackPressureError as err:
+            log.debug("back-pressure: %s", _first_line(err))
+            self._record(row, DROPPED, REASON_BACK_PRESSURE)
+        except Exception as err:  # noqa: BLE001 - every frame ends in a record
+            self._record(row, FAILED, f"serve error: {type(err).__name__}: {_first_line(err)}")
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
+
+    def _record(self, row: dict[str, Any], status: str, reason: str | None,
+                answer: dict[str, Any] | None = None) -> None:
+        timestamp = row["source_timestamp"]
+        record = Record(source_id=row["source_id"], frame_index=int(row["frame_index"]),
+                        source_timestamp=None if timestamp != timestamp else timestamp,
+                        status=status, reason=reason, uri=row["uri"] or None,
+                        latency_ms=max(0.0, (time.time() - row[T_READ]) * 1000.0))
+        if status == SCORED and answer is not None:
+            for key in ("label", "p_with_mask", "p_without_mask", "region_index", "box", "faces"):
+                setattr(record, key, answer.get(key))
+        with self._lock:
+            self.counts[record.source_id][status] += 1
+            self._records.append(record.to_dict())
+
+    def poll(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The records made since the last poll, and the status: per source its counts and
+        state, requests in flight, and ``done`` (every reader ended, nothing in flight)."""
+        with self._lock:
+            records, self._records = self._records, []
+            in_flight = self._in_flight
+            counts = {source_id: dict(c) for source_id, c in self.counts.items()}
+        readers_done = all(not t.is_alive() for t in self._readers)
+        states = {source_id: s.state for source_id, s in self.sources.items()}
+        return records, {"counts": counts, "states": states, "in_flight": in_flight,
+                         "done": readers_done and in_flight == 0}
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop reading; the frames already sent are answered (and recorded) first."""
+        self._stop.set()
+        for thread in self._readers:
+            thread.join(timeout_s)
+        self._pool.shutdown(wait=True)
+
+
+def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, groups: int = 1,
+           duration_s: float | None = None, max_in_flight: int = 32, retries: int = 3,
+           cpus_per_actor: float = 0.25, source_options: dict[str, Any] | None = None,
+           progress: TextIO | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+    """Run ``groups`` ingest actors over ``sources`` (split round-robin) against the deployment
+    (``handle``, default: the running ``maskrt`` application's) until every source has ended or
+    ``duration_s`` passed; writes ``out/records.jsonl`` and ``out/summary.json``; returns the
+    summary (``read`` per source is what the actors read, counted apart from the records)."""
+    ray = require_ray("serve")
+    from maskrt.ray.records_out import RecordCounts, RecordWriter
+    from maskrt.ray.serve import get_handle
+    from maskrt.stream.sources.spec import open_sources
+    from maskrt.stream.summary import write_json_atomic
+
+    if groups < 1 or max_in_flight < 1:
+        raise ValueError(f"groups, max_in_flight: expected >= 1, got {groups}, {max_in_flight}")
+    opened, _ = open_sources(list(sources), **dict(source_options or {}))
+    ids = _unique_ids([s.id for s in opened])
+    kinds = {source_id: s.kind for source_id, s in zip(ids, opened)}
+    pairs = list(zip(sources, ids))
+    handle = handle if handle is not None else get_handle()
+    worker = ray.remote(num_cpus=cpus_per_actor, max_concurrency=max_in_flight + 8)(IngestWorker)
+    actors = [worker.remote(pairs[k::groups], handle, max_in_flight=max_in_flight,
+                            retries=retries, source_options=source_options, cwd=os.getcwd())
+              for k in range(min(groups, len(pairs)))]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts, writer = RecordCounts(ids), RecordWriter(out, "jsonl")
+    t0 = time.perf_counter()
+    try:
+        ray.get([a.start.remote() for a in actors])
+        status = _run(ray, actors, counts, writer, t0, duration_s, progress, poll_s)
+    finally:
+        writer.close()
+        for actor in actors:
+            ray.kill(actor)
+    per_source = [(source_id, c.get("read", 0)) for s in status
+                  for source_id, c in s["counts"].items()]
+    read = dict(enumerate(per_source))
+    summary = counts.summary(read, kinds, elapsed_s=time.perf_counter() - t0,
+                             outputs={"records": str(writer.path)}, groups=len(actors),
+                             stopped_by="duration" if _timed_out(t0, duration_s) else None,
+                             settings={"max_in_flight": max_in_flight, "retries": retries,
+                                       "duration_s": duration_s})
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _run(ray: Any, actors: list[Any], counts: Any, writer: Any, t0: float,
+         duration_s: float | None, progress: TextIO | None, poll_s: float) -> list[dict[str, Any]]:
+    """Poll the actors until all are done (or the duration passed: stop them, then drain)."""
+    stopping = False
+    while True:
+        try:
+            polled = ray.get([a.poll.remote() for a in actors])
+        except KeyboardInterrupt:  # Ctrl-C: stop reading, then drain what was sent
+            ray.get([a.stop.remote() for a in actors])
+            stopping = True
+            continue
+        for records, _ in polled:
+            writer.write(counts.add(records))
+        status = [s for _, s in polled]
+        if progress is not None:
+            total = counts.totals()
+            progress.write(f"[{time.perf_counter() - t0:6.1f}s] {total[SCORED]} scored, "
+                           f"{total[DROPPED]} dropped, {total[FAILED]} failed, "
+                           f"{sum(s['in_flight'] for s in status)} in flight\n")
+        if all(s["done"] for s in status):
+            return status
+        if not stopping and _timed_out(t0, duration_s):
+            ray.get([a.stop.remote() for a in actors])
+            stopping = True
+            continue
+        time.sleep(poll_s)
+
+
+def _timed_out(t0: float, duration_s: float | None) -> bool:
+    return duration_s is not None and time.perf_counter() - t0 >= duration_s
+
+
+def _unique_ids(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    unique = []
+    for base in ids:
+        source_id, k = base, 2
+        while source_id in seen:
+            source_id, k = f"{base}#{k}", k + 1
+        seen.add(source_id)
+        unique.append(source_id)
+    return unique
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -1,0 +1,201 @@
+"""Online scoring on Ray Serve: ``serve run maskrt.ray.serve:app`` (defaults), or
+``serve run maskrt.ray.serve:build_app max_batch=16 replicas=2`` (options as ``key=value``), or
+``maskrt ray serve``.
+
+The deployment (:class:`MaskDeployment`) holds one :class:`~maskrt.ray.scorer.MaskScorer` per
+replica and batches requests across callers with ``@serve.batch`` (``max_batch`` frames, or
+``batch_wait_ms`` after the first). Each frame is one whole-frame decision, the same as
+``maskrt score --regions frame`` and ``maskrt ray score``.
+
+* HTTP: ``POST /`` with an encoded image as the body (JPEG, PNG, ...) -> the decision JSON
+  (``status``, ``label``, ``class_index``, ``p_with_mask``, ``p_without_mask``, ``box``,
+  ``faces``); ``POST /`` with JSON ``{"images": [base64, ...]}`` -> ``{"results": [...]}``. An
+  image that cannot be decoded: HTTP 400 with ``status`` "failed" and the ``reason``. A full
+  queue: HTTP 503 (Serve's back-pressure).
+* Python: ``handle.score.remote(frame).result()`` with a uint8 BGR ``[H, W, 3]`` array;
+  ``handle.score_encoded.remote(data)`` with encoded bytes; :func:`score_with_retry` retries
+  what a lost replica failed and lets back-pressure through.
+
+Admission: ``max_ongoing_requests`` per replica, ``max_queued_requests`` per caller (beyond it
+Serve answers ``BackPressureError`` at once instead of queueing: the caller decides, e.g. the
+ingest actors record the frame as ``dropped``); ``replicas`` fixed or ``autoscale`` (MIN, MAX).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from maskrt.ray import require_ray
+
+require_ray("serve")
+
+from ray import serve  # noqa: E402 - after the check that names pip install maskrt[ray]
+
+from maskrt.image import ImageError, decode_image  # noqa: E402
+from maskrt.ray.scorer import MaskScorer  # noqa: E402
+from maskrt.stream.records import FAILED, SCORED  # noqa: E402
+
+APP_NAME = "maskrt"
+DEPLOYMENT_NAME = "MaskDeployment"
+#: the options of :func:`build_app` and their defaults
+DEFAULTS: dict[str, Any] = {
+    "replicas": 1, "autoscale": None, "max_batch": 8, "batch_wait_ms": 10.0,
+    "max_ongoing_requests": 16, "max_queued_requests": 64, "num_cpus": 0.5, "num_gpus": 0.0,
+    "model": None, "backend": "onnxruntime", "backend_options": None,
+}
+
+
+def decision(result: Any, frame: Any) -> dict[str, Any]:
+    """The JSON of one frame's decision (the fields of a scored whole-frame record), or of why it
+    was not scored (``result`` is the reason)."""
+    if isinstance(result, str):
+        return {"status": FAILED, "reason": result}
+    h, w = np.asarray(frame).shape[:2]
+    return {"status": SCORED, "label": result.label, "class_index": int(result.class_index),
+            "p_with_mask": round(result.p_with_mask, 6),
+            "p_without_mask": round(result.p_without_mask, 6),
+            "region_index": 0, "box": [0, 0, int(w), int(h)], "faces": 1}
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+class MaskDeployment:
+    """One scorer per replica; requests batched across callers (see the module docstring)."""
+
+    def __init__(self, model: Any = None, backend: str = "onnxruntime",
+                 backend_options: dict[str, Any] | None = None, max_batch: int = 8,
+                 batch_wait_ms: float = 10.0) -> None:
+        from maskrt.ray.cluster import quiet_worker
+
+        quiet_worker()
+        self.scorer = MaskScorer(model, backend, backend_options=backend_options)
+        self.score_frames.set_max_batch_size(int(max_batch))
+        self.score_frames.set_batch_wait_timeout_s(float(batch_wait_ms) / 1000.0)
+        self.batch_sizes: list[int] = []
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def score_frames(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
+        # In a thread: the replica's event loop keeps answering Serve's probes meanwhile.
+        decided = await asyncio.to_thread(self.scorer.decide, frames)
+        self.batch_sizes.append(len(frames))
+        return [decision(result, frame) for result, frame in zip(decided, frames)]
+
+    async def score(self, frame: np.ndarray) -> dict[str, Any]:
+        """One uint8 BGR frame [H, W, 3] of any size -> its decision."""
+        return await self.score_frames(frame)
+
+    async def score_encoded(self, data: bytes) -> dict[str, Any]:
+        """Encoded image bytes -> its decision (``failed`` with the reason when undecodable)."""
+        try:
+            frame = decode_image(data, what="request body")
+        except ImageError as err:
+            return {"status": FAILED, "reason": str(err)}
+        return await self.score_frames(frame)
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                images = [base64.b64decode(item, validate=True)
+                          for item in json.loads(body)["images"]]
+            except (ValueError, KeyError, TypeError) as err:
+                return JSONResponse({"status": FAILED, "reason": "expected JSON {\"images\": "
+                                     f"[base64 of an encoded image, ...]}}, got: {err}"}, 400)
+            results = await asyncio.gather(*(self.score_encoded(data) for data in images))
+            return JSONResponse({"results": list(results)})
+        result = await self.score_encoded(body)
+        return JSONResponse(result, status_code=200 if result["status"] == SCORED else 400)
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's process id and the sizes of the batches it scored."""
+        return {"pid": os.getpid(), "batches": len(self.batch_sizes),
+                "frames": sum(self.batch_sizes), "largest": max(self.batch_sizes, default=0)}
+
+
+def app_options(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options of :func:`build_app`, defaults filled in and ``serve run``'s strings parsed;
+    unknown keys are a ValueError naming the known ones."""
+    options = dict(DEFAULTS)
+    unknown = sorted(set(args or {}) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"maskrt.ray.serve: unknown option(s) {unknown}; expected {sorted(DEFAULTS)}")
+    for key, value in (args or {}).items():
+        if isinstance(value, str) and key in ("replicas", "max_batch", "max_ongoing_requests",
+                                              "max_queued_requests"):
+            value = int(value)
+        elif isinstance(value, str) and key in ("batch_wait_ms", "num_cpus", "num_gpus"):
+            value = float(value)
+        elif isinstance(value, str) and key == "autoscale":
+            value = tuple(int(v) for v in value.split(","))
+        options[key] = value
+    if options["autoscale"] is not None:
+        lo, hi = options["autoscale"]
+        if not 1 <= lo <= hi:
+            raise ValueError(f"autoscale: expected MIN,MAX with 1 <= MIN <= MAX, got {lo},{hi}")
+    for key in ("replicas", "max_batch", "max_ongoing_requests"):
+        if int(options[key]) < 1:
+            raise ValueError(f"{key}: expected >= 1, got {options[key]}")
+    return options
+
+
+def build_app(args: dict[str, Any] | None = None) -> Any:
+    """The Serve application (``serve.run(build_app({...}))``); options: :data:`DEFAULTS`."""
+    o = app_options(args)
+    deployment: dict[str, Any] = {
+        "max_ongoing_requests": int(o["max_ongoing_requests"]),
+        "max_queued_requests": int(o["max_queued_requests"]),
+        "ray_actor_options": {"num_cpus": float(o["num_cpus"]), "num_gpus": float(o["num_gpus"])},
+        # a line per request is the metrics' job; the replicas log warnings and errors
+        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+    }
+    if o["autoscale"] is not None:
+        lo, hi = o["autoscale"]
+        deployment["autoscaling_config"] = {
+            "min_replicas": lo, "max_replicas": hi,
+            "target_ongoing_requests": max(1, int(o["max_batch"]))}
+    else:
+        deployment["num_replicas"] = int(o["replicas"])
+    return MaskDeployment.options(**deployment).bind(
+        model=o["model"], backend=o["backend"], backend_options=o["backend_options"],
+        max_batch=int(o["max_batch"]), batch_wait_ms=float(o["batch_wait_ms"]))
+
+
+def retryable_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a request that a retry can cure: its replica died or became unreachable."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    return (RayActorError, ActorUnavailableError, ReplicaUnavailableError)
+
+
+def score_with_retry(handle: Any, frame: np.ndarray, *, retries: int = 3,
+                     timeout_s: float = 60.0) -> dict[str, Any]:
+    """``handle.score.remote(frame).result()``, sent again (up to ``retries`` times, backing off)
+    when the replica that had it died; ``BackPressureError`` and other errors pass through."""
+    errors = retryable_errors()
+    attempt = 0
+    while True:
+        try:
+            return handle.score.remote(frame).result(timeout_s=timeout_s)
+        except errors:
+            if attempt >= retries:
+                raise
+            time.sleep(min(2.0, 0.1 * 2 ** attempt))
+            attempt += 1
+
+
+def get_handle(app_name: str = APP_NAME) -> Any:
+    """The handle of the running deployment of application ``app_name``."""
+    return serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+
+
+#: ``serve run maskrt.ray.serve:app``: the deployment with the defaults
+app = build_app()

@@ -1,0 +1,399 @@
+"""Scale-out on Ray (maskrt.ray, ``maskrt ray``), on real local Ray clusters: no mocks.
+
+One cluster for the module (``ray.cluster_utils.Cluster``: a head node with 4 logical CPUs on
+this 2-core machine, so the actors' fractional CPUs never starve the read tasks); the two-node
+test adds a worker node to it and removes it mid-job. Start-up dominates (10-15 s), so every
+test shares it; each test has a time limit. The cluster tests skip, saying why, where ray is not
+installed; the tests of what happens without Ray run everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import faulthandler
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from maskrt.image import decode_image
+from ray_helpers import (DieOnFirstBatch, NoteNode, assert_same_records, by_frame, encode_jpeg,
+                         make_media, read_jsonl)
+from streaming_fixtures import REPO, face_frames, face_paths, shared_engine, write_frames_dir
+from streaming_servers import free_port, mjpeg_server
+
+pytestmark = [pytest.mark.ray,
+              # Ray Serve's own pydantic models warn on import; not ours to fix
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+TESTS = Path(__file__).resolve().parent
+HEAD_CPUS = 4
+#: seconds each test may take (the module-scoped cluster start counts to the first test)
+TIME_LIMIT_S = 90
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """Fail a test that runs past TIME_LIMIT_S (SIGALRM in the main thread); a test stuck where
+    no signal gets through ends the process 60 s later with every thread's stack."""
+    def expire(signum, frame):
+        raise TimeoutError(f"Ray test ran past its time limit of {TIME_LIMIT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TIME_LIMIT_S)
+    faulthandler.dump_traceback_later(TIME_LIMIT_S + 60, exit=True)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster: a head node (HEAD_CPUS logical CPUs), the driver connected."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install maskrt[ray])")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from maskrt.ray.cluster import quiet_ray
+
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning on a local cluster
+    # Workers import the test helpers (ray_helpers) by name.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
+    head = {"num_cpus": HEAD_CPUS, "include_dashboard": False,
+            "object_store_memory": 400 * 1024 ** 2}
+    local = Cluster(initialize_head=True, connect=True, head_node_args=head)
+    quiet_ray()
+    yield local
+    ray.shutdown()
+    local.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return make_media(tmp_path_factory.mktemp("ray-media"), face_paths(12))
+
+
+@pytest.fixture(scope="module")
+def served(cluster):
+    """Serve with its HTTP proxy on a free loopback port; shut down after the module's Serve
+    tests (the node test runs without it)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+def _score_cli(args: list[str]) -> int:
+    from maskrt.cli import main
+
+    return main(args)
+
+
+# ---------------------------------------------------------------------------- without a cluster
+
+def test_without_ray_maskrt_imports_and_ray_calls_name_the_extra(tmp_path):
+    """Ray made unimportable in a fresh interpreter: ``import maskrt`` and the verb table are
+    unaffected; the API and ``maskrt ray score`` say to pip install maskrt[ray]."""
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import maskrt, maskrt.ray, maskrt.cli\n"
+        "try:\n"
+        "    maskrt.ray.score_dataset([sys.argv[1]], sys.argv[2])\n"
+        "except maskrt.ray.RayNotInstalled as err:\n"
+        "    print('API:', err)\n"
+        "sys.exit(maskrt.cli.main(['ray', 'score', sys.argv[1], '--out', sys.argv[2]]))\n")
+    image = face_paths(1)[0]
+    done = subprocess.run([sys.executable, "-c", code, str(image), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert "API:" in done.stdout and "pip install maskrt[ray]" in done.stdout
+    assert "maskrt ray score:" in done.stderr and "pip install maskrt[ray]" in done.stderr
+
+
+def test_offline_scoring_refuses_live_sources_before_starting_anything(tmp_path):
+    from maskrt.ray.reading import plan_units
+
+    with pytest.raises(ValueError, match="expected image files, folders or video files"):
+        plan_units(["rtsp://127.0.0.1:9/stream"])
+    units, sources = plan_units([str(tmp_path / "missing.jpg")])
+    assert len(units) == 1 and sources[0].kind == "invalid"
+
+
+def test_mask_scorer_decides_and_explains_like_the_engine():
+    """The actors' scoring class on its own (no Ray needed): frames of any size in an object
+    column, a row that failed to read passed through as failed, overlays = Engine.explain's."""
+    import numpy as np
+
+    from maskrt.ray import MaskScorer
+
+    frames = face_frames(3, (160, 120)) + face_frames(2, (90, 70))
+    images = np.empty(len(frames), dtype=object)
+    for i, frame in enumerate(frames):
+        images[i] = frame
+    batch = {"image": images, "name": np.array(list("abcde"), dtype=object),
+             "error": np.array(["", "", "cannot read", "", ""], dtype=object)}
+    out = MaskScorer(explain=True)(batch)
+    assert list(out["name"]) == list("abcde") and "image" not in out
+    assert list(out["status"]) == ["scored", "scored", "failed", "scored", "scored"]
+    assert out["reason"][2] == "cannot read" and out["overlay"][2].shape == (0, 0, 3)
+    kept = [0, 1, 3, 4]
+    expected = shared_engine().explain([frames[i] for i in kept])
+    for i, result in zip(kept, expected):
+        assert out["label"][i] == result.label
+        assert abs(out["p_without_mask"][i] - result.p_without_mask) < 1e-5
+        assert np.abs(out["overlay"][i].astype(int) - result.overlay.astype(int)).max() <= 1
+
+
+def test_serve_options_parse_serve_run_strings_and_refuse_bad_ones():
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install maskrt[ray])")
+    from maskrt.ray.serve import app_options, build_app
+
+    options = app_options({"autoscale": "1,3", "max_batch": "16", "batch_wait_ms": "5"})
+    assert options["autoscale"] == (1, 3) and options["max_batch"] == 16
+    assert options["batch_wait_ms"] == 5.0 and options["max_queued_requests"] == 64
+    build_app({"autoscale": (1, 3)})  # an application, bound without a cluster
+    with pytest.raises(ValueError, match="unknown option"):
+        app_options({"replica": 2})
+    with pytest.raises(ValueError, match="autoscale: expected MIN,MAX"):
+        app_options({"autoscale": "3,1"})
+
+
+# ---------------------------------------------------------------------------- offline scoring
+
+def test_offline_rows_equal_maskrt_score_records(cluster, media, tmp_path):
+    from maskrt.ray import score_dataset
+
+    sources = [str(media[k]) for k in ("folder", "video", "garbage", "unknown")]
+    summary = score_dataset(sources, tmp_path / "ray", actors=(1, 2), batch_size=8)
+    assert _score_cli(["score", *sources, "--out", str(tmp_path / "score"), "--regions", "frame",
+                       "--progress-interval", "0"]) == 0
+    ray_rows = read_jsonl(tmp_path / "ray" / "records.jsonl")
+    assert_same_records(ray_rows, read_jsonl(tmp_path / "score" / "records.jsonl"))
+    counts = summary["counts"]
+    assert summary["accounting_ok"] and summary["duplicate_rows"] == 0
+    assert counts["read"] == len(ray_rows) == 12 + 1 + 24 + 1 + 1
+    assert counts["scored"] == 12 + 24 and counts["failed"] == 3 and counts["dropped"] == 0
+    failed = {row["source_id"]: row["reason"] for row in ray_rows if row["status"] == "failed"}
+    assert "not a decodable image" in failed[str(media["folder"])]
+    assert "cannot open as a video" in failed[str(media["garbage"])]
+    assert failed[str(media["unknown"])]  # unknown codec: a failed row with its reason
+    on_disk = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert on_disk["counts"] == counts and on_disk["sources"][str(media["video"])]["read"] == 24
+
+
+def test_cli_ray_score_writes_parquet_with_the_same_rows(cluster, media, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "pq"
+    assert _score_cli(["ray", "score", str(media["folder"]), "--out", str(out), "--format",
+                       "parquet", "--actors", "1,1", "--batch", "4"]) == 0
+    printed = capsys.readouterr()
+    assert "13 frames read: 12 scored, 0 dropped, 1 failed (accounting ok)" in printed.out
+    assert "rows:" in printed.err  # the progress line
+    rows = pq.read_table(out / "records.parquet").to_pylist()
+    assert _score_cli(["score", str(media["folder"]), "--out", str(tmp_path / "s"), "--regions",
+                       "frame", "--progress-interval", "0"]) == 0
+    assert_same_records(rows, read_jsonl(tmp_path / "s" / "records.jsonl"))
+
+
+def test_an_actor_that_dies_on_its_first_batch_loses_no_frame(cluster, media, tmp_path):
+    from maskrt.ray import score_dataset
+
+    marker = tmp_path / "died"
+    sources = [str(media["folder"]), str(media["video"])]
+    summary = score_dataset(sources, tmp_path / "out", actors=(1, 2), batch_size=4,
+                            scorer=DieOnFirstBatch, scorer_options={"marker": str(marker)})
+    assert marker.exists(), "no actor died: the test did not test anything"
+    rows = by_frame(read_jsonl(tmp_path / "out" / "records.jsonl"))  # fails on a second row
+    assert len(rows) == 13 + 24 and summary["accounting_ok"] and summary["duplicate_rows"] == 0
+    assert {k for k in rows if k[0] == str(media["video"])} == \
+        {(str(media["video"]), i) for i in range(24)}
+
+
+# ---------------------------------------------------------------------------- serving
+
+def _deploy(name: str, **options):
+    from ray import serve
+
+    from maskrt.ray.serve import build_app
+
+    return serve.run(build_app(options), name=name, route_prefix=f"/{name}")
+
+
+def test_serve_http_and_handle_give_the_engine_decisions_in_batches(served, tmp_path):
+    from ray import serve
+
+    handle = _deploy("t-http", replicas=2, max_batch=8, batch_wait_ms=30)
+    frames = face_frames(6)
+    data = encode_jpeg(frames[0])
+    url = f"http://127.0.0.1:{served}/t-http"
+    answer = json.loads(urllib.request.urlopen(urllib.request.Request(url, data=data)).read())
+    expected = shared_engine().classify(decode_image(data))
+    assert answer["status"] == "scored" and answer["label"] == expected.label
+    assert abs(answer["p_without_mask"] - expected.p_without_mask) < 1e-5
+    assert answer["box"] == [0, 0, 160, 120]
+    batch = {"images": [base64.b64encode(encode_jpeg(f)).decode() for f in frames]}
+    request = urllib.request.Request(url, data=json.dumps(batch).encode(),
+                                     headers={"Content-Type": "application/json"})
+    results = json.loads(urllib.request.urlopen(request).read())["results"]
+    assert [r["label"] for r in results] == [r.label for r in shared_engine().classify(
+        [decode_image(encode_jpeg(f)) for f in frames])]
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"\x00garbage"))
+    assert bad.value.code == 400 and "not a decodable image" in json.loads(bad.value.read())["reason"]
+    responses = [handle.score.remote(frames[i % 6]) for i in range(48)]
+    assert all(r.result(timeout_s=60)["status"] == "scored" for r in responses)
+    stats = [handle.stats.remote().result() for _ in range(8)]
+    assert max(s["largest"] for s in stats) > 1, stats  # requests were batched
+    serve.delete("t-http")
+
+
+def test_a_replica_killed_mid_load_fails_no_request_after_the_retry(served):
+    from ray import serve
+
+    from maskrt.ray.serve import score_with_retry
+
+    handle = _deploy("t-kill", replicas=2, max_batch=4, batch_wait_ms=5)
+    pids = set()
+    for _ in range(40):
+        pids.add(handle.stats.remote().result()["pid"])
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, pids
+    frames = face_frames(4)
+    done = []
+    victim = sorted(pids)[0]
+
+    def client(k: int) -> list[str]:
+        labels = []
+        for i in range(12):
+            labels.append(score_with_retry(handle, frames[(k + i) % 4], retries=5)["status"])
+            done.append(1)
+        return labels
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client, k) for k in range(6)]
+        while len(done) < 10:
+            time.sleep(0.05)
+        os.kill(victim, signal.SIGKILL)
+        statuses = [s for f in futures for s in f.result(timeout=80)]
+    assert statuses == ["scored"] * 72
+    serve.delete("t-kill")
+
+
+def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served, media, tmp_path):
+    from ray import serve
+    from ray.serve.exceptions import BackPressureError
+
+    from maskrt.ray.ingest import REASON_BACK_PRESSURE, ingest
+
+    handle = _deploy("t-flood", replicas=1, max_batch=2, max_ongoing_requests=2,
+                     max_queued_requests=3)
+    frames = face_frames(2)
+    outcomes = []
+    for response in [handle.score.remote(frames[i % 2]) for i in range(60)]:
+        try:
+            outcomes.append(response.result(timeout_s=60)["status"])
+        except BackPressureError:
+            outcomes.append("back-pressure")
+    assert 0 < outcomes.count("back-pressure") < 60 and "scored" in outcomes
+    summary = ingest([str(media["video"]), str(media["folder"])], tmp_path / "ingest",
+                     handle=handle, groups=2, max_in_flight=32)
+    rows = by_frame(read_jsonl(tmp_path / "ingest" / "records.jsonl"))
+    dropped = [r for r in rows.values() if r["status"] == "dropped"]
+    assert summary["accounting_ok"] and len(rows) == summary["counts"]["read"] == 24 + 13
+    assert dropped and all(r["reason"] == REASON_BACK_PRESSURE for r in dropped)
+    assert summary["counts"]["dropped"] == len(dropped) and summary["counts"]["failed"] == 1
+    serve.delete("t-flood")
+
+
+def test_live_cameras_through_ingest_actors_keep_the_identity(served, tmp_path):
+    from ray import serve
+
+    from maskrt.ray.ingest import ingest
+
+    handle = _deploy("t-live", replicas=1, max_batch=8)
+    frames_dir = write_frames_dir(tmp_path / "frames", 8)
+    with mjpeg_server(frames_dir, fps=15) as one, mjpeg_server(frames_dir, fps=15) as two:
+        urls = [f"http://127.0.0.1:{s.port}/stream.mjpg" for s in (one, two)]
+        summary = ingest(urls, tmp_path / "live", handle=handle, groups=2, duration_s=4)
+    rows = by_frame(read_jsonl(tmp_path / "live" / "records.jsonl"))
+    assert summary["accounting_ok"] and summary["stopped_by"] == "duration"
+    assert summary["groups"] == 2 and len(rows) == summary["counts"]["read"]
+    for url in urls:
+        source = summary["sources"][url]
+        assert source["scored"] > 10 and source["read"] == sum(
+            source[s] for s in ("scored", "dropped", "failed"))
+    serve.delete("t-live")
+
+
+def test_cli_ray_serve_with_ingest_records_every_frame(served, media, tmp_path, capsys):
+    """``maskrt ray serve --ingest``: the deployment up on the port, a video's frames sent by an
+    ingest actor, a summary like maskrt score's; Serve is shut down at the end."""
+    out = tmp_path / "served"
+    assert _score_cli(["ray", "serve", "--port", str(served), "--replicas", "1", "--max-batch",
+                       "4", "--ingest", str(media["video"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"http://127.0.0.1:{served}/ (1 replica(s), batches of up to 4" in printed
+    assert "24 frames read: 24 scored, 0 dropped, 0 failed (accounting ok)" in printed
+    assert sorted(by_frame(read_jsonl(out / "records.jsonl"))) == \
+        [(str(media["video"]), i) for i in range(24)]
+
+
+# ---------------------------------------------------------------------------- node failure
+
+def test_a_worker_node_removed_mid_job_loses_and_duplicates_no_frame(cluster, tmp_path):
+    from streaming_fixtures import write_video
+
+    from maskrt.ray import score_dataset
+
+    worker = cluster.add_node(num_cpus=2, object_store_memory=300 * 1024 ** 2)
+    cluster.wait_for_nodes()
+    video = write_video(tmp_path / "long.avi", 240)
+    notes = tmp_path / "nodes"
+    notes.mkdir()
+    out = tmp_path / "out"
+    result: dict = {}
+
+    def job() -> None:
+        result["summary"] = score_dataset(
+            [str(video)], out, actors=(2, 2), batch_size=8, scorer=NoteNode,
+            scorer_options={"folder": str(notes)},
+            ray_remote_args={"scheduling_strategy": "SPREAD"})
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    records = out / "records.jsonl"
+    while thread.is_alive() and (not records.exists() or len(records.read_bytes().splitlines()) < 24):
+        time.sleep(0.1)
+    cluster.remove_node(worker)
+    thread.join(80)
+    assert not thread.is_alive() and "summary" in result
+    assert worker.node_id in {p.read_text() for p in notes.glob("*.node")}, \
+        "no scoring actor ran on the removed node"
+    rows = by_frame(read_jsonl(records))
+    assert sorted(rows) == [(str(video), i) for i in range(240)]
+    assert all(r["status"] == "scored" for r in rows.values())
+    assert result["summary"]["accounting_ok"] and result["summary"]["duplicate_rows"] == 0
