@@ -45,6 +45,8 @@ step "installing build tools and maskrt${extras} (editable; compiles maskrt._C, 
 if [[ $with_tests == 1 ]]; then
   step "installing pytorch-grad-cam (test oracle; --no-deps keeps opencv headless)"
   "${pip[@]}" install -q --no-deps "grad-cam>=1.5,<2"
+  step "installing nvidia-pytriton 0.7.0 (its tritonserver binary serves the Triton tests; --no-deps: it pins numpy<2)"
+  "${pip[@]}" install -q --no-deps "nvidia-pytriton==0.7.0"
   step "installing FFmpeg, the GStreamer RTSP server and mosquitto (real servers for the streaming tests)"
   bash scripts/install_stream_tools.sh
 fi

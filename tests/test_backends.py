@@ -34,9 +34,9 @@ def ort_backend(seeded_model):
 
 def test_unknown_backend_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"expected one of \['onnxruntime', 'ort', 'pytorch', "
-                                         r"'tensorrt', 'torch', 'trt'\], got 'tensorflow'"):
+                                         r"'tensorrt', 'torch', 'triton', 'trt'\], got 'tensorflow'"):
         create_backend("tensorflow")
-    assert set(BACKENDS) == {"onnxruntime", "torch", "tensorrt"}
+    assert set(BACKENDS) == {"onnxruntime", "torch", "tensorrt", "triton"}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
@@ -101,3 +101,14 @@ def test_command_line_options_are_typed_and_checked() -> None:
     assert args.backend == "torch" and backend_options(args) == {"device": "cpu", "half": False}
     with pytest.raises(ValueError, match=r"backend torch: unknown option\(s\) \['threads'\]"):
         backend_options(parser.parse_args(["--backend-option", "threads=2"]))
+
+
+def test_one_backend_option_item_may_hold_several_pairs() -> None:
+    from maskrt.backends.registry import parse_options
+
+    assert parse_options("triton", ["url=localhost:8001,model=maskrt", "timeout=2.5"]) == \
+        {"url": "localhost:8001", "model_name": "maskrt", "timeout": 2.5}  # model= names model_name
+    assert parse_options("trt", ["profile=1,32,256,rebuild=true"]) == \
+        {"profile": (1, 32, 256), "rebuild": True}
+    with pytest.raises(ValueError, match="--backend-option protocol: expected grpc or http"):
+        parse_options("triton", ["protocol=smtp"])

@@ -37,7 +37,7 @@ def test_modules_and_functions_stay_short_and_plain(path: Path) -> None:
 
 def test_the_layers_are_subpackages() -> None:
     for layer in ("graph", "backends", "backends/tensorrt", "cam", "stream", "stream/sources",
-                  "train", "cli", "tools"):
+                  "train", "cli", "tools", "serving"):
         assert (PACKAGE / layer / "__init__.py").is_file(), layer
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "devices.py", "engine.py", "image.py",

@@ -1,4 +1,4 @@
-"""``maskrt export``: write the deployed ONNX graph."""
+"""``maskrt export``: write the deployed ONNX graph, or a Triton model repository of it."""
 
 from __future__ import annotations
 
@@ -24,11 +24,33 @@ def opset(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    from maskrt.cli.common import non_negative_int, positive_int
+    from maskrt.serving.triton_repo import (DEFAULT_MAX_BATCH, DEFAULT_PLATFORM,
+                                            DEFAULT_QUEUE_DELAY_US, PLATFORMS)
+
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="ONNX file to write")
+    target.add_argument("--triton-repo", type=Path, metavar="DIR",
+                        help="write a Triton model repository here (DIR/maskrt/config.pbtxt, "
+                             "DIR/maskrt/1/model.*)")
     parser.add_argument("--model", default=None,
-                        help="maskrt checkpoint (default: the weights shipped in the package)")
+                        help="maskrt checkpoint (default: the weights shipped in the package); "
+                             "with --triton-repo also an .onnx graph")
     parser.add_argument("--opset", type=opset, default=OPSET,
-                        help=f"ONNX opset, {OPSET} or later (default {OPSET})")
+                        help=f"ONNX opset of --out, {OPSET} or later (default {OPSET})")
+    triton = parser.add_argument_group("Triton repository (--triton-repo)")
+    triton.add_argument("--platform", choices=PLATFORMS, default=DEFAULT_PLATFORM,
+                        help=f"onnxruntime_onnx: model.onnx; tensorrt_plan: an FP16 model.plan "
+                             f"(TensorRT and a GPU); python: model.py running model.onnx with "
+                             f"ONNX Runtime (default {DEFAULT_PLATFORM})")
+    triton.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
+                        help=f"max_batch_size (default {DEFAULT_MAX_BATCH})")
+    triton.add_argument("--max-queue-delay-us", type=non_negative_int,
+                        default=DEFAULT_QUEUE_DELAY_US,
+                        help=f"dynamic batching's max queue delay in microseconds (default "
+                             f"{DEFAULT_QUEUE_DELAY_US})")
+    triton.add_argument("--instances", type=positive_int, default=1,
+                        help="model instances (instance_group count, default 1)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
     from maskrt.graph.errors import ModelLoadError
     from maskrt.graph.export import export_onnx, file_sha256
 
+    if args.triton_repo is not None:
+        return _triton_repo(args)
     newest = _newest_opset()
     if newest is not None and args.opset > newest:
         print(f"maskrt export: error: --opset: the installed onnx knows opsets up to {newest}, "
@@ -49,6 +73,26 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({size_mb:.1f} MB, opset {args.opset}, sha256 {file_sha256(path)[:16]}...)")
     print(f"  input  {INPUT_NAME}: uint8[N,{INPUT_SIZE},{INPUT_SIZE},3] BGR")
     print(f"  output {OUTPUT_NAMES[0]}: float32[N,2]  {OUTPUT_NAMES[1]}: float32[N,512,7,7]")
+    return 0
+
+
+def _triton_repo(args: argparse.Namespace) -> int:
+    """``--triton-repo DIR``: the model's graph (shipped, an .onnx, or a checkpoint exported into
+    the cache) as a Triton model repository; failures are the CLI's expected errors."""
+    from maskrt.graph import Graph
+    from maskrt.serving.triton_repo import RepositorySettings, write_repository
+
+    settings = RepositorySettings(args.platform, args.max_batch, args.max_queue_delay_us,
+                                  args.instances)
+    onnx_path = Graph(args.model).onnx_path()
+    repo = write_repository(args.triton_repo, settings, onnx_path)
+    print(f"wrote {repo.config} ({settings.platform}, max_batch_size {settings.max_batch}, "
+          f"max queue delay {settings.max_queue_delay_us} us, {settings.instances} instance(s))")
+    for path in repo.files:
+        print(f"  {path}")
+    for spec in (*repo.inputs, *repo.outputs):
+        print(f"  {spec.name}: {spec.data_type} [-1, {', '.join(str(d) for d in spec.dims)}]")
+    print(f"  graph {onnx_path} (sha256 {repo.onnx_sha256[:16]}...)")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from maskrt.backends.base import BackendUnavailable
 from maskrt.devices import is_tensor, to_host
 from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
@@ -50,6 +51,7 @@ class InferStage:
         self._lock = threading.Lock()
         self.batches = self.regions = self.largest = self.mixed = 0
         self.busy_s = 0.0
+        self._unavailable = False  # the last batch failed with BackendUnavailable
 
     def run(self, inbox: BoundedQueue[FrameTask], outbox: BoundedQueue[InferredBatch]) -> None:
         try:
@@ -87,11 +89,22 @@ class InferStage:
             start = time.perf_counter()
             try:
                 batch.logits, batch.features = self._run_backend(np.stack(inputs))
+                self._unavailable = False
             except Exception as err:  # noqa: BLE001 - a backend error fails this batch only
-                log.exception("backend failed on a batch of %d", len(inputs))
+                self._log_failure(err, len(inputs))
                 batch.error = f"backend error: {type(err).__name__}: {err}"
             self._count(tasks, len(inputs), time.perf_counter() - start)
         return batch
+
+    def _log_failure(self, err: Exception, regions: int) -> None:
+        """A bug's traceback; for a backend that is unavailable (a server down: every batch fails
+        until it is back, each record says why) one line at the first failed batch."""
+        if not isinstance(err, BackendUnavailable):
+            log.exception("backend failed on a batch of %d", regions)
+        elif not self._unavailable:
+            log.warning("backend unavailable, a batch of %d failed (and so will the next ones "
+                        "until it is back; their records say why): %s", regions, err)
+        self._unavailable = isinstance(err, BackendUnavailable)
 
     def _run_backend(self, images: np.ndarray) -> tuple[Any, Any]:
         device = getattr(self.engine, "input_device", None)

@@ -1,0 +1,74 @@
+"""A real Triton Inference Server for the Triton tests (not a conftest: test_triton imports it).
+
+The binary is the one in the ``nvidia-pytriton`` 0.7.0 wheel (Triton 2.51, Python backend only;
+``scripts/setup.sh --test`` installs it with ``--no-deps``), started by
+:class:`maskrt.serving.local_server.LocalTritonServer` on free loopback ports in its own process
+group, which teardown kills (SIGTERM, then SIGKILL after a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from maskrt.cli import main as cli_main
+
+
+def require_tritonclient() -> None:
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed "
+                        "(pip install 'maskrt[triton]')")
+    pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed "
+                        "(pip install 'maskrt[triton]')")
+
+
+def require_tritonserver() -> None:
+    """Skip, saying what to install, when no tritonserver binary can be found."""
+    from maskrt.serving.local_server import TritonServerError, find_tritonserver
+
+    try:
+        find_tritonserver()
+    except TritonServerError as err:
+        pytest.skip(f"tritonserver unavailable: {err}")
+
+
+def export_repository(root: Path, platform: str, *flags: str) -> Path:
+    """``maskrt export --triton-repo ROOT --platform PLATFORM FLAGS...`` (in-process), checked."""
+    status = cli_main(["export", "--triton-repo", str(root), "--platform", platform, *flags])
+    assert status == 0, f"maskrt export --triton-repo exited {status}"
+    return root
+
+
+@contextlib.contextmanager
+def serving(repository: Path, timeout: float = 60.0) -> Iterator[object]:
+    """A started LocalTritonServer on ``repository``; stopped (process group killed, shared
+    memory removed) on exit, whatever happened."""
+    from maskrt.serving.local_server import LocalTritonServer
+
+    server = LocalTritonServer(repository)
+    try:
+        server.start(timeout)
+        yield server
+    finally:
+        server.close()
+
+
+def model_statistics(url: str, model: str = "maskrt", settle_s: float = 0.2) -> dict[str, int]:
+    """The model's inference_count and execution_count from the server's statistics API, once
+    unchanged for ``settle_s``: the server counts a request just after it has answered it."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        counts, previous = None, {}
+        while counts != previous:
+            previous = counts
+            time.sleep(settle_s if previous is not None else 0.0)
+            stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+            counts = {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
+    finally:
+        client.close()
+    return counts
