@@ -11,7 +11,7 @@ For each preset (``default``, ``fast``):
 * stage times: decode, detect, classify (the crops) and CAM (into the frames) measured one after
   another on one thread, ms per image: where the time goes.
 
-    python benchmarks/bench_scenes.py [--repeats 2] [--json out/bench_scenes.json]
+    python benchmarks/bench_scenes.py [--repeats 2] [--precision fp32|int8] [--json out/bench_scenes.json]
 
 Don't run it while something else loads the CPU: the figures would mean nothing.
 """
@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--frames-1080p", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="the classifier's ONNX Runtime precision (the detector is unchanged)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from maskrt.engine import Engine
@@ -152,7 +154,7 @@ def main() -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        engine = Engine()
+        engine = Engine(precision=args.precision)
     scenes = index_scenes(SCENES)
     machine = machine_info()
     results = {}

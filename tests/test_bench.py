@@ -46,7 +46,7 @@ def test_bench_verb_writes_one_row_per_batch(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--iterations", "0"], "maskrt bench: expected --iterations >= 1 and --warmup >= 0, got 0"),
     (["--backend-option", "device=cpu"],
-     "maskrt bench: backend onnxruntime: unknown option(s) ['device']; it takes ['threads']"),
+     "maskrt bench: backend onnxruntime: unknown option(s) ['device']; it takes ['precision', 'threads']"),
     (["--backend", "torch", "--backend-option", "half=maybe"],
      "maskrt bench: --backend-option half: expected true/false, got 'maybe'"),
 ])

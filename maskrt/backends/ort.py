@@ -15,14 +15,18 @@ class OnnxRuntimeBackend(Backend):
     """Runs the graph's ONNX file with ONNX Runtime's CPU provider, full graph optimisation.
 
     threads: intra-op thread count (default: every core of the machine).
+    precision: "fp32" (the graph as exported) or "int8" (its statically quantized twin,
+    :mod:`maskrt.graph.quantize`; outputs stay float32).
     """
 
     name = "onnxruntime"
-    precision = "fp32"
 
-    def __init__(self, graph: Any, *, threads: int | None = None) -> None:
+    def __init__(self, graph: Any, *, threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__(graph)
-        self.onnx_path = graph.onnx_path()
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"onnxruntime backend: precision: expected 'fp32' or 'int8', got {precision!r}")
+        self.precision = precision
+        self.onnx_path = graph.int8_onnx_path() if precision == "int8" else graph.onnx_path()
         self._session, self.threads = cpu_session(self.onnx_path, threads, "onnxruntime backend")
 
     def _infer_host(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +34,7 @@ class OnnxRuntimeBackend(Backend):
         return logits, features
 
     def describe(self) -> str:
-        return f"onnxruntime {_version()} CPU ({self.threads} threads, fp32)"
+        return f"onnxruntime {_version()} CPU ({self.threads} threads, {self.precision})"
 
     def close(self) -> None:
         self._session = None

@@ -10,6 +10,7 @@ optional dependency (torch, TensorRT, a GPU) matters only to those who ask for i
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +52,9 @@ class BackendSpec:
     load: Callable[[], type[Backend]]
     aliases: tuple[str, ...] = ()
     options: dict[str, Option] = field(default_factory=dict)
+    #: other names ``--backend-option`` accepts for an option (``model`` for ``model_name``:
+    #: Engine's own ``model`` argument is the local graph)
+    option_aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _onnxruntime() -> type[Backend]:
@@ -73,6 +77,26 @@ def _tensorrt() -> type[Backend]:
     return TensorRTBackend
 
 
+def _triton() -> type[Backend]:
+    from maskrt.backends.triton import TritonBackend  # tritonclient is imported when it is made
+
+    return TritonBackend
+
+
+def _cpu_precision(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("fp32", "int8"):
+        raise ValueError(f"expected fp32 or int8, got {text!r}")
+    return lowered
+
+
+def _protocol(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("grpc", "http"):
+        raise ValueError(f"expected grpc or http, got {text!r}")
+    return lowered
+
+
 def _require_torch(what: str, extra: str) -> None:
     """BackendUnavailable naming the extra to install when PyTorch is missing (the base install
     has only ONNX Runtime)."""
@@ -85,18 +109,30 @@ def _require_torch(what: str, extra: str) -> None:
 
 _DEVICE = Option(str, "cpu, cuda or cuda:N", "a device name")
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
-    BackendSpec("onnxruntime", "ONNX Runtime on the CPU, FP32 (default)", _onnxruntime, ("ort",),
-                {"threads": Option(int, "intra-op threads (default: every core)", "an integer")}),
+    BackendSpec("onnxruntime", "ONNX Runtime on the CPU, FP32 or INT8 (default)", _onnxruntime, ("ort",),
+                {"threads": Option(int, "intra-op threads (default: every core)", "an integer"),
+                 "precision": Option(_cpu_precision, "fp32 (default) or int8 (the graph's "
+                                     "statically quantized twin, maskrt quantize)", "fp32 or int8")}),
     BackendSpec("torch", "PyTorch: CPU FP32, or CUDA FP16 channels_last", _torch, ("pytorch",),
                 {"device": _DEVICE,
                  "half": Option(_bool, "FP16 (default: true on CUDA; refused on the CPU)", "true/false"),
                  "cuda_graphs": Option(_bool, "replay one CUDA graph per batch size", "true/false")}),
-    BackendSpec("tensorrt", "TensorRT FP16 engine (a GPU and TensorRT 10)", _tensorrt, ("trt",),
+    BackendSpec("tensorrt", "TensorRT FP16 engine (a GPU and TensorRT 10 or 11)", _tensorrt, ("trt",),
                 {"device": _DEVICE,
                  "engine_dir": Option(Path, "engine cache folder (default engines/)", "a folder"),
                  "profile": Option(_profile, "MIN,OPT,MAX batch of the optimisation profile",
                                    "MIN,OPT,MAX integers"),
                  "rebuild": Option(_bool, "build even when a matching engine exists", "true/false")}),
+    BackendSpec("triton", "a Triton Inference Server (tritonclient: gRPC, or HTTP)", _triton, (),
+                {"url": Option(str, "server host:port (default localhost:8001 for grpc, "
+                                    "localhost:8000 for http)", "host:port"),
+                 "model_name": Option(str, "model name in the server's repository (default "
+                                      "maskrt; also model=)", "a model name"),
+                 "version": Option(str, "model version (default: the server's latest)",
+                                   "a version number"),
+                 "protocol": Option(_protocol, "grpc (default) or http", "grpc or http"),
+                 "timeout": Option(float, "seconds a request may take (default 30)", "seconds")},
+                option_aliases={"model": "model_name"}),
 )}
 ALIASES: dict[str, str] = {alias: spec.name for spec in BACKENDS.values() for alias in spec.aliases}
 #: Every name ``--backend`` accepts.
@@ -120,13 +156,20 @@ def check_options(name: str, options: dict[str, Any]) -> None:
                          f"{sorted(spec.options) or 'none'}")
 
 
+#: a comma that starts another KEY=VALUE pair in one --backend-option item
+_PAIR_START = re.compile(r",(?=\s*[A-Za-z_][\w-]*=)")
+
+
 def parse_options(name: str, pairs: list[str]) -> dict[str, Any]:
-    """``["device=cuda:1", "half=false"]`` -> ``{"device": "cuda:1", "half": False}``."""
+    """``["device=cuda:1", "half=false"]`` -> ``{"device": "cuda:1", "half": False}``. One item
+    may hold several pairs, ``"url=host:8001,model=maskrt"``: it is split at each comma that
+    starts a new ``KEY=`` (so ``profile=1,32,256`` stays one value)."""
     spec = resolve(name)
     options: dict[str, Any] = {}
-    for pair in pairs:
+    for pair in (part for item in pairs for part in _PAIR_START.split(item)):
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
+        key = spec.option_aliases.get(key, key)
         if not sep or not key:
             raise ValueError(f"--backend-option: expected KEY=VALUE, got {pair!r}")
         check_options(spec.name, {key: None})

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
-from maskrt.cli import bench, build, check, demo, eval, export, score, train
+from maskrt.cli import bench, build, check, demo, eval, export, quantize, ray, score, train
 from maskrt.cli.common import expected_errors, fail, quiet_native_logs
 
 #: verb -> (module with ``add_arguments(parser)`` and ``main(args) -> int``, one-line help)
@@ -33,7 +33,9 @@ VERBS: dict[str, tuple[ModuleType, str]] = {
     "check": (check, "compare a backend with the FP32 ONNX Runtime reference"),
     "export": (export, "export the model as the deployed ONNX graph"),
     "build": (build, "build an FP16 TensorRT engine from the ONNX graph"),
+    "quantize": (quantize, "the INT8 graph for ONNX Runtime on the CPU (static quantization)"),
     "train": (train, "train a model on an ImageFolder tree"),
+    "ray": (ray, "scale out on Ray: offline scoring (ray score), serving (ray serve)"),
 }
 
 

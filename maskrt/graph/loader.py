@@ -92,6 +92,18 @@ class Graph:
                 self._onnx = onnx_for_model(self.model())
             return self._onnx
 
+    def int8_onnx_path(self) -> Path:
+        """The INT8 twin of :meth:`onnx_path` (``<stem>_int8.onnx`` beside it, quantized from
+        exactly that file); ValueError saying how to make it when there is none or it is stale."""
+        from maskrt.graph.quantize import int8_path, int8_problem
+
+        source = self.onnx_path()
+        target = int8_path(source)
+        problem = int8_problem(target, source)
+        if problem is not None:
+            raise ValueError(f"graph {self.origin}: precision int8: {problem}")
+        return target
+
     def _shipped_onnx(self) -> Path | None:
         """The shipped graph, looked up once per Graph (a stale one warns once, then the
         checkpoint is exported through PyTorch)."""
