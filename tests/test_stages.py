@@ -203,9 +203,19 @@ def torch_engine():
         yield ready
 
 
-def test_torch_tensors_take_the_device_path_and_agree_with_numpy(torch_engine, engine):
+@pytest.fixture(scope="module")
+def fp32_engine(engine):
+    """ONNX Runtime in FP32, the torch CPU backend's precision (the shared engine runs INT8)."""
+    from maskrt.engine import Engine
+
+    with Engine(engine.backend.graph, precision="fp32") as ready:
+        yield ready
+
+
+def test_torch_tensors_take_the_device_path_and_agree_with_numpy(torch_engine, fp32_engine):
     import torch
 
+    engine = fp32_engine
     frames = face_frames(3, size=(120, 100))
     from_numpy = engine.explain(frames)
     from_tensors = torch_engine.explain([torch.from_numpy(f) for f in frames])
@@ -217,7 +227,7 @@ def test_torch_tensors_take_the_device_path_and_agree_with_numpy(torch_engine, e
     assert torch_engine.input_device == torch.device("cpu") and engine.input_device is None
 
 
-def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, engine, tmp_path):
+def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, fp32_engine, tmp_path):
     video = write_video(tmp_path / "clip.avi", 4)
     calls: list[str] = []
     infer = torch_engine.backend.infer
@@ -233,7 +243,7 @@ def test_the_pipeline_runs_torch_backends_on_device_tensors(torch_engine, engine
         del torch_engine.backend.infer
     check_accounting(records, counters)
     assert calls and set(calls) == {"torch"}  # batches went to the backend as device tensors
-    reference, _ = run_pipeline(Pipeline(engine, [str(video)], regions="frame", explain=True))
+    reference, _ = run_pipeline(Pipeline(fp32_engine, [str(video)], regions="frame", explain=True))
     for a, b in zip(sorted(records, key=lambda r: r.frame_index),
                     sorted(reference, key=lambda r: r.frame_index)):
         assert a.label == b.label and a.p_with_mask == pytest.approx(b.p_with_mask, abs=1e-4)

@@ -122,7 +122,7 @@ def test_tensorrt_plan_says_what_is_missing(tmp_path: Path, capsys: pytest.Captu
 # ---------------------------------------------------------------------------- scoring
 
 def test_triton_backend_matches_onnxruntime(server, faces: np.ndarray) -> None:
-    with triton_engine(server) as remote, Engine() as local:
+    with triton_engine(server) as remote, Engine(precision="fp32") as local:
         assert remote.backend.max_batch == 32 and "python" in remote.backend.describe()
         logits, features = remote.infer(faces)  # 64 images: two requests of 32
         ref_logits, ref_features = local.infer(faces)
@@ -138,7 +138,7 @@ def test_triton_backend_matches_onnxruntime(server, faces: np.ndarray) -> None:
 
 def test_http_protocol_gives_the_same_logits(server, faces: np.ndarray) -> None:
     with Engine(backend="triton", url=server.http_url, protocol="http") as remote, \
-            Engine() as local:
+            Engine(precision="fp32") as local:
         np.testing.assert_allclose(remote.infer(faces[:8])[0], local.infer(faces[:8])[0],
                                    rtol=1e-4, atol=1e-5)
 
@@ -151,7 +151,7 @@ def test_concurrent_requests_are_batched_by_the_server(server, faces: np.ndarray
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 48 and executions < inferences, (inferences, executions)
-    with Engine() as local:
+    with Engine(precision="fp32") as local:
         np.testing.assert_allclose(np.concatenate(results), local.infer(faces[:48])[0],
                                    rtol=1e-4, atol=1e-5)
 

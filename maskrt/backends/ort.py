@@ -15,16 +15,20 @@ class OnnxRuntimeBackend(Backend):
     """Runs the graph's ONNX file with ONNX Runtime's CPU provider, full graph optimisation.
 
     threads: intra-op thread count (default: every core of the machine).
-    precision: "fp32" (the graph as exported) or "int8" (its statically quantized twin,
-    :mod:`maskrt.graph.quantize`; outputs stay float32).
+    precision: "int8" (the graph's statically quantized twin, :mod:`maskrt.graph.quantize`;
+    outputs stay float32), "fp32" (the graph as exported), or "auto" (default): int8 when the
+    graph has a current twin (the shipped graph has: same labels as FP32 on every val face, about
+    twice the speed on VNNI CPUs), else fp32.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Any, *, threads: int | None = None, precision: str = "fp32") -> None:
+    def __init__(self, graph: Any, *, threads: int | None = None, precision: str = "auto") -> None:
         super().__init__(graph)
-        if precision not in ("fp32", "int8"):
-            raise ValueError(f"onnxruntime backend: precision: expected 'fp32' or 'int8', got {precision!r}")
+        if precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"onnxruntime backend: precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
+        if precision == "auto":
+            precision = "int8" if graph.has_int8_twin() else "fp32"
         self.precision = precision
         self.onnx_path = graph.int8_onnx_path() if precision == "int8" else graph.onnx_path()
         self._session, self.threads = cpu_session(self.onnx_path, threads, "onnxruntime backend")

@@ -85,8 +85,8 @@ def _triton() -> type[Backend]:
 
 def _cpu_precision(text: str) -> str:
     lowered = text.strip().lower()
-    if lowered not in ("fp32", "int8"):
-        raise ValueError(f"expected fp32 or int8, got {text!r}")
+    if lowered not in ("auto", "fp32", "int8"):
+        raise ValueError(f"expected auto, fp32 or int8, got {text!r}")
     return lowered
 
 
@@ -109,10 +109,11 @@ def _require_torch(what: str, extra: str) -> None:
 
 _DEVICE = Option(str, "cpu, cuda or cuda:N", "a device name")
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
-    BackendSpec("onnxruntime", "ONNX Runtime on the CPU, FP32 or INT8 (default)", _onnxruntime, ("ort",),
+    BackendSpec("onnxruntime", "ONNX Runtime on the CPU, INT8 or FP32 (default)", _onnxruntime, ("ort",),
                 {"threads": Option(int, "intra-op threads (default: every core)", "an integer"),
-                 "precision": Option(_cpu_precision, "fp32 (default) or int8 (the graph's "
-                                     "statically quantized twin, maskrt quantize)", "fp32 or int8")}),
+                 "precision": Option(_cpu_precision, "int8 (the graph's statically quantized twin, "
+                                     "maskrt quantize), fp32, or auto (default: int8 when the graph "
+                                     "has a current twin, as the shipped one has)", "auto, fp32 or int8")}),
     BackendSpec("torch", "PyTorch: CPU FP32, or CUDA FP16 channels_last", _torch, ("pytorch",),
                 {"device": _DEVICE,
                  "half": Option(_bool, "FP16 (default: true on CUDA; refused on the CPU)", "true/false"),

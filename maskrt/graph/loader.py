@@ -104,6 +104,13 @@ class Graph:
             raise ValueError(f"graph {self.origin}: precision int8: {problem}")
         return target
 
+    def has_int8_twin(self) -> bool:
+        """Whether :meth:`int8_onnx_path` would give a current INT8 graph."""
+        from maskrt.graph.quantize import int8_path, int8_problem
+
+        source = self.onnx_path()
+        return int8_problem(int8_path(source), source) is None
+
     def _shipped_onnx(self) -> Path | None:
         """The shipped graph, looked up once per Graph (a stale one warns once, then the
         checkpoint is exported through PyTorch)."""

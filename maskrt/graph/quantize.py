@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -113,16 +114,25 @@ def _record_source(model: Any, source_sha256: str, images: int) -> None:
         entry.key, entry.value = key, value
 
 
+@lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """file_sha256, once per file version (size and mtime key it)."""
+    from maskrt.graph.export import file_sha256
+
+    del size, mtime_ns
+    return file_sha256(path)
+
+
 def int8_problem(int8_file: Path, source: Path) -> str | None:
     """Why ``int8_file`` is not the INT8 graph of ``source`` (missing, or made from another
     graph), or None when it is."""
-    from maskrt.graph.export import file_sha256
     from maskrt.graph.onnx_proto import read_metadata
 
     if not int8_file.is_file():
         return f"no INT8 graph at {int8_file} (make one with `maskrt quantize --onnx {source}`)"
     recorded = read_metadata(int8_file).get(SOURCE_SHA256_KEY)
-    if recorded != file_sha256(source):
+    stat = Path(source).stat()
+    if recorded != _sha256(Path(source), stat.st_size, stat.st_mtime_ns):
         return (f"{int8_file} was quantized from another graph than {source} (source SHA-256 "
                 f"{recorded}); quantize again with `maskrt quantize --onnx {source}`")
     return None

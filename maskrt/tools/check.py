@@ -180,7 +180,7 @@ def run_check(backend_name: str, data: CheckImages, *, model: Any = None,
         logits, features = run_batches(candidate, data.images, batch)
         seconds["backend"] = time.perf_counter() - start
         candidate_name = candidate.describe()
-    with create_backend(REFERENCE_BACKEND, graph) as reference:
+    with create_backend(REFERENCE_BACKEND, graph, precision="fp32") as reference:
         start = time.perf_counter()
         ref_logits, ref_features = run_batches(reference, data.images, batch)
         seconds["reference"] = time.perf_counter() - start
