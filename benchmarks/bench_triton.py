@@ -110,7 +110,7 @@ def main() -> int:
 
 def run(args: argparse.Namespace, server: LocalTritonServer) -> dict:
     chunk = max(args.batch)
-    with Engine(chunk_size=chunk) as local, \
+    with Engine(chunk_size=chunk, precision="fp32") as local, \
             Engine(backend="triton", url=server.grpc_url, chunk_size=chunk) as over_grpc, \
             Engine(backend="triton", url=server.http_url, protocol="http",
                    chunk_size=chunk) as over_http:
