@@ -57,12 +57,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--grad-cam-iterations", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="ONNX Runtime precision (fp32: the figures the README lists for this)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UntrainedModelWarning)
     machine = machine_info()
     print(f"machine: {machine['cpu']} ({machine['cores']} cores), 1-min load {machine['load_1min']}")
     rows = []
-    with Engine(backend="onnxruntime", chunk_size=max(args.batch)) as engine:
+    with Engine(backend="onnxruntime", chunk_size=max(args.batch), precision=args.precision) as engine:
         print(f"backend: {engine.backend.describe()}")
         print(f"{'batch':>5s} {'mode':>16s} {'images/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} "
               f"{'p99 ms':>8s} {'vs classify':>11s}")
