@@ -1,5 +1,7 @@
 """Prometheus metrics (``PrometheusSink``, ``maskrt score --metrics-port``): /metrics is scraped
-over real HTTP and its frame counts must equal the pipeline's accounting per source and status."""
+over real HTTP and its frame counts must equal the pipeline's accounting per source and status;
+the batch and inference histograms count the backend calls the pipeline reports, overlays the
+overlay files written, and reconnects a real MJPEG server process killed and restarted."""
 
 from __future__ import annotations
 
@@ -17,12 +19,20 @@ import pytest
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed "
                     "(pip install maskrt[metrics])")
 from prometheus_client.parser import text_string_to_metric_families
-from streaming_fixtures import face_paths, maskrt_threads, shared_engine, write_video
-from streaming_servers import free_port
+from streaming_fixtures import (
+    face_paths,
+    maskrt_threads,
+    shared_engine,
+    write_frames_dir,
+    write_video,
+)
+from streaming_servers import free_port, mjpeg_server
 
 from maskrt.cli import main as cli_main
 from maskrt.stream.metrics import PrometheusSink
 from maskrt.stream.pipeline import Pipeline
+from maskrt.stream.sinks import OverlaySink, safe_name
+from maskrt.stream.sources import StreamSource
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -44,6 +54,22 @@ def frame_counts(families: dict[str, list]) -> dict[str, dict[str, int]]:
     return counts
 
 
+def per_source(families: dict[str, list], family: str, sample: str) -> dict[str, float]:
+    """{source: value} of one sample name (e.g. maskrt_reconnects_total) of a family."""
+    return {l["source"]: v for l, v, n in families.get(family, []) if n == sample}
+
+
+def histogram(families: dict[str, list], name: str) -> dict[str, float]:
+    """{"count": ..., "sum": ..., le: cumulative count, ...} of an unlabelled histogram."""
+    out: dict[str, float] = {}
+    for labels, value, sample in families[name]:
+        if sample == f"{name}_bucket":
+            out[labels["le"]] = value
+        elif sample in (f"{name}_count", f"{name}_sum"):
+            out[sample.rsplit("_", 1)[1]] = value
+    return out
+
+
 def make_inputs(tmp_path: Path, video_frames: int = 8) -> tuple[Path, Path]:
     """A folder of 2 face crops and an empty (failing) jpg, and a small MJPG video."""
     folder = tmp_path / "crops"
@@ -57,8 +83,9 @@ def make_inputs(tmp_path: Path, video_frames: int = 8) -> tuple[Path, Path]:
 def test_scraped_counts_equal_the_pipelines_accounting(tmp_path):
     folder, video = make_inputs(tmp_path)
     sink = PrometheusSink(0, addr="127.0.0.1")  # port 0: a free one, read back from the sink
+    overlays = OverlaySink(tmp_path / "overlays")
     pipeline = Pipeline(shared_engine(), [str(folder), str(video)], batch_size=4,
-                        max_wait_ms=5, regions="frame", sinks=[sink])
+                        max_wait_ms=5, regions="frame", explain=True, sinks=[overlays, sink])
     assert scrape(sink.port).get("maskrt_frames", []) == []  # nothing before the pipeline opens
     records = []
     with pipeline:
@@ -70,6 +97,7 @@ def test_scraped_counts_equal_the_pipelines_accounting(tmp_path):
             if len(records) == 11:  # every frame recorded; the sink is not closed yet
                 families = scrape(sink.port)
                 summary = pipeline.summary()
+                counters = pipeline.counters()
     assert len(records) == 11
     counts = frame_counts(families)
     for source_id, entry in summary["sources"].items():
@@ -86,12 +114,75 @@ def test_scraped_counts_equal_the_pipelines_accounting(tmp_path):
     assert {l["source"] for l, v, n in families["maskrt_source_fps"]} == {str(folder), str(video)}
     up = {l["source"]: v for l, v, n in families["maskrt_source_up"]}
     assert up == {str(folder): 0.0, str(video): 0.0}  # both finished
-    (batch,) = families["maskrt_batch_size"]
-    assert batch[1] == pytest.approx(summary["mean_batch_size"], abs=1e-3)
+    check_batches_and_sources(families, summary, counters, sources=(str(folder), str(video)))
+    # overlays: one per scored frame, each one a file the overlay sink wrote
+    drawn = per_source(families, "maskrt_overlays", "maskrt_overlays_total")
+    for source_id in (str(folder), str(video)):
+        files = list((tmp_path / "overlays" / safe_name(source_id)).glob("*.jpg"))
+        assert drawn[source_id] == len(files) == summary["sources"][source_id]["scored"]
+    assert sum(drawn.values()) == sum(r.overlay is not None for r in records) == overlays.count
     # close() stopped the server
     with pytest.raises(urllib.error.URLError):
         scrape(sink.port)
     assert pipeline.summary()["outputs"]["metrics"] == f"http://127.0.0.1:{sink.port}/metrics"
+    assert maskrt_threads() == []
+
+
+def check_batches_and_sources(families: dict[str, list], summary: dict, counters: dict,
+                              sources: tuple[str, ...]) -> None:
+    """The batch-size and inference histograms hold one observation per backend call the
+    pipeline reports; reconnects and queue depths have a series per source."""
+    batch = histogram(families, "maskrt_batch_size")
+    assert batch["count"] == summary["batches"] == counters["batches"] >= 3  # 10 regions, <= 4
+    assert batch["sum"] == pytest.approx(counters["mean_batch_size"] * counters["batches"])
+    assert batch["sum"] == sum(summary["labels"].values())  # every scored region, once
+    assert batch["4.0"] == batch["+Inf"] == batch["count"]  # never more than batch_size
+    assert batch["1.0"] <= batch["2.0"] <= batch["4.0"]
+    inference = histogram(families, "maskrt_inference_seconds")
+    assert inference["count"] == summary["batches"]
+    assert inference["sum"] == pytest.approx(counters["backend_busy_s"], rel=1e-6)
+    assert inference["sum"] > 0
+    assert per_source(families, "maskrt_reconnects", "maskrt_reconnects_total") == \
+        {s: 0.0 for s in sources}  # files and videos never reconnect
+    assert per_source(families, "maskrt_queue_depth", "maskrt_queue_depth") == \
+        {s: 0.0 for s in sources}  # every frame recorded: nothing queued
+
+
+def test_reconnects_of_a_real_stream_server_killed_and_restarted(tmp_path):
+    """An HTTP MJPEG server process killed and restarted: maskrt_reconnects_total counts the
+    reconnection, as the pipeline's counters do; the queue depth stays within the live queue."""
+    server = mjpeg_server(write_frames_dir(tmp_path / "frames", 4), fps=25)
+    source = StreamSource(f"http://127.0.0.1:{server.port}/cam.mjpg", id="cam",
+                          backoff=(0.2, 1.0), timeout_s=3.0)
+    sink = PrometheusSink(0, addr="127.0.0.1")
+    pipeline = Pipeline(shared_engine(), [source], batch_size=4, max_wait_ms=20,
+                        regions="frame", sinks=[sink])
+    depths, phase, deadline = [], "streaming", time.monotonic() + 60
+    try:
+        server.start()
+        with pipeline:
+            while phase != "reconnected":
+                assert time.monotonic() < deadline, (phase, pipeline.counters())
+                record = pipeline.get(timeout=0.5)
+                families = scrape(sink.port)
+                depths.append(per_source(families, "maskrt_queue_depth", "maskrt_queue_depth"))
+                if phase == "streaming" and record is not None and record.frame_index >= 3:
+                    server.kill()
+                    phase = "killed"
+                elif phase == "killed" and record is not None and record.status == "failed":
+                    time.sleep(0.5)  # a refused reconnection attempt or two
+                    server.start()
+                    phase = "restarted"
+                elif phase == "restarted" and source.reconnects >= 1:
+                    families, counters = scrape(sink.port), pipeline.counters()
+                    phase = "reconnected"
+            pipeline.stop()
+    finally:
+        server.kill()
+    reconnects = per_source(families, "maskrt_reconnects", "maskrt_reconnects_total")
+    assert reconnects == {"cam": counters["sources"]["cam"]["reconnects"]}
+    assert reconnects["cam"] >= 1
+    assert all(set(d) == {"cam"} and 0 <= d["cam"] <= 4 for d in depths)  # the live queue: 4
     assert maskrt_threads() == []
 
 

@@ -99,12 +99,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR",
                         help="the address the metrics server listens on (default 0.0.0.0: every "
                              "interface, so Prometheus can scrape from another host)")
+    _add_mqtt_arguments(parser)
+
+
+def _add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
+    from maskrt.cli.common import non_negative_float, non_negative_int
+
     parser.add_argument("--mqtt", default=None, metavar="HOST[:PORT]",
                         help="publish face records and dropped/failed frames to this MQTT broker "
                              "(port 1883 by default; needs pip install maskrt[mqtt])")
     parser.add_argument("--mqtt-topic", default="maskrt", metavar="PREFIX",
                         help="topic prefix: PREFIX/<source>/faces and PREFIX/<source>/events "
                              "(default maskrt)")
+    parser.add_argument("--mqtt-only-without-mask", type=float, default=None, metavar="P",
+                        help="publish only without_mask faces with p_without_mask >= P (default: "
+                             "every face; dropped/failed events are always published)")
+    parser.add_argument("--mqtt-min-interval", type=non_negative_float, default=0.0,
+                        metavar="SECONDS", help="at most one message per source and topic every "
+                        "SECONDS (the others are counted as mqtt_suppressed; default 0: all)")
+    parser.add_argument("--mqtt-jpeg", action="store_true",
+                        help="add a small JPEG of the face (at most 96 px a side, base64 field "
+                             "'jpeg'; cut from the overlay with --explain, else from the frame)")
+    parser.add_argument("--mqtt-buffer", type=non_negative_int, default=1000, metavar="N",
+                        help="messages held while the broker is unreachable, sent after it is "
+                             "back (the oldest dropped beyond N; default 1000, 0: none)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -201,7 +219,7 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
         args.out, explain=args.explain, video_sources=[s.id for s in videos],
         fps_of=lambda source_id: fps[source_id].fps if source_id in fps else None,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-        mqtt=args.mqtt, mqtt_topic=args.mqtt_topic,
+        mqtt=args.mqtt, mqtt_topic=args.mqtt_topic, mqtt_options=_mqtt_options(args),
         backend=engine.backend.describe(),
         model="random-init (untrained)" if untrained else (args.model or "shipped"),
         settings={"regions": args.regions, "preset": args.preset,
@@ -211,6 +229,17 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
                   "reconnect": reconnect.describe(), "timeout_s": args.timeout,
                   "duration_s": args.duration, "frames": args.max_frames},
         specs=list(args.sources))
+
+
+def _mqtt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """MqttSink's options from the --mqtt-* flags (ValueError: given without --mqtt)."""
+    options = {"only_without_mask": args.mqtt_only_without_mask, "jpeg": args.mqtt_jpeg,
+               "min_interval_s": args.mqtt_min_interval, "max_buffered": args.mqtt_buffer}
+    if args.mqtt is None and options != {"only_without_mask": None, "jpeg": False,
+                                         "min_interval_s": 0.0, "max_buffered": 1000}:
+        raise ValueError("--mqtt-only-without-mask, --mqtt-min-interval, --mqtt-jpeg and "
+                         "--mqtt-buffer need --mqtt HOST[:PORT]")
+    return options
 
 
 def _consume(pipeline: Any, args: argparse.Namespace, signals: "_StopSignals") -> str | None:
@@ -375,5 +404,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     outputs = summary["outputs"]
     if "mqtt" in outputs:
         print(f"mqtt {outputs['mqtt']}: {outputs['mqtt_published']} published, "
-              f"{outputs['mqtt_dropped']} dropped, {outputs['mqtt_unacked']} unacknowledged")
+              f"{outputs['mqtt_dropped']} dropped, {outputs['mqtt_unacked']} unacknowledged, "
+              f"{outputs['mqtt_buffered']} buffered while disconnected, "
+              f"{outputs['mqtt_filtered']} filtered, {outputs['mqtt_suppressed']} rate-limited")
     print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class InferStage:
         self.batches = self.regions = self.largest = self.mixed = 0
         self.busy_s = 0.0
         self._unavailable = False  # the last batch failed with BackendUnavailable
+        #: called as observer(regions, seconds) after each backend call, from this stage's thread
+        self.observers: list[Callable[[int, float], None]] = []
 
     def run(self, inbox: BoundedQueue[FrameTask], outbox: BoundedQueue[InferredBatch]) -> None:
         try:
@@ -127,6 +129,11 @@ class InferStage:
             self.largest = max(self.largest, regions)
             self.mixed += len({task.source_id for task in tasks}) > 1
             self.busy_s += seconds
+        for observer in self.observers:
+            try:
+                observer(regions, seconds)
+            except Exception:  # noqa: BLE001 - a metrics hook must not stop inference
+                log.exception("batch observer %r failed", observer)
 
     def counters(self) -> dict[str, Any]:
         with self._lock:

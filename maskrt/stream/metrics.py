@@ -10,11 +10,20 @@ Metrics (every series of a source carries ``source``, the source id)::
 
     maskrt_frames_total{source,status}   counter  frames by final status (scored/dropped/failed)
     maskrt_faces_total{source,label}     counter  scored regions by label
+    maskrt_reconnects_total{source}      counter  successful reconnections of a live source
+    maskrt_overlays_total{source}        counter  overlays drawn (``explain``): one per image
     maskrt_latency_seconds               histogram  read -> record, scored frames
+    maskrt_inference_seconds             histogram  one backend call (a batch)
+    maskrt_batch_size                    histogram  regions per backend call
     maskrt_source_up{source}             gauge    1 while the source delivers or may still deliver
     maskrt_source_fps{source}            gauge    frames/s scored over the last few seconds
-    maskrt_batch_size                    gauge    mean regions per backend call
+    maskrt_queue_depth{source}           gauge    frames waiting in the source's bounded queue
     maskrt_frames_in_flight              gauge    read but not yet recorded
+
+Reconnects and queue depths come from the pipeline's counters at each scrape too; the batch and
+inference histograms are fed by :meth:`~maskrt.stream.pipeline.Pipeline.observe_batches` (one
+observation per backend call, so their ``_count`` is the summary's ``batches``), overlays and
+latencies from the records the sink is given.
 
 ``prometheus_client`` is imported only when the sink is made (``pip install maskrt[metrics]``).
 """
@@ -40,6 +49,11 @@ _UP_STATES = frozenset({"reading", "streaming", "watching", "scoring"})
 #: a busy CPU, so the default buckets (which stop at 10 s) are kept but refined below 100 ms
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5,
                    5.0, 10.0)
+#: backend call buckets in seconds: a batch takes ~1 ms on a GPU, up to seconds on a CPU
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+                     1.0, 2.5, 5.0, 10.0)
+#: regions per backend call: powers of two up to the graph's batch axis (1..4096)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 def _import_prometheus() -> Any:
@@ -76,6 +90,10 @@ class _PipelineCollector:
                                labels=["source"])
         fps = GaugeMetricFamily("maskrt_source_fps", "Frames/s scored over the last seconds",
                                 labels=["source"])
+        reconnects = CounterMetricFamily("maskrt_reconnects", "Successful reconnections of a "
+                                         "live source after a loss", labels=["source"])
+        depth = GaugeMetricFamily("maskrt_queue_depth", "Frames waiting in the source's bounded "
+                                  "queue", labels=["source"])
         for source_id, entry in counters["sources"].items():
             for status in STATUSES:
                 frames.add_metric([source_id, status], entry[status])
@@ -83,9 +101,9 @@ class _PipelineCollector:
                 faces.add_metric([source_id, label], entry["labels"].get(label, 0))
             up.add_metric([source_id], 1.0 if entry["state"] in _UP_STATES else 0.0)
             fps.add_metric([source_id], float(entry["fps"]))
-        yield from (frames, faces, up, fps)
-        yield GaugeMetricFamily("maskrt_batch_size", "Mean regions per backend call",
-                                value=float(counters.get("mean_batch_size") or 0.0))
+            reconnects.add_metric([source_id], entry.get("reconnects") or 0)
+            depth.add_metric([source_id], float(entry.get("queued") or 0))
+        yield from (frames, faces, up, fps, reconnects, depth)
         yield GaugeMetricFamily("maskrt_frames_in_flight", "Frames read but not yet recorded",
                                 value=float(counters["total"]["in_flight"]))
 
@@ -106,6 +124,15 @@ class PrometheusSink(Sink):
         self._latency = prometheus_client.Histogram(
             "maskrt_latency_seconds", "Read -> record latency of scored frames",
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._inference = prometheus_client.Histogram(
+            "maskrt_inference_seconds", "Seconds of one backend call (a batch of regions)",
+            buckets=INFERENCE_BUCKETS, registry=self.registry)
+        self._batch_size = prometheus_client.Histogram(
+            "maskrt_batch_size", "Regions per backend call", buckets=BATCH_BUCKETS,
+            registry=self.registry)
+        self._overlays = prometheus_client.Counter(
+            "maskrt_overlays", "Overlays drawn (explain): one per overlay image", ["source"],
+            registry=self.registry)
         self._server, self._thread = prometheus_client.start_http_server(
             port, addr=addr, registry=self.registry)
         self.addr = addr
@@ -118,11 +145,21 @@ class PrometheusSink(Sink):
 
     def open(self, pipeline: Any) -> None:
         self._collector.pipeline = pipeline
+        if hasattr(pipeline, "observe_batches"):
+            pipeline.observe_batches(self._observe_batch)
+        for source_id in getattr(pipeline, "source_ids", ()):  # a 0 series from the start
+            self._overlays.labels(source_id)
+
+    def _observe_batch(self, regions: int, seconds: float) -> None:
+        self._batch_size.observe(regions)
+        self._inference.observe(seconds)
 
     def write(self, record: Record, frame: np.ndarray | None = None) -> None:
         # One observation per scored frame (its first region), as the summary's latency counts.
         if record.status == SCORED and record.frame_level:
             self._latency.observe(record.latency_ms / 1000.0)
+        if record.overlay is not None:
+            self._overlays.labels(record.source_id).inc()
 
     def close(self) -> dict[str, Any]:
         if self._server is not None:

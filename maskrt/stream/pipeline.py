@@ -396,6 +396,10 @@ class Pipeline:
                 "frame_limit_reached": self.ledger.limit_reached,
                 **self._infer.counters(), "finished": self.finished}
 
+    def observe_batches(self, observer: Any) -> None:
+        """``observer(regions, seconds)`` after every backend call (in the infer thread)."""
+        self._infer.observers.append(observer)
+
     def summary(self, **extra: Any) -> dict[str, Any]:
         """The run's summary (what ``summary.json`` holds), from the counters, plus ``extra``."""
         return build_summary(self.counters(), self.ledger.latencies(),

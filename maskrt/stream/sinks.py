@@ -282,11 +282,12 @@ class SummarySink(Sink):
 def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
                 fps_of: Callable[[str], float | None], metrics_port: int | None = None,
                 metrics_addr: str = "0.0.0.0", mqtt: str | None = None,
-                mqtt_topic: str = "maskrt", **summary_extra: Any) -> list[Sink]:
+                mqtt_topic: str = "maskrt", mqtt_options: dict[str, Any] | None = None,
+                **summary_extra: Any) -> list[Sink]:
     """The sinks of ``maskrt score``: overlays (``--explain``; before the JSONL sink, which
     records their paths), records.jsonl, annotated videos (given video sources), Prometheus
-    metrics (``metrics_port``), MQTT events (``mqtt``: ``HOST[:PORT]``), summary.json (last, so
-    the others' parts are in it). ImportError: an optional package is missing; ValueError: a
+    metrics (``metrics_port``), MQTT events (``mqtt``: ``HOST[:PORT]``; ``mqtt_options``: more
+    MqttSink keywords), summary.json (last, so the others' parts are in it). ImportError: an optional package is missing; ValueError: a
     malformed option; OSError: the metrics port cannot be served."""
     # The sinks that can fail (optional packages, options, a port) are made first, so a failure
     # leaves no open file behind; the MQTT client connects only when opened, and the metrics
@@ -295,7 +296,8 @@ def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
     if mqtt is not None:
         from maskrt.stream.mqtt import MqttSink, parse_broker
 
-        network.append(MqttSink(*parse_broker(mqtt), topic_prefix=mqtt_topic))
+        network.append(MqttSink(*parse_broker(mqtt), topic_prefix=mqtt_topic,
+                                **(mqtt_options or {})))
     if metrics_port is not None:
         from maskrt.stream.metrics import PrometheusSink
 
