@@ -479,3 +479,19 @@ def test_bad_mqtt_options_fail_before_scoring(tmp_path, capsys):
         assert cli_main(["score", str(image), "--out", str(out), "--regions", "frame", *option]) == 2
         assert "--mqtt" in capsys.readouterr().err
         assert not (out / "records.jsonl").exists()
+
+
+def test_a_broker_that_never_comes_up_is_reported_and_scoring_goes_on(tmp_path, caplog):
+    """Nothing listens on the port: the run says so (the broker's address, the buffering), scores
+    every frame, and every event ends as dropped (buffered, never sent)."""
+    port = free_port()  # nothing listens here
+    video = write_video(tmp_path / "clip.avi", 6)
+    sink = MqttSink("127.0.0.1", port, connect_timeout_s=0.5, flush_timeout_s=0.5)
+    with caplog.at_level("WARNING", logger="maskrt"):
+        with Pipeline(shared_engine(), [str(video)], regions="frame", sinks=[sink]) as pipeline:
+            records = list(pipeline)
+    counters = pipeline.counters()["total"]
+    assert counters["read"] == counters["scored"] == 6 and len(records) == 6
+    assert any(f"127.0.0.1:{port}" in r.getMessage() and "not connected" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert sink.published == 0 and sink.dropped == 6
