@@ -20,13 +20,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the small faces (mAP@0.5 0.863, without_mask recall 0.961), at about 13 faces classified
     # per photo; faces under 8 px still matter there, so min_face stays small.
     "default": {"upscale": 2.0, "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
-                "min_face": 4.0, "max_faces": 200},
+                "min_face": 4.0, "max_faces": 200, "detector_device": "cpu"},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717; at
     # threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with the INT8 classifier).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
-             "min_face": 4.0, "max_faces": 200},
+             "min_face": 4.0, "max_faces": 200, "detector_device": "cpu"},
 }
-_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou")
+_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", "detector_device")
 #: what ``--regions`` / ``Pipeline(regions=)`` accept
 REGION_MODES = ("faces", "frame")
 
@@ -44,11 +44,18 @@ def preset_settings(preset: str = "default", **overrides: Any) -> dict[str, Any]
 
 
 def make_detector(preset: str = "default", **overrides: Any) -> Any:
-    """The YuNet detector of ``preset``."""
-    from maskrt.detect.yunet import YuNetDetector
-
+    """The YuNet detector of ``preset``: on ONNX Runtime for ``detector_device`` "cpu" (the
+    default), else as a torch module on that device ("cuda", "cuda:1"; maskrt[gpu])."""
     settings = preset_settings(preset, **overrides)
-    return YuNetDetector(**{k: settings[k] for k in _DETECTOR_KEYS})
+    options = {k: settings[k] for k in _DETECTOR_KEYS if k != "detector_device"}
+    device = str(settings["detector_device"])
+    if device == "cpu":
+        from maskrt.detect.yunet import YuNetDetector
+
+        return YuNetDetector(**options)
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    return YuNetTorchDetector(device=device, **options)
 
 
 def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) -> Any:
