@@ -139,6 +139,16 @@ HAVE_TRT=0
 ARCH=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')" \
   2>/dev/null || echo 90)
 
+# Wheels carried in .whl/ (no network there): onnx2torch for the torch face detector's CUDA test.
+# Before the device call, in the repository root:
+#   echo /.whl/ >> .git/info/exclude; pip download --no-deps -d .whl onnx2torch
+# and name ".whl" in the call's carry list.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/maskrt-wheels .whl/*.whl \
+    && export PYTHONPATH="/tmp/maskrt-wheels${PYTHONPATH:+:$PYTHONPATH}" \
+    && echo "carried wheels: $(ls .whl | tr '\n' ' ')"
+fi
+
 # ---- 2. build the extension with CUDA -----------------------------------------------------------
 BUILD_OK=0
 export MASKRT_CUDA=on MASKRT_CUDA_ARCHS="$ARCH"
