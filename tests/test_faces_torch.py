@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from maskrt.backends.base import BackendUnavailable
-from maskrt.detect import make_detector, parse_face_options
+from maskrt.detect import make_detector, parse_face_options, preset_settings
 from maskrt.detect.yunet import YuNetDetector
 
 pytest.importorskip("onnx2torch", reason="onnx2torch is not installed (pip install maskrt[gpu])")
@@ -42,8 +42,9 @@ def test_torch_detector_finds_the_faces_onnxruntime_finds(preset) -> None:
         want = reference.detect(images)
     from maskrt.detect.yunet_torch import YuNetTorchDetector
 
-    settings = {"default": {"upscale": 2.0, "score_threshold": 0.1}, "fast": {"upscale": 1.0, "score_threshold": 0.65}}
-    with YuNetTorchDetector(device="cpu", **settings[preset]) as detector:
+    settings = preset_settings(preset)
+    options = {k: settings[k] for k in ("upscale", "score_threshold", "nms_iou")}
+    with YuNetTorchDetector(device="cpu", **options) as detector:
         assert "torch cpu" in detector.describe()
         got = detector.detect(images)
     assert sum(len(f) for f in want) > 20  # real faces, not empty frames

@@ -42,17 +42,7 @@ class YuNetDetector(Detector):
                  threads: int | None = None) -> None:
         from maskrt.backends.ort import cpu_session
 
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"yunet: expected score_threshold in [0, 1] and nms_iou in (0, 1], "
-                             f"got {score_threshold} and {nms_iou}")
-        if upscale <= 0 or top_k < 1 or max_side < PAD:
-            raise ValueError(f"yunet: expected upscale > 0, top_k >= 1, max_side >= {PAD}, got "
-                             f"{upscale}, {top_k}, {max_side}")
-        self.score_threshold = float(score_threshold)
-        self.nms_iou = float(nms_iou)
-        self.upscale = float(upscale)
-        self.top_k = int(top_k)
-        self.max_side = int(max_side)
+        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
         self.model = Path(model)
         # No spin-waiting: the detector runs in short bursts beside the classifier's session,
         # and its idle threads spinning would take the cores the classifier needs.
@@ -77,8 +67,7 @@ class YuNetDetector(Detector):
         return results  # type: ignore[return-value]
 
     def _scale(self, shape: tuple[int, ...]) -> float:
-        h, w = shape
-        return min(self.upscale, self.max_side / max(h, w, 1))
+        return input_scale(shape, self.upscale, self.max_side)
 
     def _nms(self, faces: Detections) -> Detections:
         if len(faces) <= 1:
@@ -88,6 +77,27 @@ class YuNetDetector(Detector):
         keep = cv2.dnn.NMSBoxes(xywh.tolist(), faces.scores.tolist(), self.score_threshold,
                                 self.nms_iou, 1.0, self.top_k)
         return faces.take(np.asarray(keep, dtype=np.int64).reshape(-1))
+
+
+def set_yunet_settings(detector: Any, score_threshold: float, nms_iou: float, upscale: float,
+                       top_k: int, max_side: int) -> None:
+    """Checks YuNet's settings (ValueError naming them) and sets them on ``detector``; shared by
+    the ONNX Runtime and the torch detectors."""
+    if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_iou <= 1.0:
+        raise ValueError(f"yunet: expected score_threshold in [0, 1] and nms_iou in (0, 1], "
+                         f"got {score_threshold} and {nms_iou}")
+    if upscale <= 0 or top_k < 1 or max_side < PAD:
+        raise ValueError(f"yunet: expected upscale > 0, top_k >= 1, max_side >= {PAD}, got "
+                         f"{upscale}, {top_k}, {max_side}")
+    detector.score_threshold, detector.nms_iou = float(score_threshold), float(nms_iou)
+    detector.upscale, detector.top_k, detector.max_side = float(upscale), int(top_k), int(max_side)
+
+
+def input_scale(shape: tuple[int, ...], upscale: float, max_side: int) -> float:
+    """The factor a frame of ``shape`` is resized by before detection: ``upscale``, unless its
+    longer side would then exceed ``max_side``."""
+    h, w = shape[:2]
+    return min(upscale, max_side / max(h, w, 1))
 
 
 def decode(outputs: dict[str, np.ndarray], slot: int, padded: tuple[int, int],

@@ -20,8 +20,8 @@ import numpy as np
 
 from maskrt.backends.base import BackendUnavailable
 from maskrt.detect.base import Detections, Detector
-from maskrt.detect.yunet import (MODEL_PATH, PAD, STRIDES, _blob, _by_padded_size, _rescale,
-                                 _resize)
+from maskrt.detect.yunet import (MODEL_PATH, STRIDES, _blob, _by_padded_size, _rescale, _resize,
+                                 input_scale, set_yunet_settings)
 
 
 def _import_onnx2torch() -> Any:
@@ -44,17 +44,10 @@ class YuNetTorchDetector(Detector):
                  model: str | os.PathLike[str] = MODEL_PATH) -> None:
         import torch
 
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"yunet: expected score_threshold in [0, 1] and nms_iou in (0, 1], "
-                             f"got {score_threshold} and {nms_iou}")
-        if upscale <= 0 or top_k < 1 or max_side < PAD:
-            raise ValueError(f"yunet: expected upscale > 0, top_k >= 1, max_side >= {PAD}, got "
-                             f"{upscale}, {top_k}, {max_side}")
+        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"yunet-torch: device {device} asked for, but torch sees no CUDA GPU")
-        self.score_threshold, self.nms_iou = float(score_threshold), float(nms_iou)
-        self.upscale, self.top_k, self.max_side = float(upscale), int(top_k), int(max_side)
         self._net = _import_onnx2torch().convert(str(model)).eval().to(self.device)
         self._outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
 
@@ -65,7 +58,7 @@ class YuNetTorchDetector(Detector):
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         import torch
 
-        scales = [min(self.upscale, self.max_side / max(*f.shape[:2], 1)) for f in frames]
+        scales = [input_scale(f.shape, self.upscale, self.max_side) for f in frames]
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
         for indices in _by_padded_size(inputs).values():
