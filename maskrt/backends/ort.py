@@ -26,9 +26,10 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, graph: Any, *, threads: int | None = None, precision: str = "auto") -> None:
         super().__init__(graph)
         if precision not in ("auto", "fp32", "int8"):
-            raise ValueError(f"onnxruntime backend: precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
+            raise ValueError(f"onnxruntime backend: precision: expected 'auto', 'fp32' or 'int8', "
+                             f"got {precision!r}")
         if precision == "auto":
-            precision = "int8" if graph.has_int8_twin() else "fp32"
+            precision = "fp32" if graph.int8_twin()[1] else "int8"
         self.precision = precision
         self.onnx_path = graph.int8_onnx_path() if precision == "int8" else graph.onnx_path()
         self._session, self.threads = cpu_session(self.onnx_path, threads, "onnxruntime backend")

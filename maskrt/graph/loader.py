@@ -92,24 +92,22 @@ class Graph:
                 self._onnx = onnx_for_model(self.model())
             return self._onnx
 
-    def int8_onnx_path(self) -> Path:
-        """The INT8 twin of :meth:`onnx_path` (``<stem>_int8.onnx`` beside it, quantized from
-        exactly that file); ValueError saying how to make it when there is none or it is stale."""
+    def int8_twin(self) -> tuple[Path, str | None]:
+        """(where the INT8 twin of :meth:`onnx_path` lives - ``<stem>_int8.onnx`` beside it -,
+        why it cannot be used, or None when it is current)."""
         from maskrt.graph.quantize import int8_path, int8_problem
 
         source = self.onnx_path()
         target = int8_path(source)
-        problem = int8_problem(target, source)
+        return target, int8_problem(target, source)
+
+    def int8_onnx_path(self) -> Path:
+        """The current INT8 twin of :meth:`onnx_path`; ValueError saying how to make it when
+        there is none or it is stale."""
+        target, problem = self.int8_twin()
         if problem is not None:
             raise ValueError(f"graph {self.origin}: precision int8: {problem}")
         return target
-
-    def has_int8_twin(self) -> bool:
-        """Whether :meth:`int8_onnx_path` would give a current INT8 graph."""
-        from maskrt.graph.quantize import int8_path, int8_problem
-
-        source = self.onnx_path()
-        return int8_problem(int8_path(source), source) is None
 
     def _shipped_onnx(self) -> Path | None:
         """The shipped graph, looked up once per Graph (a stale one warns once, then the
