@@ -1,5 +1,7 @@
-"""YuNet on PyTorch (the GPU path of the face detector), held to the ONNX Runtime detector on real
-scene photos; on the CPU here, on CUDA where a GPU is (the same code, another device)."""
+"""The GPU paths of the face detector, held to the ONNX Runtime detector on real scene photos:
+YuNet on PyTorch (on the CPU here, on CUDA where a GPU is: the same code, another device), and
+YuNet through the TensorRT builder (its FP16 graph run by ONNX Runtime here; the engine itself
+where TensorRT and a GPU are)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from maskrt.backends.base import BackendUnavailable
-from maskrt.detect import make_detector, parse_face_options, preset_settings
+from maskrt.backends.tensorrt import versions as trt_compat
+from maskrt.detect import make_detector, parse_face_options, preset_settings, resolve_detector_backend
 from maskrt.detect.yunet import YuNetDetector
 
 pytest.importorskip("onnx2torch", reason="onnx2torch is not installed (pip install maskrt[gpu])")
@@ -59,7 +62,65 @@ def test_detector_device_option_and_missing_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     with pytest.raises(BackendUnavailable, match="torch sees no CUDA GPU"):
-        make_detector("default", detector_device="cuda")
+        make_detector("default", detector_device="cuda", detector_backend="torch")
+
+
+def test_detector_backend_choice_follows_the_device() -> None:
+    assert parse_face_options(["detector_backend=tensorrt"]) == {"detector_backend": "tensorrt"}
+    assert resolve_detector_backend("cpu", "auto") == "onnxruntime"
+    assert resolve_detector_backend("cpu", "torch") == "torch"
+    assert resolve_detector_backend("cuda:1", "tensorrt") == "tensorrt"
+    trt_ok = trt_compat.tensorrt_status()[0]
+    assert resolve_detector_backend("cuda", "auto") == ("tensorrt" if trt_ok else "torch")
+    for device, backend, message in [
+            ("cuda", "onnxruntime", "onnxruntime runs on the CPU"),
+            ("cpu", "tensorrt", "tensorrt needs detector_device cuda"),
+            ("gpu0", "auto", "expected cpu, cuda or cuda:N, got 'gpu0'"),
+            ("cpu", "openvino", r"expected one of \['auto', 'onnxruntime', 'torch', 'tensorrt'\]")]:
+        with pytest.raises(ValueError, match=message):
+            make_detector("default", detector_device=device, detector_backend=backend)
+    with make_detector("fast", detector_backend="onnxruntime") as detector:
+        assert isinstance(detector, YuNetDetector)
+
+
+def test_yunet_fp16_graph_for_tensorrt_finds_the_same_faces(tmp_path) -> None:
+    """The graph a strongly typed YuNet engine is built from (FP16, float32 in and out, Resize
+    scales kept float32), run by the ONNX Runtime detector: the FP32 graph's faces."""
+    import onnx
+
+    from maskrt.backends.tensorrt.onnx_rewrite import float_graph_onnx_bytes
+    from maskrt.detect.yunet import MODEL_PATH
+    from maskrt.detect.yunet_tensorrt import yunet_spec
+
+    model = onnx.load_from_string(float_graph_onnx_bytes(MODEL_PATH, fp16=True))
+    onnx.checker.check_model(model, full_check=True)
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {float32}
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [float32]
+    assert model.graph.node[0].op_type == "Cast" and model.graph.node[0].attribute[0].i == float16
+    assert {t.data_type for t in model.graph.initializer if t.data_type in (float32, float16)} \
+        == {float16, float32}  # float16 weights; Resize's scales stay float32
+    assert yunet_spec().rewrite(MODEL_PATH, False) == float_graph_onnx_bytes(MODEL_PATH)
+    fp16_file = tmp_path / "yunet_fp16.onnx"
+    fp16_file.write_bytes(model.SerializeToString())
+    images = scene_images(12)
+    settings = {k: preset_settings("default")[k] for k in ("upscale", "score_threshold", "nms_iou")}
+    with YuNetDetector(**settings) as fp32, YuNetDetector(model=fp16_file, **settings) as fp16:
+        assert_fp16_faces_match(fp16.detect(images), fp32.detect(images))
+
+
+@pytest.mark.skipif(trt_compat.tensorrt_status()[0], reason="TensorRT is installed here")
+def test_tensorrt_detector_without_tensorrt_says_what_to_install() -> None:
+    import torch
+
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="tensorrt runtime needs a CUDA device"):
+            YuNetTorchDetector(device="cpu", runtime="tensorrt")
+        pytest.skip("the rest needs a CUDA GPU without TensorRT")
+    with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
+        YuNetTorchDetector(device="cuda", runtime="tensorrt")
 
 
 @pytest.mark.cuda
@@ -67,7 +128,40 @@ def test_torch_detector_on_the_gpu_equals_onnxruntime(cuda_device) -> None:
     from maskrt.detect.yunet_torch import YuNetTorchDetector
 
     images = scene_images(8)
-    with make_detector("default") as reference, make_detector("default", detector_device="cuda") as gpu:
-        assert isinstance(gpu, YuNetTorchDetector)
+    with make_detector("default") as reference, \
+            make_detector("default", detector_device="cuda", detector_backend="torch") as gpu:
+        assert isinstance(gpu, YuNetTorchDetector) and gpu.runtime == "torch"
         for g, w in zip(gpu.detect(images), reference.detect(images)):
             assert_same_faces(g, w)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not trt_compat.tensorrt_status()[0], reason=trt_compat.tensorrt_status()[1])
+def test_tensorrt_detector_finds_the_faces_onnxruntime_finds(cuda_device, tmp_path) -> None:
+    """YuNet's FP16 engine, built into (then reused from) the engine folder the classifier's
+    engines use; the faces of the ONNX Runtime detector within FP16's precision."""
+    images = scene_images(12)  # 12 frames of one padded size run in chunks of the profile's max 8
+    with make_detector("default") as reference:
+        want = reference.detect(images)
+    for attempt in ("built", "reused"):
+        with make_detector("default", detector_device="cuda", detector_backend="tensorrt",
+                           detector_engine_dir=str(tmp_path)) as gpu:
+            assert "tensorrt" in gpu.describe()
+            got = gpu.detect(images)
+        assert [p.name.split("-")[0] for p in tmp_path.glob("*.engine")] == ["yunet"], attempt
+        assert_fp16_faces_match(got, want)
+
+
+def assert_fp16_faces_match(got, want) -> None:
+    """Nearly every face found by both (FP16 moves scores near the threshold), boxes within 2 px."""
+    matched = total = 0
+    for g, w in zip(got, want):
+        total += len(w)
+        for box, score in zip(w.boxes, w.scores):
+            if len(g) == 0:
+                continue
+            distance = np.abs(g.boxes - box).max(axis=1)
+            best = int(distance.argmin())
+            if distance[best] <= 2.0 and abs(g.scores[best] - score) <= 2e-2:
+                matched += 1
+    assert total > 20 and matched >= 0.97 * total, (matched, total)

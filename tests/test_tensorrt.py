@@ -27,11 +27,12 @@ from maskrt.backends.tensorrt.build import (
     read_sidecar,
     sidecar_path,
     stale_reasons,
-    tensorrt_onnx_bytes,
     timing_cache_path,
     write_atomic,
 )
-from maskrt.cli.build import add_arguments, main, profile_from_args
+from maskrt.backends.tensorrt.onnx_rewrite import tensorrt_onnx_bytes
+from maskrt.backends.tensorrt.spec import GraphSpec, Spatial, classifier_spec
+from maskrt.cli.build import add_arguments, main, profile_from_args, spec_from_args
 from maskrt.graph import Graph
 from maskrt.graph.export import INPUT_NAME, export_onnx
 from maskrt.graph.model import MaskNet
@@ -85,6 +86,9 @@ def test_build_arguments_give_the_profile() -> None:
     assert profile_from_args(args) == Profile(2, 16, 64)
     assert profile_from_args(parser.parse_args([])) == Profile(1, 32, 256)
     assert parser.parse_args([]).out == Path("engines")
+    assert spec_from_args(args).name == "maskrt" and spec_from_args(args).profile == Profile(2, 16, 64)
+    detector = spec_from_args(parser.parse_args(["--graph", "detector", "--max-side", "1000"]))
+    assert detector.name == "yunet" and detector.shapes()[2] == (8, 3, 1024, 1024)
 
 
 def test_build_verb_rejects_a_bad_profile_before_needing_tensorrt(capsys) -> None:
@@ -176,6 +180,51 @@ def test_engine_and_sidecar_names(tmp_path) -> None:
         engine_path(tmp_path, "not-a-digest", Profile())
 
 
+def test_the_face_detector_goes_through_the_same_engine_folder_under_its_own_name(tmp_path) -> None:
+    from maskrt.detect.yunet_tensorrt import yunet_spec
+
+    spec = yunet_spec(max_side=2048)
+    assert spec.shapes() == ((1, 3, 32, 32), (4, 3, 1152, 2048), (8, 3, 2048, 2048))
+    assert spec.input_shape(2, (480, 640)) == (2, 3, 480, 640) and spec.half_outputs == ()
+    assert yunet_spec(max_side=1000).shapes()[1:] == ((4, 3, 1024, 1024), (8, 3, 1024, 1024))
+    path = engine_path(tmp_path, SHA, spec)
+    assert path.name == f"yunet-{SHA[:16]}-fp16-b1-4-8-hw1152x2048-2048x2048.engine"
+    assert engine_path(tmp_path, SHA, classifier_spec()) == engine_path(tmp_path, SHA, Profile())
+    assert classifier_spec().shapes() == Profile().shapes() == (
+        (1, 224, 224, 3), (32, 224, 224, 3), (256, 224, 224, 3))
+
+    sidecar = Sidecar.expected(SHA, H100, spec)
+    data = json.loads(sidecar.to_json())
+    assert data["graph"] == "yunet" and data["spatial"] == {
+        "min": [32, 32], "opt": [1152, 2048], "max": [2048, 2048]}
+    assert Sidecar.from_json(sidecar.to_json()) == sidecar
+    assert json.loads(Sidecar.expected(SHA, H100, Profile()).to_json())["spatial"] is None
+    smaller = Sidecar.expected(SHA, H100, yunet_spec(max_side=1024))
+    assert smaller.mismatches(sidecar) == [
+        "spatial: engine has {'min': [32, 32], 'opt': [1024, 1024], 'max': [1024, 1024]}, this "
+        "system needs {'min': [32, 32], 'opt': [1152, 2048], 'max': [2048, 2048]}"]
+    assert dataclasses.replace(sidecar, graph="maskrt").mismatches(sidecar)[0].startswith(
+        "graph: engine has 'maskrt'")
+
+
+@pytest.mark.parametrize("sizes, message", [
+    (((32, 32), (64, 16), (128, 128)), "min <= opt <= max in height and width"),
+    (((0, 32), (64, 64), (128, 128)), "pairs of positive integers"),
+    (((32,), (64, 64), (128, 128)), "pairs of positive integers"),
+])
+def test_spatial_profile_is_checked(sizes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Spatial(*sizes)
+
+
+def test_graph_spec_pairs_a_spatial_profile_with_a_dynamic_input() -> None:
+    with pytest.raises(ValueError, match="spatial profile goes with an input of dynamic height"):
+        GraphSpec("odd", "x", (3, 64, 64), Profile(), lambda path, fp16: b"",
+                  spatial=Spatial((32, 32), (64, 64), (64, 64)))
+    with pytest.raises(ValueError, match="spatial profile goes with"):
+        GraphSpec("odd", "x", (3, -1, -1), Profile(), lambda path, fp16: b"")
+
+
 def test_timing_cache_is_per_tensorrt_version_and_gpu(tmp_path) -> None:
     path = timing_cache_path(tmp_path, H100)
     assert path == tmp_path / "timing-trt10.3.0-sm90-nvidia-h100-80gb-hbm3.cache"
@@ -242,17 +291,18 @@ def test_network_flags_and_fp16_flag_per_version() -> None:
         trt_compat.enable_fp16(_fake_trt("11.0.0"), config)
 
 
-def test_weak_typing_marks_the_features_output_half() -> None:
+def test_weak_typing_marks_the_half_outputs_of_the_spec() -> None:
     from types import SimpleNamespace
 
-    from maskrt.backends.tensorrt.build import EngineBuildError, _features_as_half
+    from maskrt.backends.tensorrt.build import EngineBuildError, _outputs_as_half
 
     outputs = [SimpleNamespace(name="logits", dtype="float"), SimpleNamespace(name="features", dtype="float")]
     network = SimpleNamespace(num_outputs=2, get_output=lambda i: outputs[i])
-    _features_as_half(_fake_trt("10.3.0"), network)
+    _outputs_as_half(_fake_trt("10.3.0"), network, classifier_spec().half_outputs)
     assert [o.dtype for o in outputs] == ["float", "half"]
-    with pytest.raises(EngineBuildError, match="no 'features' output"):
-        _features_as_half(_fake_trt("10.3.0"), SimpleNamespace(num_outputs=1, get_output=lambda i: outputs[0]))
+    with pytest.raises(EngineBuildError, match=r"no 'features' output \(it has \['logits'\]\)"):
+        _outputs_as_half(_fake_trt("10.3.0"), SimpleNamespace(num_outputs=1, get_output=lambda i: outputs[0]),
+                         ("features",))
 
 
 @no_tensorrt

@@ -1,4 +1,4 @@
-"""``maskrt build``: an FP16 TensorRT engine from the ONNX graph."""
+"""``maskrt build``: an FP16 TensorRT engine of the classifier (or of the face detector)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from maskrt.backends.tensorrt.build import (
     sidecar_path,
 )
 from maskrt.cli.common import non_negative_int, positive_int
-from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
-from maskrt.labels import INPUT_SIZE
+from maskrt.graph.export import MAX_EXPORT_BATCH
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
@@ -26,7 +25,25 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     return Profile(args.min_batch, args.opt_batch, args.max_batch)
 
 
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The graph to build: the classifier with the batch profile, or (``--graph detector``) the
+    YuNet face detector's engine, the one ``detector_backend=tensorrt`` loads."""
+    if getattr(args, "graph", "classifier") == "detector":
+        from maskrt.detect.yunet_tensorrt import yunet_spec
+
+        return yunet_spec(max_side=args.max_side)
+    from maskrt.backends.tensorrt.spec import classifier_spec
+
+    return classifier_spec(profile_from_args(args))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--graph", choices=("classifier", "detector"), default="classifier",
+                        help="which engine: the mask classifier (default) or the YuNet face "
+                             "detector (its profile: 1-8 frames, 32 px up to --max-side)")
+    parser.add_argument("--max-side", type=positive_int, default=2048,
+                        help="--graph detector: the largest frame side the engine takes, after "
+                             "upscaling (default 2048, the detector's max_side)")
     parser.add_argument("--onnx", type=Path, default=None,
                         help="ONNX graph (default: the model's graph, exported into the cache)")
     parser.add_argument("--model", default=None,
@@ -56,28 +73,33 @@ def main(args: argparse.Namespace) -> int:
 
     # On stdout, like the rest of build's output (tests/test_tensorrt.py reads them there).
     try:
-        profile = profile_from_args(args)
+        spec = spec_from_args(args)
         trt = trt_compat.import_tensorrt()
-        onnx_path = args.onnx if args.onnx is not None else _default_onnx(args.model)
+        onnx_path = args.onnx if args.onnx is not None else _default_onnx(args)
     except (ValueError, BackendUnavailable, ModelLoadError) as err:
         return fail("build", err, args, file=sys.stdout)
     if not Path(onnx_path).is_file():
         print(f"maskrt build: ONNX file not found: {onnx_path}")
         return 2
     workspace = args.workspace_mb * (1 << 20) if args.workspace_mb else None
-    files = load_or_build(trt, Path(onnx_path), args.out, profile, device_index=args.device,
+    files = load_or_build(trt, Path(onnx_path), args.out, spec, device_index=args.device,
                           force=args.force, workspace_bytes=workspace)
     if not files.built:
         print(f"up to date: {files.engine} (built {files.sidecar.built_at} with TensorRT "
               f"{files.sidecar.tensorrt_version} on {files.sidecar.gpu_name})")
-    print(f"  input  {INPUT_NAME}: uint8[N,{INPUT_SIZE},{INPUT_SIZE},3], N in "
-          f"[{profile.min}, {profile.max}], tuned for {profile.opt}")
-    print(f"  outputs {', '.join(OUTPUT_NAMES)}; sidecar {sidecar_path(files.engine)}")
+    low, tuned, high = ("x".join(map(str, shape)) for shape in spec.shapes())
+    print(f"  input  {spec.input_name}: {low} to {high}, tuned for {tuned}")
+    print(f"  sidecar {sidecar_path(files.engine)}")
     return 0
 
 
-def _default_onnx(model: Any) -> Path:
-    """The model's graph, exported once into the export cache (what the backends run)."""
+def _default_onnx(args: argparse.Namespace) -> Path:
+    """The detector's shipped graph, or the classifier's, exported once into the export cache
+    (what the backends run)."""
+    if args.graph == "detector":
+        from maskrt.detect.yunet import MODEL_PATH
+
+        return MODEL_PATH
     from maskrt.graph import Graph
 
-    return Graph(model).onnx_path()
+    return Graph(args.model).onnx_path()

@@ -3,6 +3,9 @@
 * ``base.py``: :class:`Detector` and :class:`Detections` (add another model by implementing it).
 * ``yunet.py``: YuNet-n (shipped in ``maskrt/models/yunet``) on ONNX Runtime, with OpenCV's
   decoding and NMS, vectorised and batched over frames.
+* ``yunet_torch.py``, ``yunet_tensorrt.py``: the same on a GPU, decoded with torch ops and
+  torchvision's NMS, the network run as a torch module or as a TensorRT engine (built and
+  cached like the classifier's).
 * ``regions.py``: detections -> clipped face boxes and widened crops.
 * ``stage.py``: :class:`FaceStage`, the pipeline stage.
 
@@ -14,19 +17,26 @@ from __future__ import annotations
 
 from typing import Any
 
+#: where the detector runs (the same in every preset): its device, its backend, and the folder
+#: of TensorRT engines (shared with the classifier's)
+_RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "cpu", "detector_backend": "auto",
+                                     "detector_engine_dir": "engines"}
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
     # Chosen on scenes/val with benchmarks/tune_faces.py: a 2x image and a low threshold find
     # the small faces (mAP@0.5 0.863, without_mask recall 0.961), at about 13 faces classified
     # per photo; faces under 8 px still matter there, so min_face stays small.
     "default": {"upscale": 2.0, "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
-                "min_face": 4.0, "max_faces": 200, "detector_device": "cpu"},
+                "min_face": 4.0, "max_faces": 200, **_RUNTIME_DEFAULTS},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717; at
     # threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with the INT8 classifier).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
-             "min_face": 4.0, "max_faces": 200, "detector_device": "cpu"},
+             "min_face": 4.0, "max_faces": 200, **_RUNTIME_DEFAULTS},
 }
-_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", "detector_device")
+_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
+#: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
+#: is installed, else torch
+DETECTOR_BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 #: what ``--regions`` / ``Pipeline(regions=)`` accept
 REGION_MODES = ("faces", "frame")
 
@@ -44,18 +54,43 @@ def preset_settings(preset: str = "default", **overrides: Any) -> dict[str, Any]
 
 
 def make_detector(preset: str = "default", **overrides: Any) -> Any:
-    """The YuNet detector of ``preset``: on ONNX Runtime for ``detector_device`` "cpu" (the
-    default), else as a torch module on that device ("cuda", "cuda:1"; maskrt[gpu])."""
+    """The YuNet detector of ``preset`` on ``detector_device`` ("cpu", "cuda", "cuda:1") with
+    ``detector_backend`` (see :func:`resolve_detector_backend`): ONNX Runtime on the CPU by
+    default; on a GPU its TensorRT engine, or a torch module (maskrt[gpu])."""
     settings = preset_settings(preset, **overrides)
-    options = {k: settings[k] for k in _DETECTOR_KEYS if k != "detector_device"}
+    options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
     device = str(settings["detector_device"])
-    if device == "cpu":
+    backend = resolve_detector_backend(device, str(settings["detector_backend"]))
+    if backend == "onnxruntime":
         from maskrt.detect.yunet import YuNetDetector
 
         return YuNetDetector(**options)
     from maskrt.detect.yunet_torch import YuNetTorchDetector
 
-    return YuNetTorchDetector(device=device, **options)
+    return YuNetTorchDetector(device=device, runtime=backend,
+                              engine_dir=settings["detector_engine_dir"], **options)
+
+
+def resolve_detector_backend(device: str, backend: str) -> str:
+    """The backend that runs the detector on ``device``: "auto" is ONNX Runtime on the CPU, and
+    on a GPU TensorRT where it is installed, else torch. ValueError for a backend the device
+    cannot take (ONNX Runtime here is CPU only; TensorRT needs a CUDA device)."""
+    if backend not in DETECTOR_BACKENDS:
+        raise ValueError(f"detector_backend: expected one of {list(DETECTOR_BACKENDS)}, "
+                         f"got {backend!r}")
+    on_cpu = device == "cpu"
+    if not on_cpu and not device.startswith("cuda"):
+        raise ValueError(f"detector_device: expected cpu, cuda or cuda:N, got {device!r}")
+    if backend == "auto":
+        from maskrt.backends.tensorrt.versions import tensorrt_status
+
+        return "onnxruntime" if on_cpu else ("tensorrt" if tensorrt_status()[0] else "torch")
+    if backend == "onnxruntime" and not on_cpu:
+        raise ValueError(f"detector_backend onnxruntime runs on the CPU, got detector_device "
+                         f"{device!r} (use torch or tensorrt on a GPU)")
+    if backend == "tensorrt" and on_cpu:
+        raise ValueError("detector_backend tensorrt needs detector_device cuda (or cuda:N)")
+    return backend
 
 
 def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) -> Any:

@@ -1,14 +1,16 @@
-"""YuNet-n on PyTorch (a CUDA GPU, or the CPU), decoded with torch ops and torchvision's NMS.
+"""YuNet-n on a torch device (a CUDA GPU, or the CPU), decoded with torch ops and torchvision's NMS.
 
-The shipped ONNX graph is converted once to a torch module with ``onnx2torch`` (exact: the same
-outputs as ONNX Runtime to float32 rounding), so the convolutions run where the classifier runs.
+The network runs one of two ways (``runtime``): "torch", the shipped ONNX graph converted once to
+a torch module with ``onnx2torch`` (exact: the same outputs as ONNX Runtime to float32
+rounding), so the convolutions run where the classifier runs; or "tensorrt", its FP16 TensorRT
+engine, built and cached like the classifier's (:mod:`maskrt.detect.yunet_tensorrt`).
 Frames are resized and padded on the host exactly as :class:`~maskrt.detect.yunet.YuNetDetector`
 does (the same blob), uploaded, run, and decoded on the device (the same formulas as
 :func:`~maskrt.detect.yunet.decode`); NMS is ``torchvision.ops.nms`` on the boxes truncated to
 integers, which is OpenCV's NMSBoxes rule (integer rectangles, suppress when IoU > threshold).
 Only the kept faces come back to the host.
 
-Needs ``pip install maskrt[gpu]`` (torch, torchvision, onnx2torch).
+Needs ``pip install maskrt[gpu]`` (torch, torchvision, onnx2torch), and TensorRT for "tensorrt".
 """
 
 from __future__ import annotations
@@ -33,26 +35,45 @@ def _import_onnx2torch() -> Any:
     return onnx2torch
 
 
+RUNTIMES = ("torch", "tensorrt")
+
+
 class YuNetTorchDetector(Detector):
-    """YuNet-n as a torch module on ``device`` ("cuda", "cuda:1" or "cpu"); the settings are
-    :class:`~maskrt.detect.yunet.YuNetDetector`'s."""
+    """YuNet-n on torch ``device`` ("cuda", "cuda:1" or "cpu"), the network run by ``runtime``
+    ("torch", or "tensorrt" on a CUDA device, its engine in ``engine_dir``); the other settings
+    are :class:`~maskrt.detect.yunet.YuNetDetector`'s."""
 
     name = "yunet-torch"
 
-    def __init__(self, *, device: str = "cuda", score_threshold: float = 0.5, nms_iou: float = 0.3,
-                 upscale: float = 1.0, top_k: int = 5000, max_side: int = 2048,
+    def __init__(self, *, device: str = "cuda", runtime: str = "torch", score_threshold: float = 0.5,
+                 nms_iou: float = 0.3, upscale: float = 1.0, top_k: int = 5000, max_side: int = 2048,
+                 engine_dir: str | os.PathLike[str] = "engines",
                  model: str | os.PathLike[str] = MODEL_PATH) -> None:
         import torch
 
         set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
-        self.device = torch.device(device)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"yunet-torch runtime: expected one of {list(RUNTIMES)}, got {runtime!r}")
+        self.device, self.runtime = torch.device(device), runtime
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"yunet-torch: device {device} asked for, but torch sees no CUDA GPU")
-        self._net = _import_onnx2torch().convert(str(model)).eval().to(self.device)
+        if runtime == "tensorrt":
+            if self.device.type != "cuda":
+                raise ValueError(f"yunet-torch: the tensorrt runtime needs a CUDA device, got {device}")
+            from maskrt.detect.yunet_tensorrt import YuNetEngine
+
+            self.device = torch.device("cuda", self.device.index or 0)
+            self._net: Any = YuNetEngine(self.device, max_side=self.max_side, engine_dir=engine_dir,
+                                         model=model)
+            self._max_batch = self._net.max_batch
+        else:
+            self._net = _import_onnx2torch().convert(str(model)).eval().to(self.device)
+            self._max_batch = None
         self._outputs = [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES]
 
     def describe(self) -> str:
-        return (f"yunet-n torch {self.device} (upscale {self.upscale:g}, score >= "
+        runtime = self._net.describe() if self.runtime == "tensorrt" else "torch"
+        return (f"yunet-n {runtime} {self.device} (upscale {self.upscale:g}, score >= "
                 f"{self.score_threshold:g}, nms {self.nms_iou:g})")
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
@@ -61,14 +82,29 @@ class YuNetTorchDetector(Detector):
         scales = [input_scale(f.shape, self.upscale, self.max_side) for f in frames]
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
-        for indices in _by_padded_size(inputs).values():
-            blob = torch.from_numpy(_blob([inputs[i] for i in indices])).to(self.device)
-            with torch.inference_mode():
-                outputs = dict(zip(self._outputs, self._net(blob)))
-            for slot, i in enumerate(indices):
-                faces = self._decode_and_nms(outputs, slot, tuple(blob.shape[2:]))
-                results[i] = _rescale(faces, scales[i])
+        for group in _by_padded_size(inputs).values():
+            step = self._max_batch or len(group)
+            for indices in (group[i:i + step] for i in range(0, len(group), step)):
+                blob = torch.from_numpy(_blob([inputs[i] for i in indices])).to(self.device)
+                outputs = self._run(blob)
+                for slot, i in enumerate(indices):
+                    faces = self._decode_and_nms(outputs, slot, tuple(blob.shape[2:]))
+                    results[i] = _rescale(faces, scales[i])
         return results  # type: ignore[return-value]
+
+    def _run(self, blob: Any) -> dict[str, Any]:
+        """The network's outputs by name (the engine's are views, read before the next call)."""
+        import torch
+
+        if self.runtime == "tensorrt":
+            return self._net(blob)
+        with torch.inference_mode():
+            return dict(zip(self._outputs, self._net(blob)))
+
+    def close(self) -> None:
+        if self.runtime == "tensorrt" and self._net is not None:
+            self._net.close()
+        self._net = None
 
     def _decode_and_nms(self, outputs: dict[str, Any], slot: int, padded: tuple[int, int]) -> Detections:
         import torch

@@ -1,12 +1,16 @@
-"""``maskrt build``: an FP16 TensorRT engine from the ONNX graph, with a sidecar and a timing cache.
+"""FP16 TensorRT engines of maskrt's graphs, with a sidecar and a timing cache.
 
-Files in the engine folder (``engines/`` by default, git-ignored)::
+Every graph goes through here: the classifier (``maskrt build``, the tensorrt backend, Triton's
+``tensorrt_plan``) and the YuNet face detector, each described by a
+:class:`~maskrt.backends.tensorrt.spec.GraphSpec`. Files in the engine folder (``engines/`` by
+default, git-ignored)::
 
-    maskrt-<onnx sha256[:16]>-fp16-b<min>-<opt>-<max>.engine   serialized engine
+    maskrt-<onnx sha256[:16]>-fp16-b<min>-<opt>-<max>.engine   the classifier's engine
     maskrt-<onnx sha256[:16]>-fp16-b<min>-<opt>-<max>.json     its sidecar (see Sidecar)
+    yunet-<sha[:16]>-fp16-b<..>-hw<opt h>x<w>-<max h>x<w>.engine  the face detector's (and .json)
     timing-trt<version>-sm<cc>-<gpu>.cache                      TensorRT timing cache
 
-The engine name says *what* was asked for (graph, precision, batch profile); the sidecar says
+The engine name says *what* was asked for (graph, precision, shape profile); the sidecar says
 *where* it was built (TensorRT version, GPU name, compute capability). Loading compares the
 sidecar with the running system, and a mismatch, a missing or unreadable sidecar, or an engine
 TensorRT refuses to deserialise rebuilds the engine and says why. The timing cache is keyed by
@@ -29,19 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from maskrt.backends.tensorrt.onnx_rewrite import tensorrt_onnx_bytes
-from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
-from maskrt.labels import INPUT_SIZE
+# Profile and DEFAULT_PROFILE are part of this module's interface (the CLI, Triton, the backend).
+from maskrt.backends.tensorrt.spec import DEFAULT_PROFILE, GraphSpec, Profile, Spatial, as_spec
 
 #: Bump when the sidecar layout or the way engines are built changes: old engines then rebuild.
 #: 2: FP16 ``features`` output, strong typing on TensorRT 10.12+, ``typing`` in the sidecar.
-ENGINE_FORMAT = 2
+#: 3: any graph (the face detector too): ``graph`` and ``spatial`` in the sidecar.
+ENGINE_FORMAT = 3
 PRECISION = "fp16"
 DEFAULT_ENGINE_DIR = Path("engines")
-DEFAULT_PROFILE = (1, 32, 256)
 #: Sidecar fields that must equal the running system's for an engine to be reused.
-COMPARED_FIELDS = ("format", "onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability",
-                   "precision", "typing", "profile")
+COMPARED_FIELDS = ("format", "graph", "onnx_sha256", "tensorrt_version", "gpu_name",
+                   "compute_capability", "precision", "typing", "profile", "spatial")
 
 Log = Callable[[str], None]
 
@@ -52,46 +55,6 @@ class EngineBuildError(RuntimeError):
 
 class SidecarError(ValueError):
     """A sidecar file is missing, unreadable or not a maskrt engine sidecar."""
-
-
-# --------------------------------------------------------------------------- the batch profile
-@dataclass(frozen=True)
-class Profile:
-    """One TensorRT optimisation profile over the batch axis: ``min <= opt <= max`` images."""
-
-    min: int = DEFAULT_PROFILE[0]
-    opt: int = DEFAULT_PROFILE[1]
-    max: int = DEFAULT_PROFILE[2]
-
-    def __post_init__(self) -> None:
-        for field in ("min", "opt", "max"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{field}-batch: expected an integer, got {value!r}")
-        if self.min < 1:
-            raise ValueError(f"min-batch: expected >= 1, got {self.min}")
-        if not self.min <= self.opt <= self.max:
-            raise ValueError(f"batch profile: expected min <= opt <= max, got min={self.min}, "
-                             f"opt={self.opt}, max={self.max}")
-        if self.max > MAX_EXPORT_BATCH:
-            raise ValueError(f"max-batch: expected <= {MAX_EXPORT_BATCH} (the largest batch the "
-                             f"exported ONNX graph declares), got {self.max}")
-
-    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """(min, opt, max) shapes of the ``images`` input: uint8[N, 224, 224, 3]."""
-        return tuple((n, INPUT_SIZE, INPUT_SIZE, 3) for n in (self.min, self.opt, self.max))  # type: ignore[return-value]
-
-    def as_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Profile":
-        if not isinstance(data, dict) or set(data) != {"min", "opt", "max"}:
-            raise ValueError(f"profile: expected {{'min', 'opt', 'max'}}, got {data!r}")
-        return cls(data["min"], data["opt"], data["max"])
-
-    def tag(self) -> str:
-        return f"b{self.min}-{self.opt}-{self.max}"
 
 
 # --------------------------------------------------------------------------- system and sidecar
@@ -124,23 +87,29 @@ class Sidecar:
     precision: str
     profile: Profile
     typing: str = ""  # "strong" (STRONGLY_TYPED network, FP16 graph) or "weak" (BuilderFlag.FP16)
+    graph: str = "maskrt"  # the GraphSpec's name: "maskrt" (the classifier), "yunet"
+    spatial: Spatial | None = None  # the image size range of a dynamic-size graph
     format: int = ENGINE_FORMAT
     built_at: str = ""
     build_seconds: float = 0.0
 
     @classmethod
-    def expected(cls, onnx_sha256: str, system: SystemInfo, profile: Profile,
+    def expected(cls, onnx_sha256: str, system: SystemInfo, spec: GraphSpec | Profile,
                  precision: str = PRECISION) -> "Sidecar":
-        """The sidecar an engine must have to be reused for this graph on this system."""
+        """The sidecar an engine must have to be reused for this graph on this system (a
+        :class:`Profile` alone: the classifier's graph)."""
         from maskrt.backends.tensorrt.versions import typing_name
 
+        spec = as_spec(spec)
         return cls(onnx_sha256=onnx_sha256, tensorrt_version=system.tensorrt_version,
                    gpu_name=system.gpu_name, compute_capability=system.compute_capability,
-                   precision=precision, profile=profile, typing=typing_name(system.tensorrt_version))
+                   precision=precision, profile=spec.profile, graph=spec.name,
+                   spatial=spec.spatial, typing=typing_name(system.tensorrt_version))
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["profile"] = self.profile.as_dict()
+        data["spatial"] = self.spatial.as_dict() if self.spatial else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -155,11 +124,12 @@ class Sidecar:
         if missing:
             raise SidecarError(f"missing fields {missing}")
         try:
-            profile = Profile.from_dict(data["profile"])
-        except ValueError as err:
+            shapes = {"profile": Profile.from_dict(data["profile"]),
+                      "spatial": Spatial.from_dict(data["spatial"])}
+        except (ValueError, TypeError) as err:
             raise SidecarError(str(err)) from err
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known}, "profile": profile})
+        return cls(**{**{k: v for k, v in data.items() if k in known}, **shapes})
 
     def mismatches(self, expected: "Sidecar") -> list[str]:
         """One human-readable reason per compared field that differs (empty: reusable)."""
@@ -167,8 +137,8 @@ class Sidecar:
         for field in COMPARED_FIELDS:
             found, wanted = getattr(self, field), getattr(expected, field)
             if found != wanted:
-                if isinstance(found, Profile):
-                    found, wanted = found.as_dict(), wanted.as_dict()
+                found, wanted = (v.as_dict() if isinstance(v, (Profile, Spatial)) else v
+                                 for v in (found, wanted))
                 reasons.append(f"{field}: engine has {found!r}, this system needs {wanted!r}")
         return reasons
 
@@ -200,12 +170,14 @@ def stale_reasons(engine_file: Path, expected: Sidecar) -> list[str]:
 
 
 # --------------------------------------------------------------------------- file naming
-def engine_path(out_dir: str | os.PathLike[str], onnx_sha256: str, profile: Profile,
+def engine_path(out_dir: str | os.PathLike[str], onnx_sha256: str, spec: GraphSpec | Profile,
                 precision: str = PRECISION) -> Path:
-    """``out_dir/maskrt-<sha[:16]>-<precision>-b<min>-<opt>-<max>.engine``."""
+    """``out_dir/<graph>-<sha[:16]>-<precision>-b<min>-<opt>-<max>[-hw<opt>-<max>].engine``
+    (graph "maskrt" for a :class:`Profile` alone)."""
     if not re.fullmatch(r"[0-9a-f]{64}", onnx_sha256):
         raise ValueError(f"onnx_sha256: expected 64 lowercase hex digits, got {onnx_sha256!r}")
-    return Path(out_dir) / f"maskrt-{onnx_sha256[:16]}-{precision}-{profile.tag()}.engine"
+    spec = as_spec(spec)
+    return Path(out_dir) / f"{spec.name}-{onnx_sha256[:16]}-{precision}-{spec.tag()}.engine"
 
 
 def sidecar_path(engine_file: Path) -> Path:
@@ -235,35 +207,37 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------- the TensorRT build
-def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_cache: Path, *,
-                            workspace_bytes: int | None = None, log: Log = print) -> bytes:
+def build_serialized_engine(trt: Any, onnx_path: Path, spec: GraphSpec | Profile,
+                            timing_cache: Path, *, workspace_bytes: int | None = None,
+                            log: Log = print) -> bytes:
     """Parse ``onnx_path`` and build a serialized FP16 engine (TensorRT 10/11 API): strongly
     typed from the FP16 graph, or weakly typed with ``BuilderFlag.FP16`` (see
-    :mod:`maskrt.backends.tensorrt.versions`). Either way ``logits`` come out float32 and
-    ``features`` float16.
+    :mod:`maskrt.backends.tensorrt.versions`). Either way the spec's ``half_outputs`` come out
+    float16 (the classifier's ``features``) and the other outputs float32.
 
-    One optimisation profile over the batch axis of ``images``; the timing cache at
+    One optimisation profile over the spec's input shapes; the timing cache at
     ``timing_cache`` is read when present and written back after the build.
     Raises :class:`EngineBuildError` with TensorRT's messages when parsing or building fails.
     """
     from maskrt.backends.tensorrt import versions as trt_compat
 
+    spec = as_spec(spec)
     strong = trt_compat.strongly_typed(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(trt_compat.network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(tensorrt_onnx_bytes(onnx_path, fp16=strong)):
+    if not parser.parse(spec.rewrite(onnx_path, strong)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     if not strong:
         trt_compat.enable_fp16(trt, config)
-        _features_as_half(trt, network)
+        _outputs_as_half(trt, network, spec.half_outputs)
     if workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     optimization_profile = builder.create_optimization_profile()
-    optimization_profile.set_shape(INPUT_NAME, *profile.shapes())
+    optimization_profile.set_shape(spec.input_name, *spec.shapes())
     config.add_optimization_profile(optimization_profile)
     cache = _load_timing_cache(config, timing_cache, log)
     # ignore_mismatch=False: the file name keys the system. TensorRT 10 returns False (and logs
@@ -280,14 +254,14 @@ def build_serialized_engine(trt: Any, onnx_path: Path, profile: Profile, timing_
     return bytes(memoryview(serialized))
 
 
-def _features_as_half(trt: Any, network: Any) -> None:
-    """Weak typing: the ``features`` network output in FP16 (half the bytes the CAM kernel reads)."""
-    for i in range(network.num_outputs):
-        output = network.get_output(i)
-        if output.name == OUTPUT_NAMES[1]:
-            output.dtype = trt.float16
-            return
-    raise EngineBuildError(f"the network has no '{OUTPUT_NAMES[1]}' output")
+def _outputs_as_half(trt: Any, network: Any, names: tuple[str, ...]) -> None:
+    """Weak typing: the network outputs ``names`` in FP16 (the classifier's ``features``: half
+    the bytes the CAM kernel reads)."""
+    outputs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
+    for name in names:
+        if name not in outputs:
+            raise EngineBuildError(f"the network has no '{name}' output (it has {sorted(outputs)})")
+        outputs[name].dtype = trt.float16
 
 
 def _load_timing_cache(config: Any, path: Path, log: Log) -> Any:
@@ -313,22 +287,23 @@ class EngineFiles:
     reasons: list[str]  # why it was (re)built; empty when reused
 
 
-def build_engine(trt: Any, onnx_path: Path, out_dir: Path, profile: Profile, *,
+def build_engine(trt: Any, onnx_path: Path, out_dir: Path, spec: GraphSpec | Profile, *,
                  device_index: int = 0, reasons: list[str] | None = None,
                  workspace_bytes: int | None = None, log: Log = print) -> EngineFiles:
     """Build the engine of ``onnx_path`` into ``out_dir`` and write its sidecar (always builds)."""
     from maskrt.graph.export import file_sha256
 
+    spec = as_spec(spec)
     system = SystemInfo.detect(trt, device_index)
-    expected = Sidecar.expected(file_sha256(onnx_path), system, profile)
-    path = engine_path(out_dir, expected.onnx_sha256, profile)
+    expected = Sidecar.expected(file_sha256(onnx_path), system, spec)
+    path = engine_path(out_dir, expected.onnx_sha256, spec)
     cache = timing_cache_path(out_dir, system)
     why = "; ".join(reasons or ["requested"])
-    log(f"building TensorRT {system.tensorrt_version} FP16 engine ({expected.typing}ly typed) "
-        f"for {system.gpu_name} "
-        f"(sm {system.compute_capability}), batch {profile.min}/{profile.opt}/{profile.max}: {why}")
+    log(f"building TensorRT {system.tensorrt_version} FP16 {spec.name} engine "
+        f"({expected.typing}ly typed) for {system.gpu_name} (sm {system.compute_capability}), "
+        f"input {' .. '.join('x'.join(map(str, s)) for s in spec.shapes())}: {why}")
     start = time.perf_counter()
-    data = build_serialized_engine(trt, onnx_path, profile, cache,
+    data = build_serialized_engine(trt, onnx_path, spec, cache,
                                    workspace_bytes=workspace_bytes, log=log)
     seconds = time.perf_counter() - start
     sidecar = dataclasses.replace(expected, built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -342,20 +317,21 @@ def build_engine(trt: Any, onnx_path: Path, out_dir: Path, profile: Profile, *,
     return EngineFiles(path, sidecar, True, list(reasons or ["requested"]))
 
 
-def load_or_build(trt: Any, onnx_path: Path, out_dir: Path, profile: Profile, *,
+def load_or_build(trt: Any, onnx_path: Path, out_dir: Path, spec: GraphSpec | Profile, *,
                   device_index: int = 0, force: bool = False, workspace_bytes: int | None = None,
                   log: Log = print) -> EngineFiles:
     """The engine for ``onnx_path`` in ``out_dir``: reused when its sidecar matches this system,
-    else (re)built, saying why."""
+    else (re)built, saying why. ``spec``: the graph (a :class:`Profile` alone: the classifier)."""
     from maskrt.graph.export import file_sha256
 
+    spec = as_spec(spec)
     system = SystemInfo.detect(trt, device_index)
-    expected = Sidecar.expected(file_sha256(onnx_path), system, profile)
-    path = engine_path(out_dir, expected.onnx_sha256, profile)
+    expected = Sidecar.expected(file_sha256(onnx_path), system, spec)
+    path = engine_path(out_dir, expected.onnx_sha256, spec)
     reasons = ["--force"] if force else stale_reasons(path, expected)
     if not reasons:
         return EngineFiles(path, read_sidecar(sidecar_path(path)), False, [])
     if path.exists() and not force:
         log(f"rebuilding {path.name}: " + "; ".join(reasons))
-    return build_engine(trt, onnx_path, out_dir, profile, device_index=device_index,
+    return build_engine(trt, onnx_path, out_dir, spec, device_index=device_index,
                         reasons=reasons, workspace_bytes=workspace_bytes, log=log)
