@@ -128,14 +128,12 @@ class Engine:
         ``crop_box``; with ``explain``, every face of a frame shares one ``overlay``: the frame
         with each face's CAM (drawn into its crop box by one kernel call per batch), box and
         label. A frame without faces gives an empty list; one frame gives one list."""
-        from maskrt.detect.regions import face_regions
         from maskrt.stream.annotate import annotate_faces
 
         images, single = self._images(frames)
         images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
         stage = self._face_stage()
-        regions = [face_regions(found, image.shape, widen=stage.widen, min_face=stage.min_face,
-                                max_faces=stage.max_faces)[0]
+        regions = [stage.regions(found, image.shape)[0]
                    for found, image in zip(stage.detector.detect(images), images)]
         owners = [k for k, rs in enumerate(regions) for _ in rs]
         areas = [region.area for rs in regions for region in rs]

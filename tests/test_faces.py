@@ -114,6 +114,28 @@ def test_regions_clip_widen_filter_and_cap():
     assert len(regions) == 3 and note is None and regions[2].box == (90, 90, 110, 120)
 
 
+def test_box_fit_maps_detector_boxes_to_the_reported_face_boxes():
+    """(width x, height x, x shift, y shift in box units): the reported box moves, the crop the
+    classifier sees stays the detector's box widened."""
+    faces = Detections(np.array([[20, 20, 60, 60]], np.float32), np.array([0.9], np.float32),
+                       np.zeros((1, 5, 2), np.float32), 1)
+    plain, _ = face_regions(faces, (200, 200, 3), widen=1.2, min_face=4, max_faces=5)
+    fitted, _ = face_regions(faces, (200, 200, 3), widen=1.2, min_face=4, max_faces=5,
+                             box_fit=(1.5, 0.5, 0.25, -0.25))
+    assert plain[0].box == (20, 20, 60, 60)
+    assert fitted[0].box == (20, 20, 80, 40)  # centre (40, 40) + (10, -10); size 60 x 20
+    assert fitted[0].crop_box == plain[0].crop_box == (16, 16, 64, 64)
+    edge, _ = face_regions(faces, (50, 50, 3), widen=1.0, min_face=4, max_faces=5,
+                           box_fit=(1.1, 0.95, 0.0, 0.11))
+    assert edge[0].box == (18, 25, 50, 50)  # x 18..62, y 25.4..63.4: clipped after fitting
+    assert parse_face_options(["box_fit=1.1, 0.95,0,0.11"]) == {"box_fit": (1.1, 0.95, 0.0, 0.11)}
+    for bad in ("box_fit=1.1,0.95", "box_fit=0,1,0,0", "box_fit=a,b,c,d"):
+        with pytest.raises(ValueError, match="--face-option box_fit: expected .*4 numbers|positive"):
+            parse_face_options([bad])
+    with pytest.raises(ValueError, match="box_fit: expected 4 numbers"):
+        face_stage("default", detector=object(), box_fit=(1.0, 1.0))
+
+
 @pytest.fixture(scope="module")
 def engine():
     return shared_engine()

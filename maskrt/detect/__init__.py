@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from maskrt.detect.regions import check_box_fit
+
 #: where the detector runs (the same in every preset): its device, its backend, and the folder
 #: of TensorRT engines (shared with the classifier's)
 _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "cpu", "detector_backend": "auto",
@@ -25,13 +27,17 @@ _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "cpu", "detector_backend
 PRESETS: dict[str, dict[str, Any]] = {
     # Chosen on scenes/val with benchmarks/tune_faces.py: a 2x image and a low threshold find
     # the small faces (mAP@0.5 0.863, without_mask recall 0.961), at about 13 faces classified
-    # per photo; faces under 8 px still matter there, so min_face stays small.
+    # per photo; faces under 8 px still matter there, so min_face stays small. box_fit (fitted
+    # on scenes/train, benchmarks/fit_face_boxes.py): YuNet frames brow to chin, people (and
+    # the scene annotations) mean the face with its mask, 10% wider and lower: mAP@0.5 0.886.
     "default": {"upscale": 2.0, "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
-                "min_face": 4.0, "max_faces": 200, **_RUNTIME_DEFAULTS},
-    # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717; at
-    # threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with the INT8 classifier).
+                "min_face": 4.0, "max_faces": 200, "box_fit": (1.10, 0.95, 0.0, 0.11),
+                **_RUNTIME_DEFAULTS},
+    # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717, 0.721
+    # with box_fit; at threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with INT8).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
-             "min_face": 4.0, "max_faces": 200, **_RUNTIME_DEFAULTS},
+             "min_face": 4.0, "max_faces": 200, "box_fit": (1.09, 0.94, 0.0, 0.11),
+             **_RUNTIME_DEFAULTS},
 }
 _DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
 #: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
@@ -101,7 +107,7 @@ def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) 
     settings = preset_settings(preset, **overrides)
     detector = detector or make_detector(preset, **{k: settings[k] for k in _DETECTOR_KEYS})
     return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
-                     max_faces=settings["max_faces"])
+                     max_faces=settings["max_faces"], box_fit=settings["box_fit"])
 
 
 def region_stages(regions: str, preset: str = "default", detector: Any = None,
@@ -123,9 +129,12 @@ def parse_face_options(pairs: list[str]) -> dict[str, Any]:
                              f"{sorted(PRESETS['default'])}, got {pair!r}")
         kind = type(PRESETS["default"][key])
         try:
-            options[key] = kind(text.strip())
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
+            if kind is tuple:  # box_fit=1.1,0.95,0,0.11
+                options[key] = check_box_fit(text.split(","))
+            else:
+                options[key] = kind(text.strip())
+        except ValueError as err:
+            expected = {int: "an integer", float: "a number", tuple: str(err)}.get(kind, "a word")
             raise ValueError(f"--face-option {key}: expected {expected}, got "
                              f"{text.strip()!r}") from None
     return options

@@ -10,19 +10,28 @@ from maskrt.detect.base import Detections
 from maskrt.stream.work import Region
 
 
+#: ``box_fit`` that leaves the detector's boxes as they are
+NO_BOX_FIT = (1.0, 1.0, 0.0, 0.0)
+
+
 def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: float,
-                 min_face: float, max_faces: int) -> tuple[list[Region], str | None]:
+                 min_face: float, max_faces: int,
+                 box_fit: tuple[float, float, float, float] = NO_BOX_FIT
+                 ) -> tuple[list[Region], str | None]:
     """The regions of one frame's faces, best first, and a note when faces were left out.
 
-    Boxes are clipped to the frame (faces cut by the border keep their visible part); faces whose
-    clipped box is smaller than ``min_face`` pixels on its shorter side are dropped; at most
-    ``max_faces`` are kept. Each region's ``crop_box`` is its box widened ``widen`` times about
-    its centre (the classifier was trained on crops with some context), clipped to the frame.
+    Each detector box is first mapped by ``box_fit`` = (width factor, height factor, x shift,
+    y shift; shifts in units of the box's width and height) onto the face boxes users mean (see
+    the presets), then clipped to the frame (faces cut by the border keep their visible part);
+    faces whose clipped box is smaller than ``min_face`` pixels on its shorter side are dropped;
+    at most ``max_faces`` are kept. Each region's ``crop_box`` is the detector's box widened
+    ``widen`` times about its centre (the classifier was trained on crops with some context),
+    clipped to the frame.
     """
     h, w = frame_shape[:2]
     regions: list[Region] = []
     for box, score, points in zip(faces.boxes, faces.scores, faces.landmarks):
-        clipped = _clip(box, w, h)
+        clipped = _clip(_fitted(box, box_fit), w, h)
         if clipped is None or min(clipped[2] - clipped[0], clipped[3] - clipped[1]) < min_face:
             continue
         crop = _clip(_widened(box, widen), w, h) or clipped
@@ -32,6 +41,29 @@ def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: floa
         note = f"face cap: scored the {max_faces} most confident of {len(regions)} faces found"
         regions = regions[:max_faces]
     return regions, note
+
+
+def _fitted(box: np.ndarray, box_fit: tuple[float, float, float, float]) -> np.ndarray:
+    if tuple(box_fit) == NO_BOX_FIT:
+        return box
+    sx, sy, dx, dy = box_fit
+    size = box[2:] - box[:2]
+    centre = (box[:2] + box[2:]) / 2.0 + size * np.array([dx, dy], np.float32)
+    half = size * np.array([sx / 2.0, sy / 2.0], np.float32)
+    return np.concatenate([centre - half, centre + half])
+
+
+def check_box_fit(box_fit: object) -> tuple[float, float, float, float]:
+    """``box_fit`` as four floats (ValueError naming what came when it is not 4 numbers with
+    positive factors)."""
+    try:
+        sx, sy, dx, dy = (float(v) for v in box_fit)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"box_fit: expected 4 numbers (width factor, height factor, x shift, "
+                         f"y shift), got {box_fit!r}") from None
+    if sx <= 0 or sy <= 0:
+        raise ValueError(f"box_fit: expected positive width and height factors, got {box_fit!r}")
+    return (sx, sy, dx, dy)
 
 
 def _widened(box: np.ndarray, factor: float) -> np.ndarray:
