@@ -13,6 +13,10 @@ For each preset (``default``, ``fast``):
 
     python benchmarks/bench_scenes.py [--repeats 2] [--precision fp32|int8] [--json out/bench_scenes.json]
 
+On a GPU (benchmarks/gpu/run.sh does this): ``--backend torch --backend-option device=cuda
+--face-option detector_device=cuda --face-option detector_backend=torch`` (or tensorrt), with
+``--data`` pointing at a copy of the scene ``val`` split.
+
 Don't run it while something else loads the CPU: the figures would mean nothing.
 """
 
@@ -35,12 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 SCENES = REPO.parent / "shared" / "data" / "scenes" / "val"
 
 
-def run_pipeline(engine: Any, source: str, preset: str, explain: bool) -> tuple[float, list, dict]:
+def run_pipeline(engine: Any, source: str, preset: str, explain: bool,
+                 face_options: dict[str, Any]) -> tuple[float, list, dict]:
     from maskrt.stream.pipeline import Pipeline
 
     start = time.perf_counter()
     with Pipeline(engine, [source], regions="faces", preset=preset, explain=explain,
-                  batch_size=32, max_wait_ms=20) as pipeline:
+                  batch_size=32, max_wait_ms=20, face_options=face_options) as pipeline:
         records = list(pipeline)
     elapsed = time.perf_counter() - start
     counters = pipeline.counters()
@@ -69,8 +74,8 @@ def scene_metric(records: list, scenes: list) -> dict[str, Any]:
             "recall50": s50.recall, "recall30": s30.recall}
 
 
-def mosaic_video(directory: Path, frames: int) -> Path:
-    photos = [cv2.imread(str(p)) for p in sorted((SCENES / "images").glob("*.jpg"))[:4 * frames]]
+def mosaic_video(directory: Path, frames: int, scenes: list) -> Path:
+    photos = [cv2.imread(str(s.image)) for s in scenes[:4 * frames]]
     path = directory / "mosaic_1080p.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (1920, 1080))
     for i in range(frames):
@@ -80,21 +85,20 @@ def mosaic_video(directory: Path, frames: int) -> Path:
     return path
 
 
-def stage_times(engine: Any, preset: str, paths: list[Path]) -> dict[str, float]:
+def stage_times(engine: Any, preset: str, paths: list[Path],
+                face_options: dict[str, Any]) -> dict[str, float]:
     """ms per image of each step, one after another on this thread."""
     from maskrt.detect import face_stage
-    from maskrt.detect.regions import face_regions
     from maskrt.image import decode_image, resize_to_input
 
-    stage = face_stage(preset)
+    stage = face_stage(preset, **face_options)
     times = dict.fromkeys(("decode", "detect", "classify", "cam"), 0.0)
     for path in paths:
         t0 = time.perf_counter()
         image = decode_image(path)
         t1 = time.perf_counter()
         (found,) = stage.detector.detect([image])
-        regions = face_regions(found, image.shape, widen=stage.widen, min_face=stage.min_face,
-                               max_faces=stage.max_faces)[0]
+        regions = stage.regions(found, image.shape)[0]
         t2 = time.perf_counter()
         crops = [r.crop(image) for r in regions]
         if crops:
@@ -112,18 +116,19 @@ def stage_times(engine: Any, preset: str, paths: list[Path]) -> dict[str, float]
     return {key: 1000.0 * value / len(paths) for key, value in times.items()}
 
 
-def bench_preset(engine: Any, preset: str, scenes: list, video: Path, repeats: int) -> dict:
-    source = str(SCENES / "images")
+def bench_preset(engine: Any, preset: str, scenes: list, video: Path, repeats: int,
+                 face_options: dict[str, Any]) -> dict:
+    source = str(scenes[0].image.parent)
     runs: dict[bool, list[float]] = {False: [], True: []}
     faces: dict[bool, list[float]] = {False: [], True: []}
     metric = None
     for _ in range(repeats):
         for explain in (False, True):  # interleaved: machine drift hits both alike
-            elapsed, records, _ = run_pipeline(engine, source, preset, explain)
+            elapsed, records, _ = run_pipeline(engine, source, preset, explain, face_options)
             runs[explain].append(len(scenes) / elapsed)
             faces[explain].append(sum(1 for r in records if r.label) / elapsed)
             metric = metric or scene_metric(records, scenes)
-    elapsed, records, _ = run_pipeline(engine, str(video), preset, False)
+    elapsed, records, _ = run_pipeline(engine, str(video), preset, False, face_options)
     frames_1080 = len({r.frame_index for r in records})
     return {
         "images_per_s": statistics.median(runs[False]),
@@ -133,7 +138,7 @@ def bench_preset(engine: Any, preset: str, scenes: list, video: Path, repeats: i
         "fps_1080p": frames_1080 / elapsed,
         "faces_per_s_1080p": sum(1 for r in records if r.label) / elapsed,
         "faces_per_frame_1080p": sum(1 for r in records if r.label) / max(1, frames_1080),
-        "stage_ms": stage_times(engine, preset, [s.image for s in scenes]),
+        "stage_ms": stage_times(engine, preset, [s.image for s in scenes], face_options),
         "metric": metric,
     }
 
@@ -144,26 +149,40 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--frames-1080p", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                        help="the classifier's ONNX Runtime precision (the detector is unchanged)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                        help="the classifier's ONNX Runtime precision (default fp32; the detector "
+                             "is unchanged)")
+    parser.add_argument("--data", type=Path, default=SCENES, help=f"scene split (default {SCENES})")
+    parser.add_argument("--backend", default="onnxruntime", help="the classifier's backend")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="detector settings over the presets', e.g. detector_device=cuda")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    from maskrt.backends.registry import parse_options
+    from maskrt.detect import parse_face_options
     from maskrt.engine import Engine
     from maskrt.tools.bench import machine_info
     from maskrt.train.scenes import index_scenes
 
+    options = parse_options(args.backend, args.backend_option)
+    if args.backend == "onnxruntime":
+        options.setdefault("precision", args.precision or "fp32")
+    face_options = parse_face_options(args.face_option)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        engine = Engine(precision=args.precision)
-    scenes = index_scenes(SCENES)
+        engine = Engine(backend=args.backend, **options)
+    scenes = index_scenes(args.data)
     machine = machine_info()
     results = {}
     with tempfile.TemporaryDirectory(prefix="maskrt-bench-scenes-") as tmp:
-        video = mosaic_video(Path(tmp), args.frames_1080p)
+        video = mosaic_video(Path(tmp), args.frames_1080p, scenes)
         for preset in args.presets:
-            results[preset] = bench_preset(engine, preset, scenes, video, args.repeats)
+            results[preset] = bench_preset(engine, preset, scenes, video, args.repeats,
+                                           face_options)
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_1min']}; "
-          f"backend {engine.backend.describe()}; {len(scenes)} scene photos (val); "
+          f"backend {engine.backend.describe()}; face options {face_options or 'the presets'};"
+          f" {len(scenes)} scene photos ({args.data.name}); "
           f"{args.repeats} repeats, medians")
     print(f"{'preset':<8}{'img/s':>7}{'+CAM':>7}{'ratio':>7}{'faces/s':>9}{'1080p fr/s':>11}"
           f"{'faces/fr':>9}{'mAP50':>7}{'mAP30':>7}{'rec50 no':>9}  stage ms/img "
@@ -177,8 +196,9 @@ def main() -> int:
               f"{s['classify']:.1f}/{s['cam']:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "presets": results}, indent=2,
-                                        default=float) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "backend": engine.backend.describe(),
+                                         "face_options": face_options, "presets": results},
+                                        indent=2, default=float) + "\n")
     engine.close()
     return 0
 

@@ -14,6 +14,9 @@
 #      explain overhead, TensorRT; every row on its own (a failed row is reported, the rest kept)
 #   5. maskrt check --backend torch (FP16 on CUDA vs the FP32 onnxruntime reference), and
 #      --backend tensorrt where TensorRT imports
+#   6. faces in scenes (benchmarks/bench_scenes.py on the carried scene val split, both presets):
+#      YuNet + the FP16 classifier + CAMs on the GPU (the torch detector where onnx2torch imports,
+#      the TensorRT one where TensorRT does), and the CPU default (INT8) as the same run's baseline
 # The summary ends with the figures as a Markdown table for the README's GPU section (card, date,
 # each figure beside its baseline from the same run) and the checks against the FP32 reference.
 #
@@ -35,19 +38,26 @@
 #                         torch on 2 cores dominates; on the GPU the onnxruntime reference on 16
 #                         cores, CUDA init and cuDNN autotuning for batch 128 and the last batch)
 #   check-trt      40 s   reuses the engine the bench built (same folder and profile)
-# Sum: 20+60+15+100+45+95+30+75+40 = 480 s when the build succeeds (build-inplace does not run);
-# 20+60+45+15+95+75+40 = 350 s when it fails (no tests then); BUDGET_S below cuts either to 450 s.
+#   faces-torch    90 s   98 photos x (classify, explain) + 12 1080p frames + stage times, per
+#                         preset: 36 s for the fast preset alone with torch FP32 on 2 CPU cores here
+#   faces-trt     120 s   the same, plus building YuNet's engine on first use
+#   faces-cpu      60 s   the same on ONNX Runtime INT8: 62 s for both presets on 2 cores here,
+#                         so well under on the device machine's 16
+# Sum: 20+60+15+100+45+95+30+75+40 = 480 s when the build succeeds (build-inplace does not run),
+# +270 s of faces steps; BUDGET_S below cuts all of it to 450 s: the faces steps come last and
+# are what is cut (the H200 run below took 118 s before them).
 # Measured on an H200 (2026-11-28, first run on a fresh machine): build 22 s, pytest-cuda 31 s,
 # memcheck 8 s, bench 21 s, check-torch 17 s: 118 s in all.
 # BUDGET_S (default 450 s, counted from the start) also cuts any step that would run past it, so
 # the call ends by about 450 s + 10 s (timeout's --kill-after) + the summary.
 #
 # Validation images for step 5: $MASKRT_VAL_DIR, else .gpudata/facemask/val in the checkout, else
-# the 8 packaged sample faces. The shared split is not in the repository; to take it along, before
-# calling the device tool run (once, in the repository root):
-#   mkdir -p .gpudata/facemask && cp -r ../shared/data/facemask/val .gpudata/facemask/ \
-#     && echo /.gpudata/ >> .git/info/exclude
-# and name ".gpudata" in the call's carry list (4.4 MB).
+# the 8 packaged sample faces; scene photos for step 6 and the face tests: $MASKRT_SCENES_DIR,
+# else .gpudata/scenes/val. The shared splits are not in the repository; to take them along,
+# before calling the device tool run (once, in the repository root):
+#   mkdir -p .gpudata/facemask .gpudata/scenes && cp -r ../shared/data/facemask/val .gpudata/facemask/ \
+#     && cp -r ../shared/data/scenes/val .gpudata/scenes/ && echo /.gpudata/ >> .git/info/exclude
+# and name ".gpudata" in the call's carry list (8.3 MB).
 #
 # Needs on the machine: a python3 with torch (CUDA), numpy, opencv, pybind11, setuptools, cmake,
 # nvcc, pytest; onnx + onnxruntime for the export/check parts (skipped, saying so, without them).
@@ -211,12 +221,15 @@ memcheck() {  # memcheck SANITIZER: ok / errors found / could not run (said; the
   return 0
 }
 
-# The tests find the shared faces at ../shared/data/facemask; on the device machine only the
-# carried copy exists, so point that path at it (never replacing a real ../shared).
-if [ ! -e ../shared/data/facemask ] && [ -d .gpudata/facemask ]; then
-  mkdir -p ../shared/data && ln -s "$PWD/.gpudata/facemask" ../shared/data/facemask \
-    && echo "tests: ../shared/data/facemask -> .gpudata/facemask (the carried validation split)"
-fi
+# The tests find the shared data at ../shared/data/{facemask,scenes}; on the device machine only
+# the carried copies exist, so point those paths at them (never replacing a real ../shared).
+for carried in .gpudata/facemask .gpudata/scenes; do
+  name=$(basename "$carried")
+  if [ ! -e "../shared/data/$name" ] && [ -d "$carried" ]; then
+    mkdir -p ../shared/data && ln -s "$PWD/$carried" "../shared/data/$name" \
+      && echo "tests: ../shared/data/$name -> $carried (the carried copy)"
+  fi
+done
 if [ "$BUILD_OK" = 1 ]; then
   step pytest-cuda 100 "$PY" -m pytest -m cuda -q -p no:cacheprovider -rs tests
   if found=$(find_cuda_tool compute-sanitizer); then
@@ -257,6 +270,32 @@ else
   SUMMARY+=("check          SKIPPED (onnx/onnxruntime missing: no FP32 reference)")
 fi
 
+# ---- 6. faces in scenes: detector + classifier + CAMs on the GPU, the CPU default as baseline -----
+SCENES_VAL="${MASKRT_SCENES_DIR:-../shared/data/scenes/val}"
+faces_bench() {  # faces_bench NAME LIMIT JSON ARGS...: bench_scenes.py on the carried scene split
+  local name=$1 limit=$2 json=$3; shift 3
+  step "$name" "$limit" "$PY" benchmarks/bench_scenes.py --data "$SCENES_VAL" --repeats 1 \
+    --frames-1080p 12 --json "$OUT/$json" "$@"
+}
+if [ ! -d "$SCENES_VAL/images" ]; then
+  SUMMARY+=("faces          SKIPPED (no scene split at $SCENES_VAL: carry .gpudata/scenes/val)")
+elif [ "$HAVE_ONNX" = 1 ]; then
+  GPU_FACES=(--backend torch --backend-option device=cuda --face-option detector_device=cuda)
+  if "$PY" -c "import onnx2torch" >/dev/null 2>&1; then
+    faces_bench faces-torch 90 bench_scenes_torch.json "${GPU_FACES[@]}" \
+      --face-option detector_backend=torch
+  else
+    SUMMARY+=("faces-torch    SKIPPED (onnx2torch not importable: carry its wheel in .whl/)")
+  fi
+  if [ "$HAVE_TRT" = 1 ]; then
+    faces_bench faces-trt 120 bench_scenes_tensorrt.json --backend tensorrt \
+      --face-option detector_device=cuda --face-option detector_backend=tensorrt
+  else
+    SUMMARY+=("faces-trt      SKIPPED (TensorRT 10/11 not importable)")
+  fi
+  faces_bench faces-cpu 60 bench_scenes_cpu.json --precision int8   # baseline, this machine's CPU
+fi
+
 # ---- summary ------------------------------------------------------------------------------------
 echo
 echo "==== summary ($((SECONDS - START)) s) ===="
@@ -275,6 +314,10 @@ else
 fi
 for f in "$OUT"/check_*.json; do  # rows continuing the table: each check beside its reference
   [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"| maskrt check {r['backend']}, {r['images']} images | label agreement {100*r['label_agreement']:.2f}%, logits rel. err max {r['logits_rel_err_max']:.1e}, heat-map err max {r['heatmap_err_max']:.1e} | FP32 onnxruntime, same images | {'PASS' if r['passed'] else 'FAIL'} | >= 99.9% agreement |\")" "$f"
+done
+echo
+for f in "$OUT"/bench_scenes_*.json; do  # faces in scenes: one row per configuration and preset
+  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); fo=r['face_options']; [print(f\"| faces in scenes, {p} preset: {r['backend']}, detector {fo.get('detector_backend', 'onnxruntime')} {fo.get('detector_device', 'cpu')} | {v['images_per_s']:.1f} images/s ({v['images_per_s_explain']:.1f} with CAMs), 1080p {v['fps_1080p']:.1f} frames/s, mAP@0.5 {v['metric']['map50']:.3f} | bench_scenes_cpu.json: the CPU default, same run | stage ms/image {v['stage_ms']['detect']:.1f} detect, {v['stage_ms']['classify']:.1f} classify | |\") for p, v in r['presets'].items()]" "$f"
 done
 echo
 printf '%s\n' "${SUMMARY[@]}" | grep -m1 '^memcheck' \
