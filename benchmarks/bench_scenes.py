@@ -91,7 +91,7 @@ def stage_times(engine: Any, preset: str, paths: list[Path],
     from maskrt.detect import face_stage
     from maskrt.image import decode_image, resize_to_input
 
-    stage = face_stage(preset, **face_options)
+    stage = face_stage(preset, None, engine.input_device, **face_options)
     times = dict.fromkeys(("decode", "detect", "classify", "cam"), 0.0)
     for path in paths:
         t0 = time.perf_counter()

@@ -174,7 +174,8 @@ class Engine:
         if self._faces is None:
             from maskrt.detect import face_stage
 
-            self._faces = face_stage(self.preset, self.detector, **self.face_options)
+            self._faces = face_stage(self.preset, self.detector, self.input_device,
+                                     **self.face_options)
         return self._faces
 
     def infer(self, batch: Any) -> tuple[Any, Any]:

@@ -109,6 +109,25 @@ def test_yunet_fp16_graph_for_tensorrt_finds_the_same_faces(tmp_path) -> None:
         assert_fp16_faces_match(fp16.detect(images), fp32.detect(images))
 
 
+def test_the_detector_follows_a_gpu_classifier_by_default() -> None:
+    """detector_device "auto" (the presets'): the classifier's CUDA device when a GPU detector
+    can run there, else the CPU; an explicit device stands."""
+    import torch
+
+    from maskrt.detect import face_stage, gpu_detector_available, resolve_detector_device
+
+    assert preset_settings("default")["detector_device"] == "auto"
+    assert resolve_detector_device("auto") == "cpu"
+    assert resolve_detector_device("auto", torch.device("cpu")) == "cpu"
+    assert resolve_detector_device("auto", torch.device("cuda", 1)) == (
+        "cuda:1" if gpu_detector_available() else "cpu")
+    assert resolve_detector_device("cpu", "cuda:0") == "cpu"
+    assert resolve_detector_device("cuda:1", None) == "cuda:1"
+    stage = face_stage("fast", classifier_device=torch.device("cpu"))
+    assert isinstance(stage.detector, YuNetDetector)
+    stage.close()
+
+
 @pytest.mark.skipif(trt_compat.tensorrt_status()[0], reason="TensorRT is installed here")
 def test_tensorrt_detector_without_tensorrt_says_what_to_install() -> None:
     import torch

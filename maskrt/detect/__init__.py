@@ -19,9 +19,10 @@ from typing import Any
 
 from maskrt.detect.regions import check_box_fit
 
-#: where the detector runs (the same in every preset): its device, its backend, and the folder
-#: of TensorRT engines (shared with the classifier's)
-_RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "cpu", "detector_backend": "auto",
+#: where the detector runs (the same in every preset): its device ("auto": the classifier's CUDA
+#: device when it has one and a GPU detector can run there, else the CPU), its backend, and the
+#: folder of TensorRT engines (shared with the classifier's)
+_RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backend": "auto",
                                      "detector_engine_dir": "engines"}
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,13 +60,14 @@ def preset_settings(preset: str = "default", **overrides: Any) -> dict[str, Any]
     return settings
 
 
-def make_detector(preset: str = "default", **overrides: Any) -> Any:
-    """The YuNet detector of ``preset`` on ``detector_device`` ("cpu", "cuda", "cuda:1") with
-    ``detector_backend`` (see :func:`resolve_detector_backend`): ONNX Runtime on the CPU by
-    default; on a GPU its TensorRT engine, or a torch module (maskrt[gpu])."""
+def make_detector(preset: str = "default", classifier_device: Any = None, **overrides: Any) -> Any:
+    """The YuNet detector of ``preset`` on ``detector_device`` ("auto", "cpu", "cuda", "cuda:1";
+    see :func:`resolve_detector_device`) with ``detector_backend`` (see
+    :func:`resolve_detector_backend`): ONNX Runtime on the CPU; on a GPU its TensorRT engine, or
+    a torch module (maskrt[gpu])."""
     settings = preset_settings(preset, **overrides)
     options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
-    device = str(settings["detector_device"])
+    device = resolve_detector_device(str(settings["detector_device"]), classifier_device)
     backend = resolve_detector_backend(device, str(settings["detector_backend"]))
     if backend == "onnxruntime":
         from maskrt.detect.yunet import YuNetDetector
@@ -75,6 +77,29 @@ def make_detector(preset: str = "default", **overrides: Any) -> Any:
 
     return YuNetTorchDetector(device=device, runtime=backend,
                               engine_dir=settings["detector_engine_dir"], **options)
+
+
+def resolve_detector_device(device: str, classifier_device: Any = None) -> str:
+    """``device`` as it is, unless "auto": then the classifier's device (a torch.device or its
+    name) when that is a CUDA device and a GPU detector can run there (TensorRT, or torch with
+    onnx2torch and torchvision), so that a GPU classifier gets a GPU detector; else "cpu"."""
+    if device != "auto":
+        return device
+    name = str(classifier_device) if classifier_device is not None else "cpu"
+    return name if name.startswith("cuda") and gpu_detector_available() else "cpu"
+
+
+def gpu_detector_available() -> bool:
+    """Whether a GPU runtime for the detector is installed: TensorRT, or onnx2torch and
+    torchvision (both with torch)."""
+    import importlib.util
+
+    from maskrt.backends.tensorrt.versions import tensorrt_status
+
+    if tensorrt_status()[0]:
+        return True
+    return all(importlib.util.find_spec(name) is not None
+               for name in ("torch", "torchvision", "onnx2torch"))
 
 
 def resolve_detector_backend(device: str, backend: str) -> str:
@@ -99,23 +124,28 @@ def resolve_detector_backend(device: str, backend: str) -> str:
     return backend
 
 
-def face_stage(preset: str = "default", detector: Any = None, **overrides: Any) -> Any:
-    """The pipeline stage that finds faces: ``detector`` (default: YuNet of ``preset``) and the
-    preset's region settings (widen, min_face, max_faces)."""
+def face_stage(preset: str = "default", detector: Any = None, classifier_device: Any = None,
+               **overrides: Any) -> Any:
+    """The pipeline stage that finds faces: ``detector`` (default: YuNet of ``preset``, beside
+    the classifier's ``classifier_device`` when ``detector_device`` is "auto") and the preset's
+    region settings (widen, min_face, max_faces, box_fit)."""
     from maskrt.detect.stage import FaceStage
 
     settings = preset_settings(preset, **overrides)
-    detector = detector or make_detector(preset, **{k: settings[k] for k in _DETECTOR_KEYS})
+    detector = detector or make_detector(preset, classifier_device,
+                                         **{k: settings[k] for k in _DETECTOR_KEYS})
     return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
                      max_faces=settings["max_faces"], box_fit=settings["box_fit"])
 
 
 def region_stages(regions: str, preset: str = "default", detector: Any = None,
-                  options: dict[str, Any] | None = None) -> list[Any]:
+                  options: dict[str, Any] | None = None, classifier_device: Any = None) -> list[Any]:
     """The stages that make a pipeline's regions: a face stage for "faces", none for "frame"."""
     if regions not in REGION_MODES:
         raise ValueError(f"regions: expected one of {list(REGION_MODES)}, got {regions!r}")
-    return [face_stage(preset, detector, **(options or {}))] if regions == "faces" else []
+    if regions == "frame":
+        return []
+    return [face_stage(preset, detector, classifier_device, **(options or {}))]
 
 
 def parse_face_options(pairs: list[str]) -> dict[str, Any]:

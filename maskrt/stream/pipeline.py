@@ -107,7 +107,8 @@ class Pipeline:
         self.ledger = Ledger(self._output, max_frames)
         self._sources = SourceQueues(self.ledger)
         self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads),
-                                    *region_stages(regions, preset, detector, face_options),
+                                    *region_stages(regions, preset, detector, face_options,
+                                                   getattr(engine, "input_device", None)),
                                     *stages,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
         self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0)
