@@ -55,6 +55,19 @@ def test_torch_detector_finds_the_faces_onnxruntime_finds(preset) -> None:
         assert_same_faces(g, w)
 
 
+def test_the_device_blob_is_the_onnxruntime_detectors_blob() -> None:
+    """Uploaded as uint8 and made float on the device: the very blob the host builds."""
+    from maskrt.detect.yunet import _blob
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (70, 90, 3), np.uint8), rng.integers(0, 256, (64, 96, 3), np.uint8)]
+    with YuNetTorchDetector(device="cpu") as detector:
+        got = detector._device_blob(images)
+    assert got.dtype.is_floating_point and got.is_contiguous()
+    np.testing.assert_array_equal(got.numpy(), _blob(images))
+
+
 def test_detector_device_option_and_missing_gpu() -> None:
     assert parse_face_options(["detector_device=cuda:1"]) == {"detector_device": "cuda:1"}
     import torch

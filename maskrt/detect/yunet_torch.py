@@ -5,7 +5,8 @@ a torch module with ``onnx2torch`` (exact: the same outputs as ONNX Runtime to f
 rounding), so the convolutions run where the classifier runs; or "tensorrt", its FP16 TensorRT
 engine, built and cached like the classifier's (:mod:`maskrt.detect.yunet_tensorrt`).
 Frames are resized and padded on the host exactly as :class:`~maskrt.detect.yunet.YuNetDetector`
-does (the same blob), uploaded, run, and decoded on the device (the same formulas as
+does, uploaded as uint8 (a quarter of the bytes of the float32 blob, and no float conversion on
+the host), made the same float32 NCHW blob on the device, run, and decoded there (the same formulas as
 :func:`~maskrt.detect.yunet.decode`); NMS is ``torchvision.ops.nms`` on the boxes truncated to
 integers, which is OpenCV's NMSBoxes rule (integer rectangles, suppress when IoU > threshold).
 Only the kept faces come back to the host.
@@ -22,7 +23,7 @@ import numpy as np
 
 from maskrt.backends.base import BackendUnavailable
 from maskrt.detect.base import Detections, Detector
-from maskrt.detect.yunet import (MODEL_PATH, STRIDES, _blob, _by_padded_size, _rescale, _resize,
+from maskrt.detect.yunet import (MODEL_PATH, STRIDES, _by_padded_size, _padded, _rescale, _resize,
                                  input_scale, set_yunet_settings)
 
 
@@ -85,12 +86,24 @@ class YuNetTorchDetector(Detector):
         for group in _by_padded_size(inputs).values():
             step = self._max_batch or len(group)
             for indices in (group[i:i + step] for i in range(0, len(group), step)):
-                blob = torch.from_numpy(_blob([inputs[i] for i in indices])).to(self.device)
+                blob = self._device_blob([inputs[i] for i in indices])
                 outputs = self._run(blob)
                 for slot, i in enumerate(indices):
                     faces = self._decode_and_nms(outputs, slot, tuple(blob.shape[2:]))
                     results[i] = _rescale(faces, scales[i])
         return results  # type: ignore[return-value]
+
+    def _device_blob(self, images: Sequence[np.ndarray]) -> Any:
+        """The ONNX Runtime detector's blob (float32 [n, 3, H, W] BGR 0-255, zero-padded at the
+        bottom and right), built on the device from the uint8 frames."""
+        import torch
+
+        ph, pw = _padded(images[0].shape)
+        batch = np.zeros((len(images), ph, pw, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            batch[i, :image.shape[0], :image.shape[1]] = image
+        frames = torch.from_numpy(batch).to(self.device)
+        return frames.permute(0, 3, 1, 2).to(torch.float32).contiguous()
 
     def _run(self, blob: Any) -> dict[str, Any]:
         """The network's outputs by name (the engine's are views, read before the next call)."""
