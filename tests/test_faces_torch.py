@@ -55,6 +55,22 @@ def test_torch_detector_finds_the_faces_onnxruntime_finds(preset) -> None:
         assert_same_faces(g, w)
 
 
+def test_frames_of_one_size_run_in_chunks_of_the_engines_max_batch() -> None:
+    """A TensorRT engine takes at most its profile's max frames a call: bigger groups of one
+    padded size run in chunks, with the results of one call."""
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    images = scene_images(3)
+    images += [images[0]] * 6
+    with YuNetTorchDetector(device="cpu", score_threshold=0.3) as detector:
+        whole = detector.detect(images)
+        detector._max_batch = 4  # as YuNetEngine.max_batch would be
+        chunked = detector.detect(images)
+    assert sum(len(f) for f in whole) > 10
+    for c, w in zip(chunked, whole):
+        assert_same_faces(c, w)
+
+
 def test_the_device_blob_is_the_onnxruntime_detectors_blob() -> None:
     """Uploaded as uint8 and made float on the device: the very blob the host builds."""
     from maskrt.detect.yunet import _blob
@@ -172,7 +188,8 @@ def test_torch_detector_on_the_gpu_equals_onnxruntime(cuda_device) -> None:
 def test_tensorrt_detector_finds_the_faces_onnxruntime_finds(cuda_device, tmp_path) -> None:
     """YuNet's FP16 engine, built into (then reused from) the engine folder the classifier's
     engines use; the faces of the ONNX Runtime detector within FP16's precision."""
-    images = scene_images(12)  # 12 frames of one padded size run in chunks of the profile's max 8
+    images = scene_images(12)
+    images += [images[0]] * 9  # grouped by padded size: one group of 10, run as 8 + 2
     with make_detector("default") as reference:
         want = reference.detect(images)
     for attempt in ("built", "reused"):
