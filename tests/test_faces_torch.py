@@ -129,13 +129,16 @@ def test_yunet_fp16_graph_for_tensorrt_finds_the_same_faces(tmp_path) -> None:
     assert model.graph.node[0].op_type == "Cast" and model.graph.node[0].attribute[0].i == float16
     assert {t.data_type for t in model.graph.initializer if t.data_type in (float32, float16)} \
         == {float16, float32}  # float16 weights; Resize's scales stay float32
-    assert yunet_spec().rewrite(MODEL_PATH, False) == float_graph_onnx_bytes(MODEL_PATH)
+    assert yunet_spec().rewrite is float_graph_onnx_bytes
     fp16_file = tmp_path / "yunet_fp16.onnx"
     fp16_file.write_bytes(model.SerializeToString())
     images = scene_images(12)
     settings = {k: preset_settings("default")[k] for k in ("upscale", "score_threshold", "nms_iou")}
     with YuNetDetector(**settings) as fp32, YuNetDetector(model=fp16_file, **settings) as fp16:
-        assert_fp16_faces_match(fp16.detect(images), fp32.detect(images))
+        got, want = fp16.detect(images), fp32.detect(images)
+    assert [len(f) for f in got] == [len(f) for f in want]
+    # Measured here: 93 of 93 faces, boxes within 0.17 px, scores within 1.3e-3.
+    assert_fp16_faces_match(got, want, pixels=0.5, score=5e-3, fraction=1.0)
 
 
 def test_the_detector_follows_a_gpu_classifier_by_default() -> None:
@@ -201,16 +204,18 @@ def test_tensorrt_detector_finds_the_faces_onnxruntime_finds(cuda_device, tmp_pa
         assert_fp16_faces_match(got, want)
 
 
-def assert_fp16_faces_match(got, want) -> None:
-    """Nearly every face found by both (FP16 moves scores near the threshold), boxes within 2 px."""
+def assert_fp16_faces_match(got, want, *, pixels: float = 2.0, score: float = 2e-2,
+                            fraction: float = 0.97) -> None:
+    """At least ``fraction`` of the faces found by both (FP16 moves scores near the threshold),
+    boxes within ``pixels``, scores within ``score``."""
     matched = total = 0
     for g, w in zip(got, want):
         total += len(w)
-        for box, score in zip(w.boxes, w.scores):
+        for box, wanted in zip(w.boxes, w.scores):
             if len(g) == 0:
                 continue
             distance = np.abs(g.boxes - box).max(axis=1)
             best = int(distance.argmin())
-            if distance[best] <= 2.0 and abs(g.scores[best] - score) <= 2e-2:
+            if distance[best] <= pixels and abs(g.scores[best] - wanted) <= score:
                 matched += 1
-    assert total > 20 and matched >= 0.97 * total, (matched, total)
+    assert total > 20 and matched >= fraction * total, (matched, total)

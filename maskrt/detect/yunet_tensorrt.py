@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from maskrt.backends.tensorrt.build import DEFAULT_ENGINE_DIR, Log
+from maskrt.backends.tensorrt.onnx_rewrite import float_graph_onnx_bytes
 from maskrt.backends.tensorrt.spec import GraphSpec, Profile, Spatial
 from maskrt.detect.yunet import MODEL_PATH, PAD
 
@@ -27,18 +28,12 @@ OPT_HW = (1152, 2048)
 INPUT_NAME = "input"
 
 
-def _rewrite(onnx_path: str | os.PathLike[str], fp16: bool) -> bytes:
-    from maskrt.backends.tensorrt.onnx_rewrite import float_graph_onnx_bytes
-
-    return float_graph_onnx_bytes(onnx_path, fp16=fp16)
-
-
 def yunet_spec(max_side: int = 2048, profile: Profile = DETECTOR_PROFILE) -> GraphSpec:
     """YuNet's graph for the builder: float32[N, 3, H, W] in (BGR 0-255, H and W multiples of
     32 up to ``max_side`` rounded up), float32 cls/obj/bbox/kps per stride out."""
     top = -(-int(max_side) // PAD) * PAD
     opt = (min(OPT_HW[0], top), min(OPT_HW[1], top))
-    return GraphSpec("yunet", INPUT_NAME, (3, -1, -1), profile, _rewrite,
+    return GraphSpec("yunet", INPUT_NAME, (3, -1, -1), profile, float_graph_onnx_bytes,
                      spatial=Spatial((PAD, PAD), opt, (top, top)))
 
 

@@ -227,7 +227,7 @@ def build_serialized_engine(trt: Any, onnx_path: Path, spec: GraphSpec | Profile
     builder = trt.Builder(logger)
     network = builder.create_network(trt_compat.network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(spec.rewrite(onnx_path, strong)):
+    if not parser.parse(spec.rewrite(onnx_path, fp16=strong)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()

@@ -49,6 +49,7 @@ class EngineSession:
                                    f"got {inputs}")
         self._input: Any = None
         self._bound_shape: Shape = ()
+        self._views: dict[str, Any] = {}  # the outputs' views for the bound input shape
         self.buffers = self._allocate(torch)
         self.stream = torch.cuda.Stream(device)
 
@@ -102,7 +103,7 @@ class EngineSession:
             if not self._context.set_input_shape(self.spec.input_name, shape):
                 raise ValueError(f"{self.spec.name} engine: input shape {list(shape)} is outside "
                                  f"its profile {[list(s) for s in self.spec.shapes()]}")
-            self._bound_shape = shape
+            self._bound_shape, self._views = shape, {}
 
     # ------------------------------------------------------------------ running
     def execute(self, input_address: int, shape: Shape) -> dict[str, Any]:
@@ -115,12 +116,13 @@ class EngineSession:
         return self.output_views()
 
     def output_views(self) -> dict[str, Any]:
-        """Each output buffer viewed in the shape TensorRT reports for the bound input shape."""
-        views = {}
-        for name, buffer in self.buffers.items():
-            shape = tuple(self._context.get_tensor_shape(name))
-            views[name] = buffer[:_numel(shape)].view(shape)
-        return views
+        """Each output buffer viewed in the shape TensorRT reports for the bound input shape
+        (asked once per input shape: a stream of one frame size reuses them)."""
+        if not self._views:
+            for name, buffer in self.buffers.items():
+                shape = tuple(self._context.get_tensor_shape(name))
+                self._views[name] = buffer[:_numel(shape)].view(shape)
+        return self._views
 
     def run(self, images: Any) -> dict[str, Any]:
         """The engine on a CUDA tensor of ``images`` (any batch up to the profile's max), ordered
@@ -169,7 +171,7 @@ class EngineSession:
         # Synchronise before freeing: TensorRT may still read or write the buffers.
         torch.cuda.synchronize(self.device)
         self._context = self._engine = self._runtime = None
-        self.buffers, self._input = {}, None
+        self.buffers, self._input, self._views = {}, None, {}
 
 
 def _numel(shape: Any) -> int:

@@ -10,11 +10,11 @@ for TensorRT. Plain Python, tested without TensorRT.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH, OUTPUT_NAMES
+from maskrt.backends.tensorrt.onnx_rewrite import FP16_OUTPUT_TYPES, tensorrt_onnx_bytes
+from maskrt.graph.export import INPUT_NAME, MAX_EXPORT_BATCH
 from maskrt.labels import INPUT_SIZE
 
 DEFAULT_PROFILE = (1, 32, 256)
@@ -103,15 +103,15 @@ class GraphSpec:
     name: the engine file's prefix and the sidecar's ``graph`` ("maskrt": the classifier).
     item_shape: the input's shape without the batch axis; -1 marks height and width (in that
     order), which ``spatial`` then bounds. half_outputs: the outputs an FP16 engine hands out in
-    float16 (the others stay float32). rewrite: ``(onnx_path, fp16) -> bytes``, the graph as
-    TensorRT parses it (``fp16``: converted for a strongly typed network).
+    float16 (the others stay float32). rewrite: ``rewrite(onnx_path, fp16=...) -> bytes``, the
+    graph as TensorRT parses it (``fp16``: converted for a strongly typed network).
     """
 
     name: str
     input_name: str
     item_shape: Shape
     profile: Profile
-    rewrite: Callable[[str | os.PathLike[str], bool], bytes] = field(compare=False)
+    rewrite: Callable[..., bytes] = field(compare=False)
     spatial: Spatial | None = None
     half_outputs: tuple[str, ...] = ()
 
@@ -138,16 +138,11 @@ class GraphSpec:
         return self.profile.tag() + (f"-{self.spatial.tag()}" if self.spatial else "")
 
 
-def _classifier_rewrite(onnx_path: str | os.PathLike[str], fp16: bool) -> bytes:
-    from maskrt.backends.tensorrt.onnx_rewrite import tensorrt_onnx_bytes
-
-    return tensorrt_onnx_bytes(onnx_path, fp16=fp16)
-
-
 def classifier_spec(profile: Profile | None = None) -> GraphSpec:
     """The classifier: uint8[N, 224, 224, 3] in; logits float32, features float16 out."""
+    half = tuple(name for name, dtype in FP16_OUTPUT_TYPES.items() if dtype == "float16")
     return GraphSpec("maskrt", INPUT_NAME, (INPUT_SIZE, INPUT_SIZE, 3), profile or Profile(),
-                     _classifier_rewrite, half_outputs=(OUTPUT_NAMES[1],))
+                     tensorrt_onnx_bytes, half_outputs=half)
 
 
 def as_spec(spec: GraphSpec | Profile) -> GraphSpec:
