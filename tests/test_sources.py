@@ -216,6 +216,49 @@ def test_drop_folder_yields_each_new_complete_file_once(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
+def test_drop_folder_waits_for_an_upload_that_has_not_written_yet(tmp_path: Path) -> None:
+    # An uploader creates the file, then writes: with settle_s=0 the empty file (or a first few
+    # signature bytes) is seen before its data, and must not be passed on as a broken image.
+    jpeg = cv2.imencode(".jpg", face_frames(1)[0])[1].tobytes()
+    source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.02, incomplete_grace_s=5.0)
+    stop = threading.Event()
+    got: list = []
+    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
+    thread.start()
+    try:
+        (tmp_path / "empty_first.jpg").write_bytes(b"")
+        (tmp_path / "two_bytes_first.jpg").write_bytes(jpeg[:2])
+        time.sleep(0.3)  # many polls see them unfinished
+        assert got == []
+        (tmp_path / "empty_first.jpg").write_bytes(jpeg)
+        with (tmp_path / "two_bytes_first.jpg").open("ab") as f:
+            f.write(jpeg[2:])
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # nothing more may come
+    finally:
+        stop.set()
+        thread.join(5)
+    assert sorted(Path(f.uri).name for f in got) == ["empty_first.jpg", "two_bytes_first.jpg"]
+    assert all(f.data == jpeg for f in got)
+
+
+def test_drop_folder_passes_on_a_file_still_empty_after_the_grace(tmp_path: Path) -> None:
+    (tmp_path / "never_written.jpg").write_bytes(b"")
+    source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.02, incomplete_grace_s=0.3)
+    stop = threading.Event()
+    got: list = []
+    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    assert len(got) == 1 and got[0].data == b""  # then fails in decode: "got 0 bytes"
+
+
 def test_drop_folder_can_ignore_existing_files(tmp_path: Path) -> None:
     (tmp_path / "before.jpg").write_bytes(b"x")
     source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.05, existing=False)

@@ -17,6 +17,19 @@ from maskrt.stream.sources.base import (DROP_PREFIX, PARTIAL_SUFFIXES, VIDEO_EXT
 log = logging.getLogger("maskrt.sources")
 
 
+# The first bytes of the image formats whose ends can be checked (truncation_reason).
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def _upload_in_progress(data: bytes) -> bool:
+    """Whether bytes read from a drop folder look like an upload that is not finished: nothing
+    written yet (an uploader creates the file, then writes), only part of a JPEG/PNG signature,
+    or a JPEG/PNG without its end marker."""
+    if any(len(data) < len(sig) and sig.startswith(data) for sig in _SIGNATURES):
+        return True  # also b"": an empty file
+    return truncation_reason(data) is not None
+
+
 def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -125,9 +138,9 @@ class DropFolderSource(PathSource):
 
     Each new complete file is yielded once. A file is complete when it has not been modified for
     ``settle_s`` seconds and is not named like an upload in progress (:data:`PARTIAL_SUFFIXES`,
-    hidden files). A JPEG or PNG that still looks cut short (no end marker) is given up to
-    ``incomplete_grace_s`` seconds after its last modification to be completed before it is
-    passed on (and then fails as truncated). A file replaced under the same name (new inode, size
+    hidden files). An empty file, or a JPEG or PNG that still looks cut short (no end marker), is
+    given up to ``incomplete_grace_s`` seconds after its last modification to be completed before
+    it is passed on (and then fails as empty or truncated). A file replaced under the same name (new inode, size
     or mtime) is a new file. ``existing``: also score the files present at start.
     The source runs until it is removed or the pipeline stops; it never drops (lossless).
     It remembers every file it passed on (path -> inode, size, mtime) and lists the folder every
@@ -190,7 +203,7 @@ class DropFolderSource(PathSource):
                     continue
                 frame = _read_file(path, index)
                 if (frame.data is not None and age < self.incomplete_grace_s
-                        and truncation_reason(frame.data) is not None):
+                        and _upload_in_progress(frame.data)):
                     continue  # an upload still in progress: look again at the next poll
                 seen[path] = key
                 index += 1
