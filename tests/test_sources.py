@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -176,15 +178,33 @@ def test_video_written_by_ffmpeg_is_read(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- drop folders
 
-def test_drop_folder_yields_each_new_complete_file_once(tmp_path: Path) -> None:
-    jpeg = cv2.imencode(".jpg", face_frames(1)[0])[1].tobytes()
-    (tmp_path / "old.jpg").write_bytes(jpeg)
-    source = DropFolderSource(tmp_path, settle_s=0.3, poll_s=0.05, incomplete_grace_s=5.0)
+@contextmanager
+def watching(source: DropFolderSource) -> Iterator[list]:
+    """Runs a drop folder's frames() on a thread; yields the list its frames land in, as they
+    come; stops the source and checks its thread ended on leaving."""
     stop = threading.Event()
     got: list = []
     thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
     thread.start()
     try:
+        yield got
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def wait_for(got: list, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_drop_folder_yields_each_new_complete_file_once(tmp_path: Path) -> None:
+    jpeg = cv2.imencode(".jpg", face_frames(1)[0])[1].tobytes()
+    (tmp_path / "old.jpg").write_bytes(jpeg)
+    source = DropFolderSource(tmp_path, settle_s=0.3, poll_s=0.05, incomplete_grace_s=5.0)
+    with watching(source) as got:
         # An upload in progress: half a JPEG now, the rest a little later (past settle_s).
         slow = tmp_path / "slow.jpg"
         slow.write_bytes(jpeg[: len(jpeg) // 2])
@@ -195,9 +215,7 @@ def test_drop_folder_yields_each_new_complete_file_once(tmp_path: Path) -> None:
             f.write(jpeg[len(jpeg) // 2:])
         (tmp_path / "cam.jpg.part").rename(tmp_path / "cam.jpg")
         (tmp_path / ".hidden.jpg").write_bytes(jpeg)
-        deadline = time.monotonic() + 10
-        while len(got) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(got, 3)
         time.sleep(0.5)  # nothing more may come
         names = sorted(Path(f.uri).name for f in got)
         assert names == ["cam.jpg", "old.jpg", "slow.jpg"], names
@@ -205,15 +223,9 @@ def test_drop_folder_yields_each_new_complete_file_once(tmp_path: Path) -> None:
         # A file replaced under the same name is a new file.
         (tmp_path / "old.jpg").unlink()
         (tmp_path / "old.jpg").write_bytes(jpeg + b"\0")
-        deadline = time.monotonic() + 10
-        while len(got) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(got, 4)
         assert len(got) == 4 and Path(got[3].uri).name == "old.jpg"
         assert [f.index for f in got] == [0, 1, 2, 3]
-    finally:
-        stop.set()
-        thread.join(5)
-    assert not thread.is_alive()
 
 
 def test_drop_folder_waits_for_an_upload_that_has_not_written_yet(tmp_path: Path) -> None:
@@ -221,11 +233,7 @@ def test_drop_folder_waits_for_an_upload_that_has_not_written_yet(tmp_path: Path
     # signature bytes) is seen before its data, and must not be passed on as a broken image.
     jpeg = cv2.imencode(".jpg", face_frames(1)[0])[1].tobytes()
     source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.02, incomplete_grace_s=5.0)
-    stop = threading.Event()
-    got: list = []
-    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
-    thread.start()
-    try:
+    with watching(source) as got:
         (tmp_path / "empty_first.jpg").write_bytes(b"")
         (tmp_path / "two_bytes_first.jpg").write_bytes(jpeg[:2])
         time.sleep(0.3)  # many polls see them unfinished
@@ -233,13 +241,8 @@ def test_drop_folder_waits_for_an_upload_that_has_not_written_yet(tmp_path: Path
         (tmp_path / "empty_first.jpg").write_bytes(jpeg)
         with (tmp_path / "two_bytes_first.jpg").open("ab") as f:
             f.write(jpeg[2:])
-        deadline = time.monotonic() + 10
-        while len(got) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(got, 2)
         time.sleep(0.2)  # nothing more may come
-    finally:
-        stop.set()
-        thread.join(5)
     assert sorted(Path(f.uri).name for f in got) == ["empty_first.jpg", "two_bytes_first.jpg"]
     assert all(f.data == jpeg for f in got)
 
@@ -247,32 +250,18 @@ def test_drop_folder_waits_for_an_upload_that_has_not_written_yet(tmp_path: Path
 def test_drop_folder_passes_on_a_file_still_empty_after_the_grace(tmp_path: Path) -> None:
     (tmp_path / "never_written.jpg").write_bytes(b"")
     source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.02, incomplete_grace_s=0.3)
-    stop = threading.Event()
-    got: list = []
-    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(5)
+    with watching(source) as got:
+        wait_for(got, 1)
     assert len(got) == 1 and got[0].data == b""  # then fails in decode: "got 0 bytes"
 
 
 def test_drop_folder_can_ignore_existing_files(tmp_path: Path) -> None:
     (tmp_path / "before.jpg").write_bytes(b"x")
     source = DropFolderSource(tmp_path, settle_s=0.0, poll_s=0.05, existing=False)
-    stop = threading.Event()
-    got: list = []
-    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)))
-    thread.start()
-    time.sleep(0.2)
-    (tmp_path / "after.jpg").write_bytes(b"y")
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(5)
+    with watching(source) as got:
+        time.sleep(0.2)
+        (tmp_path / "after.jpg").write_bytes(b"y")
+        wait_for(got, 1, timeout_s=5)
     assert [Path(f.uri).name for f in got] == ["after.jpg"]
 
 
