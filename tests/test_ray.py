@@ -59,6 +59,14 @@ def time_limit():
         signal.signal(signal.SIGALRM, previous)
 
 
+# Serve kills its HTTP proxy after 3 health checks of 10 s (5 s when starting) go unanswered. On a
+# 2-core machine under load (a CI host doing other work, found with two busy loops beside the
+# suite) the proxy's first answers come later than that and the Serve tests failed at setup; the
+# cluster's processes inherit these from the driver's environment.
+SERVE_PROXY_PATIENCE = {"RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+                        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster: a head node (HEAD_CPUS logical CPUs), the driver connected."""
@@ -69,8 +77,10 @@ def cluster():
 
     from maskrt.ray.cluster import quiet_ray
 
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH", *SERVE_PROXY_PATIENCE)}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning on a local cluster
+    for key, value in SERVE_PROXY_PATIENCE.items():
+        os.environ.setdefault(key, value)
     # Workers import the test helpers (ray_helpers) by name.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
     head = {"num_cpus": HEAD_CPUS, "include_dashboard": False,
