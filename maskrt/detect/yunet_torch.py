@@ -131,8 +131,9 @@ class YuNetTorchDetector(Detector):
             integer = torch.cat([corner, corner + (boxes[:, 2:] - boxes[:, :2]).trunc()], dim=1)
             keep = torchvision.ops.nms(integer, scores, self.nms_iou)[: self.top_k]
             boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
-        return Detections(boxes.cpu().numpy(), scores.cpu().numpy(), landmarks.cpu().numpy(),
-                          int(scores.numel()))
+        # One copy to the host per frame (boxes, score, landmarks side by side), not three.
+        kept = torch.cat([boxes, scores[:, None], landmarks.reshape(-1, 10)], dim=1).cpu().numpy()
+        return Detections(kept[:, :4], kept[:, 4], kept[:, 5:].reshape(-1, 5, 2), len(kept))
 
 
 def decode_torch(outputs: dict[str, Any], slot: int, padded: tuple[int, int],
