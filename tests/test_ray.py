@@ -398,6 +398,7 @@ def test_a_worker_node_removed_mid_job_loses_and_duplicates_no_frame(cluster, tm
     records = out / "records.jsonl"
     while thread.is_alive() and (not records.exists() or len(records.read_bytes().splitlines()) < 24):
         time.sleep(0.1)
+    assert thread.is_alive(), "the job ended before its node could be removed mid-job"
     cluster.remove_node(worker)
     thread.join(80)
     assert not thread.is_alive() and "summary" in result

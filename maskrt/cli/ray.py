@@ -149,12 +149,13 @@ def _serve(args: argparse.Namespace) -> int:
                      "max_queued_requests": args.max_queued, "model": args.model,
                      "backend": args.backend, "backend_options": args.backend_options})
     serve.start(http_options={"host": args.host, "port": args.port})
-    handle = serve.run(app, name=APP_NAME, route_prefix="/")
-    scale = (f"autoscaling {args.autoscale[0]}-{args.autoscale[1]} replicas" if args.autoscale
-             else f"{args.replicas} replica(s)")
-    print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
-          f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image", flush=True)
-    try:
+    try:  # from here on Serve is shut down however this ends (serve.run failing too)
+        handle = serve.run(app, name=APP_NAME, route_prefix="/")
+        scale = (f"autoscaling {args.autoscale[0]}-{args.autoscale[1]} replicas"
+                 if args.autoscale else f"{args.replicas} replica(s)")
+        print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
+              f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image",
+              flush=True)
         if args.ingest:
             from maskrt.ray.ingest import ingest
 

@@ -86,6 +86,9 @@ def score_dataset(sources: Sequence[Any], out: str | os.PathLike[str], *,
                 _consume(rows, writer, counts, _Progress(progress, progress_interval, counts, t0))
     except KeyboardInterrupt:
         stopped_by = "interrupt"
+    except BaseException:
+        ray.kill(ledger)  # a named actor: it would outlive the job on a shared cluster
+        raise
     finally:
         writer.close()
     read = ray.get(ledger.read_counts.remote()) if stopped_by is None else {}

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from maskrt.cli.common import error_line
 from maskrt.ray import require_ray
 from maskrt.ray.reading import frame_row
 from maskrt.ray.scorer import ERROR, IMAGE, T_READ
@@ -101,10 +102,10 @@ class IngestWorker:
                                       timeout_s=self.timeout_s)
             self._record(row, answer.get("status", FAILED), answer.get("reason"), answer)
         except BackPressureError as err:
-            log.debug("back-pressure: %s", _first_line(err))
+            log.debug("back-pressure: %s", error_line(err))
             self._record(row, DROPPED, REASON_BACK_PRESSURE)
         except Exception as err:  # noqa: BLE001 - every frame ends in a record
-            self._record(row, FAILED, f"serve error: {type(err).__name__}: {_first_line(err)}")
+            self._record(row, FAILED, f"serve error: {type(err).__name__}: {error_line(err)}")
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -175,7 +176,7 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     t0 = time.perf_counter()
     try:
         ray.get([a.start.remote() for a in actors])
-        status = _run(ray, actors, counts, writer, t0, duration_s, progress, poll_s)
+        status, stopped_by = _run(ray, actors, counts, writer, t0, duration_s, progress, poll_s)
     finally:
         writer.close()
         for actor in actors:
@@ -185,7 +186,7 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     read = dict(enumerate(per_source))
     summary = counts.summary(read, kinds, elapsed_s=time.perf_counter() - t0,
                              outputs={"records": str(writer.path)}, groups=len(actors),
-                             stopped_by="duration" if _timed_out(t0, duration_s) else None,
+                             stopped_by=stopped_by,
                              settings={"max_in_flight": max_in_flight, "retries": retries,
                                        "duration_s": duration_s})
     write_json_atomic(out / "summary.json", summary)
@@ -193,15 +194,17 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
 
 
 def _run(ray: Any, actors: list[Any], counts: Any, writer: Any, t0: float,
-         duration_s: float | None, progress: TextIO | None, poll_s: float) -> list[dict[str, Any]]:
-    """Poll the actors until all are done (or the duration passed: stop them, then drain)."""
-    stopping = False
+         duration_s: float | None, progress: TextIO | None,
+         poll_s: float) -> tuple[list[dict[str, Any]], str | None]:
+    """Poll the actors until all are done; when the duration has passed, or on Ctrl-C, stop
+    their reading, then drain what was sent. Returns their last status and why they were
+    stopped ("duration", "interrupt", None: the sources ended)."""
+    stopped_by: str | None = None
     while True:
         try:
             polled = ray.get([a.poll.remote() for a in actors])
-        except KeyboardInterrupt:  # Ctrl-C: stop reading, then drain what was sent
-            ray.get([a.stop.remote() for a in actors])
-            stopping = True
+        except KeyboardInterrupt:
+            stopped_by = _stop(ray, actors, stopped_by, "interrupt")
             continue
         for records, _ in polled:
             writer.write(counts.add(records))
@@ -212,12 +215,21 @@ def _run(ray: Any, actors: list[Any], counts: Any, writer: Any, t0: float,
                            f"{total[DROPPED]} dropped, {total[FAILED]} failed, "
                            f"{sum(s['in_flight'] for s in status)} in flight\n")
         if all(s["done"] for s in status):
-            return status
-        if not stopping and _timed_out(t0, duration_s):
-            ray.get([a.stop.remote() for a in actors])
-            stopping = True
+            return status, stopped_by
+        if stopped_by is None and _timed_out(t0, duration_s):
+            stopped_by = _stop(ray, actors, stopped_by, "duration")
             continue
-        time.sleep(poll_s)
+        try:
+            time.sleep(poll_s)
+        except KeyboardInterrupt:  # where a Ctrl-C mostly lands: between polls
+            stopped_by = _stop(ray, actors, stopped_by, "interrupt")
+
+
+def _stop(ray: Any, actors: list[Any], stopped_by: str | None, why: str) -> str:
+    """The actors stop reading (once: what stopped them first stays the reason)."""
+    if stopped_by is None:
+        ray.get([a.stop.remote() for a in actors])
+    return stopped_by or why
 
 
 def _timed_out(t0: float, duration_s: float | None) -> bool:
@@ -234,7 +246,3 @@ def _unique_ids(ids: list[str]) -> list[str]:
         seen.add(source_id)
         unique.append(source_id)
     return unique
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

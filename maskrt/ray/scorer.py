@@ -14,6 +14,7 @@ same frames give the same labels and probabilities as ``maskrt score --regions f
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Sequence
 
@@ -22,6 +23,8 @@ import numpy as np
 from maskrt.devices import to_host
 from maskrt.image import ImageError, limit_side, resize_to_input, to_bgr8
 from maskrt.stream.records import FAILED, JSON_FIELDS, SCORED, Record
+
+log = logging.getLogger("maskrt.ray.scorer")
 
 IMAGE = "image"
 ERROR = "error"
@@ -69,6 +72,7 @@ class MaskScorer:
                 results = (self.engine.results_from(logits, features, chunk, heatmaps=False)
                            if self.explain else self.engine.results_from(logits))
             except Exception as err:  # noqa: BLE001 - a backend error fails this chunk only
+                log.exception("backend error on a chunk of %d frames", len(chunk))
                 results = [f"backend error: {type(err).__name__}: {err}"] * len(chunk)
             for row, result in zip(owners, results):
                 if self.explain and not isinstance(result, str):

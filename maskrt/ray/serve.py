@@ -77,13 +77,14 @@ class MaskDeployment:
         self.scorer = MaskScorer(model, backend, backend_options=backend_options)
         self.score_frames.set_max_batch_size(int(max_batch))
         self.score_frames.set_batch_wait_timeout_s(float(batch_wait_ms) / 1000.0)
-        self.batch_sizes: list[int] = []
+        self.batches = self.frames = self.largest = 0  # for stats()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def score_frames(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
         # In a thread: the replica's event loop keeps answering Serve's probes meanwhile.
         decided = await asyncio.to_thread(self.scorer.decide, frames)
-        self.batch_sizes.append(len(frames))
+        self.batches, self.frames = self.batches + 1, self.frames + len(frames)
+        self.largest = max(self.largest, len(frames))
         return [decision(result, frame) for result, frame in zip(decided, frames)]
 
     async def score(self, frame: np.ndarray) -> dict[str, Any]:
@@ -116,8 +117,8 @@ class MaskDeployment:
 
     def stats(self) -> dict[str, Any]:
         """This replica's process id and the sizes of the batches it scored."""
-        return {"pid": os.getpid(), "batches": len(self.batch_sizes),
-                "frames": sum(self.batch_sizes), "largest": max(self.batch_sizes, default=0)}
+        return {"pid": os.getpid(), "batches": self.batches, "frames": self.frames,
+                "largest": self.largest}
 
 
 def app_options(args: dict[str, Any] | None = None) -> dict[str, Any]:
