@@ -32,7 +32,7 @@ import numpy as np
 from maskrt.engine import Engine
 from maskrt.graph import Graph
 from maskrt.graph.model import UntrainedModelWarning
-from maskrt.serving.local_server import LocalTritonServer
+from maskrt.serving.local_server import LocalTritonServer, model_statistics
 from maskrt.serving.triton_repo import RepositorySettings, write_repository
 from maskrt.tools.bench import machine_info, parse_batches, sample_batch, summarise, write_results
 
@@ -51,17 +51,6 @@ def time_blocks(fns: dict, iterations: int, block: int) -> dict[str, np.ndarray]
     return {name: np.array(values) for name, values in seconds.items()}
 
 
-def server_counts(url: str) -> tuple[int, int]:
-    import tritonclient.grpc as grpc
-
-    client = grpc.InferenceServerClient(url)
-    try:
-        stats = client.get_inference_statistics("maskrt", as_json=True)["model_stats"][0]
-    finally:
-        client.close()
-    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
-
-
 def concurrent_row(engine: Engine, url: str, clients: int, requests: int) -> dict[str, float]:
     """``clients`` threads sending ``requests`` single images in all; per-request latency."""
     image = sample_batch(1)
@@ -74,14 +63,14 @@ def concurrent_row(engine: Engine, url: str, clients: int, requests: int) -> dic
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(clients)))  # warm-up: every thread's first request
-        before = server_counts(url)
+        before = model_statistics(url)
         start = time.perf_counter()
         list(pool.map(one, range(requests)))
         wall = time.perf_counter() - start
-    time.sleep(0.5)  # the server counts a request just after it answered it
-    after = server_counts(url)
+    after = model_statistics(url)
     row = summarise(latencies, 1)
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    inferences, executions = (after[key] - before[key] for key in ("inference_count",
+                                                                   "execution_count"))
     row.update(images_per_s=requests / wall, clients=clients,
                server_mean_batch=inferences / max(executions, 1))
     return row

@@ -32,6 +32,8 @@ BOUNDARY = "maskrtframe"
 # --------------------------------------------------------------------------- helpers for tests
 
 def free_port() -> int:
+    # Not maskrt.serving.local_server.free_port: this file also runs as a script on Debian's
+    # python3 (the RTSP server), where maskrt is not installed.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streaming_fixtures import face_paths
-from triton_server import (export_repository, model_statistics, require_tritonclient,
-                           require_tritonserver, serving)
+from triton_server import export_repository, require_tritonclient, require_tritonserver
 
 from maskrt.backends import BackendUnavailable
 from maskrt.cli import main as cli_main
 from maskrt.engine import Engine
 from maskrt.graph.export import file_sha256
 from maskrt.graph.shipped import SHIPPED_ONNX
+from maskrt.serving.local_server import LocalTritonServer, free_port, model_statistics
 from maskrt.image import decode_image, resize_to_input
 from maskrt.stream.sources.base import Frame, Source
 
@@ -43,7 +43,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path):
     require_tritonserver()
-    with serving(repo) as running:
+    with LocalTritonServer(repo) as running:  # stopped and cleaned up whatever happens
         yield running
 
 
@@ -88,8 +88,6 @@ def test_onnxruntime_platform_config_is_read_up_to_the_missing_backend(tmp_path:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from maskrt.serving.local_server import LocalTritonServer
-
     export_repository(tmp_path, "onnxruntime_onnx", "--instances", "2")
     config = text_format.Parse((tmp_path / "maskrt" / "config.pbtxt").read_text(),
                                model_config_pb2.ModelConfig())
@@ -108,7 +106,8 @@ def test_onnxruntime_platform_config_is_read_up_to_the_missing_backend(tmp_path:
 def test_tensorrt_plan_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     try:
         import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here: the plan is built (tests/test_tensorrt.py)")
+        pytest.skip("TensorRT is installed here: this test is of its absence (building "
+                    "model.plan is not tested in this suite)")
     except ImportError:
         pass
     assert cli_main(["export", "--triton-repo", str(tmp_path / "r"), "--platform",
@@ -179,8 +178,6 @@ def test_score_bench_and_check_verbs_run_against_the_server(server, tmp_path: Pa
 
 def test_unready_model_unreachable_server_and_missing_client_are_clear(server, monkeypatch,
                                                                        capsys) -> None:
-    from maskrt.serving.local_server import free_port
-
     with pytest.raises(BackendUnavailable, match="model 'nope' .*is not ready on the server"):
         Engine(backend="triton", url=server.grpc_url, model_name="nope")
     nobody = f"127.0.0.1:{free_port()}"

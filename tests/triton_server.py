@@ -8,10 +8,8 @@ group, which teardown kills (SIGTERM, then SIGKILL after a timeout).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -40,35 +38,3 @@ def export_repository(root: Path, platform: str, *flags: str) -> Path:
     status = cli_main(["export", "--triton-repo", str(root), "--platform", platform, *flags])
     assert status == 0, f"maskrt export --triton-repo exited {status}"
     return root
-
-
-@contextlib.contextmanager
-def serving(repository: Path, timeout: float = 60.0) -> Iterator[object]:
-    """A started LocalTritonServer on ``repository``; stopped (process group killed, shared
-    memory removed) on exit, whatever happened."""
-    from maskrt.serving.local_server import LocalTritonServer
-
-    server = LocalTritonServer(repository)
-    try:
-        server.start(timeout)
-        yield server
-    finally:
-        server.close()
-
-
-def model_statistics(url: str, model: str = "maskrt", settle_s: float = 0.2) -> dict[str, int]:
-    """The model's inference_count and execution_count from the server's statistics API, once
-    unchanged for ``settle_s``: the server counts a request just after it has answered it."""
-    import tritonclient.grpc as grpc
-
-    client = grpc.InferenceServerClient(url)
-    try:
-        counts, previous = None, {}
-        while counts != previous:
-            previous = counts
-            time.sleep(settle_s if previous is not None else 0.0)
-            stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-            counts = {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
-    finally:
-        client.close()
-    return counts

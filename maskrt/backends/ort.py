@@ -28,10 +28,12 @@ class OnnxRuntimeBackend(Backend):
         if precision not in ("auto", "fp32", "int8"):
             raise ValueError(f"onnxruntime backend: precision: expected 'auto', 'fp32' or 'int8', "
                              f"got {precision!r}")
-        if precision == "auto":
-            precision = "fp32" if graph.int8_twin()[1] else "int8"
+        if precision == "auto":  # the INT8 twin when it is current (looked up once)
+            twin, problem = graph.int8_twin()
+            precision, self.onnx_path = ("fp32", graph.onnx_path()) if problem else ("int8", twin)
+        else:
+            self.onnx_path = graph.int8_onnx_path() if precision == "int8" else graph.onnx_path()
         self.precision = precision
-        self.onnx_path = graph.int8_onnx_path() if precision == "int8" else graph.onnx_path()
         self._session, self.threads = cpu_session(self.onnx_path, threads, "onnxruntime backend")
 
     def _infer_host(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

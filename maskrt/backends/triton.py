@@ -276,9 +276,8 @@ class TritonBackend(Backend):
         return f"triton server {self.url} ({self.protocol}), model {self.model}"
 
     def describe(self) -> str:
-        return (f"triton {getattr(self, 'server_version', '?')} {self.protocol} {self.url}, model "
-                f"{self.model} ({getattr(self, 'platform', '?')}, max batch "
-                f"{getattr(self, 'max_batch', '?')})")
+        return (f"triton {self.server_version} {self.protocol} {self.url}, model {self.model} "
+                f"({self.platform}, max batch {self.max_batch})")
 
     def close(self) -> None:
         with self._lock:

@@ -31,7 +31,6 @@ import numpy as np
 SOURCE_SHA256_KEY = "maskrt.source_onnx_sha256"
 DEFAULT_CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def int8_path(onnx_path: str | os.PathLike[str]) -> Path:
@@ -45,11 +44,12 @@ def calibration_images(folder: str | os.PathLike[str], count: int = DEFAULT_CALI
     """``count`` images under ``folder`` (recursively; a fixed random choice), decoded and resized
     to the classifier's input as uint8 [N, 224, 224, 3]. Unreadable files are skipped."""
     from maskrt.image import ImageError, decode_image, resize_to_input
+    from maskrt.train.data import IMAGE_EXTENSIONS
 
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration: expected a folder of face images, {root} is not one")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     random.Random(seed).shuffle(paths)
     images = []
     for path in paths:

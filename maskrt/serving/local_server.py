@@ -107,7 +107,12 @@ class LocalTritonServer:
         self.extra_args = tuple(extra_args)
         self.shm_prefix = f"maskrt{os.getpid()}x{next(_counter)}_"
         self.process: subprocess.Popen[bytes] | None = None
-        self._backends = self._backend_dir()
+        try:
+            self._backends = self._backend_dir()
+        except BaseException:
+            if self._own_workdir:  # no object comes back to close(): remove what we made
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
 
     @property
     def grpc_url(self) -> str:
@@ -201,8 +206,8 @@ class LocalTritonServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL to the process group after ``grace`` seconds."""
-        if self.running() and not self._signal(signal.SIGTERM, timeout=grace):
-            self.kill()
+        if self.running():
+            self._signal(signal.SIGTERM, timeout=grace)
         self._signal(signal.SIGKILL, timeout=10.0)  # stubs left behind, if any
 
     def _signal(self, sig: int, timeout: float) -> bool:
@@ -256,3 +261,21 @@ class LocalTritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def model_statistics(url: str, model: str = "maskrt", settle_s: float = 0.2) -> dict[str, int]:
+    """The model's inference_count and execution_count from the server's statistics API, once
+    unchanged for ``settle_s``: the server counts a request just after it has answered it."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        counts, previous = None, {}
+        while counts != previous:
+            previous = counts
+            time.sleep(settle_s if previous is not None else 0.0)
+            stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+            counts = {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
+    finally:
+        client.close()
+    return counts
