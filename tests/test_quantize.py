@@ -18,8 +18,8 @@ from tests.helpers import SHARED_DATA
 
 
 def test_shipped_int8_graph_is_quantized_from_the_shipped_graph() -> None:
-    """Regenerate with `python -m maskrt.graph.quantize --calibration ../shared/data/facemask/train`
-    whenever the shipped graph changes."""
+    """Regenerate with `maskrt quantize --onnx maskrt/models/maskrt_resnet18.onnx
+    --calibration ../shared/data/facemask/train` whenever the shipped graph changes."""
     assert int8_problem(int8_path(SHIPPED_ONNX), SHIPPED_ONNX) is None
 
 

@@ -83,18 +83,14 @@ def _triton() -> type[Backend]:
     return TritonBackend
 
 
-def _cpu_precision(text: str) -> str:
-    lowered = text.strip().lower()
-    if lowered not in ("auto", "fp32", "int8"):
-        raise ValueError(f"expected auto, fp32 or int8, got {text!r}")
-    return lowered
-
-
-def _protocol(text: str) -> str:
-    lowered = text.strip().lower()
-    if lowered not in ("grpc", "http"):
-        raise ValueError(f"expected grpc or http, got {text!r}")
-    return lowered
+def _choice(*values: str) -> Callable[[str], str]:
+    """An option parser taking one of ``values`` (any case); ValueError otherwise."""
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in values:
+            raise ValueError(f"expected one of {list(values)}, got {text!r}")
+        return lowered
+    return parse
 
 
 def _require_torch(what: str, extra: str) -> None:
@@ -111,7 +107,7 @@ _DEVICE = Option(str, "cpu, cuda or cuda:N", "a device name")
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("onnxruntime", "ONNX Runtime on the CPU, INT8 or FP32 (default)", _onnxruntime, ("ort",),
                 {"threads": Option(int, "intra-op threads (default: every core)", "an integer"),
-                 "precision": Option(_cpu_precision, "int8 (the graph's statically quantized twin, "
+                 "precision": Option(_choice("auto", "fp32", "int8"), "int8 (the graph's statically quantized twin, "
                                      "maskrt quantize), fp32, or auto (default: int8 when the graph "
                                      "has a current twin, as the shipped one has)", "auto, fp32 or int8")}),
     BackendSpec("torch", "PyTorch: CPU FP32, or CUDA FP16 channels_last", _torch, ("pytorch",),
@@ -131,7 +127,7 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                                       "maskrt; also model=)", "a model name"),
                  "version": Option(str, "model version (default: the server's latest)",
                                    "a version number"),
-                 "protocol": Option(_protocol, "grpc (default) or http", "grpc or http"),
+                 "protocol": Option(_choice("grpc", "http"), "grpc (default) or http", "grpc or http"),
                  "timeout": Option(float, "seconds a request may take (default 30)", "seconds")},
                 option_aliases={"model": "model_name"}),
 )}

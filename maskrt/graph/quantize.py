@@ -11,20 +11,20 @@ An INT8 graph sits beside its FP32 graph as ``<stem>_int8.onnx`` and records the
 graph it was made from (ONNX metadata ``maskrt.source_onnx_sha256``); a graph whose source
 changed is stale and is refused. The shipped one is regenerated with::
 
-    python -m maskrt.graph.quantize --calibration ../shared/data/facemask/train
+    maskrt quantize --onnx maskrt/models/maskrt_resnet18.onnx \
+        --calibration ../shared/data/facemask/train
 
 and users quantize their own graphs with ``maskrt quantize``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -136,22 +136,3 @@ def int8_problem(int8_file: Path, source: Path) -> str | None:
         return (f"{int8_file} was quantized from another graph than {source} (source SHA-256 "
                 f"{recorded}); quantize again with `maskrt quantize --onnx {source}`")
     return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Regenerate the shipped INT8 graph (``python -m maskrt.graph.quantize``)."""
-    from maskrt.graph.shipped import SHIPPED_ONNX
-
-    parser = argparse.ArgumentParser(description="quantize the shipped graph to INT8")
-    parser.add_argument("--calibration", required=True, help="folder of face crops (e.g. the facemask train split)")
-    parser.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_IMAGES)
-    args = parser.parse_args(argv)
-    images = calibration_images(args.calibration, args.count)
-    out = quantize_int8(SHIPPED_ONNX, images)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from {SHIPPED_ONNX.name}, calibrated on "
-          f"{len(images)} images of {args.calibration}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
