@@ -356,6 +356,7 @@ def test_live_cameras_through_ingest_actors_keep_the_identity(served, tmp_path):
         source = summary["sources"][url]
         assert source["scored"] > 10 and source["read"] == sum(
             source[s] for s in ("scored", "dropped", "failed"))
+        assert source["waiting_s"] > 0  # connecting took time: the figures are the source's
     serve.delete("t-live")
 
 

@@ -57,14 +57,14 @@ def score_dataset(sources: Sequence[Any], out: str | os.PathLike[str], *,
     progress: a stream for a progress line every ``progress_interval`` seconds.
     """
     lo, hi = _check_options(actors, batch_size, cpus_per_actor, read_cpus, format)
-    model = _check_model(model, backend, dict(backend_options or {}))
+    model, backend = _check_model(model, backend, dict(backend_options or {}))
     units, planned = plan_units(list(sources), files_per_unit)
     from maskrt.ray.cluster import cluster_gpus, connect
 
     ray = connect(address, num_cpus=num_cpus)
     gpus = _gpus_per_actor(gpus_per_actor, backend, cluster_gpus())
     options = dict(backend_options or {})
-    if backend in ("onnxruntime", "ort") and "threads" not in options:
+    if backend == "onnxruntime" and "threads" not in options:
         options["threads"] = max(1, (os.cpu_count() or 1) // hi)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,9 +131,9 @@ def _ledger(ray: Any) -> Any:
 
 
 def _cluster(ray: Any) -> dict[str, Any]:
-    from maskrt.ray.cluster import cluster_gpus
+    from maskrt.ray.cluster import cluster_cpus, cluster_gpus
 
-    return {"cpus": ray.cluster_resources().get("CPU", 0.0), "gpus": cluster_gpus(),
+    return {"cpus": cluster_cpus(), "gpus": cluster_gpus(),
             "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
 
 
@@ -152,23 +152,25 @@ def _check_options(actors: tuple[int, int], batch_size: int, cpus_per_actor: flo
     return lo, hi
 
 
-def _check_model(model: Any, backend: str, options: dict[str, Any]) -> Any:
+def _check_model(model: Any, backend: str, options: dict[str, Any]) -> tuple[Any, str]:
     """Before any actor starts: the backend and its options are known, a model path exists
-    (made absolute: the actors may run elsewhere). Raises ValueError saying what is wrong."""
+    (made absolute: the actors may run elsewhere). Returns the model and the backend's name
+    (aliases resolved). Raises ValueError saying what is wrong."""
     from maskrt.backends.registry import check_options, resolve
 
-    check_options(resolve(backend).name, options)
+    backend = resolve(backend).name
+    check_options(backend, options)
     if isinstance(model, (str, os.PathLike)):
         if not Path(model).is_file():
             raise ValueError(f"model: expected a checkpoint or .onnx file, got {str(model)!r}, "
                              "which does not exist")
-        return str(Path(model).resolve())
-    return model
+        return str(Path(model).resolve()), backend
+    return model, backend
 
 
 def _gpus_per_actor(requested: float | None, backend: str, available: float) -> float:
     if requested is None:
-        return 1.0 if available >= 1 and backend not in ("onnxruntime", "ort") else 0.0
+        return 1.0 if available >= 1 and backend != "onnxruntime" else 0.0
     if requested < 0:
         raise ValueError(f"gpus_per_actor: expected >= 0, got {requested}")
     if requested > 0 and available <= 0:

@@ -25,7 +25,7 @@ from typing import Any, Sequence, TextIO
 
 from maskrt.cli.common import error_line
 from maskrt.ray import require_ray
-from maskrt.ray.reading import frame_row
+from maskrt.ray.reading import frame_row, unique_ids
 from maskrt.ray.scorer import ERROR, IMAGE, T_READ
 from maskrt.stream.records import DROPPED, FAILED, SCORED, Record
 
@@ -126,15 +126,19 @@ class IngestWorker:
             self._records.append(record.to_dict())
 
     def poll(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The records made since the last poll, and the status: per source its counts and
-        state, requests in flight, and ``done`` (every reader ended, nothing in flight)."""
+        """The records made since the last poll, and the status: per source its counts and its
+        connection figures, requests in flight, and ``done`` (every reader ended, nothing in
+        flight)."""
         with self._lock:
             records, self._records = self._records, []
             in_flight = self._in_flight
             counts = {source_id: dict(c) for source_id, c in self.counts.items()}
         readers_done = all(not t.is_alive() for t in self._readers)
-        states = {source_id: s.state for source_id, s in self.sources.items()}
-        return records, {"counts": counts, "states": states, "in_flight": in_flight,
+        connections = {source_id: {"reconnects": s.reconnects,
+                                   "connect_failures": s.connect_failures,
+                                   "waiting_s": round(s.waiting_s(), 3)}
+                       for source_id, s in self.sources.items()}
+        return records, {"counts": counts, "connections": connections, "in_flight": in_flight,
                          "done": readers_done and in_flight == 0}
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -162,7 +166,7 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     if groups < 1 or max_in_flight < 1:
         raise ValueError(f"groups, max_in_flight: expected >= 1, got {groups}, {max_in_flight}")
     opened, _ = open_sources(list(sources), **dict(source_options or {}))
-    ids = _unique_ids([s.id for s in opened])
+    ids = unique_ids([s.id for s in opened])
     kinds = {source_id: s.kind for source_id, s in zip(ids, opened)}
     pairs = list(zip(sources, ids))
     handle = handle if handle is not None else get_handle()
@@ -184,7 +188,8 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     per_source = [(source_id, c.get("read", 0)) for s in status
                   for source_id, c in s["counts"].items()]
     read = dict(enumerate(per_source))
-    summary = counts.summary(read, kinds, elapsed_s=time.perf_counter() - t0,
+    connections = {source_id: c for s in status for source_id, c in s["connections"].items()}
+    summary = counts.summary(read, kinds, connections, elapsed_s=time.perf_counter() - t0,
                              outputs={"records": str(writer.path)}, groups=len(actors),
                              stopped_by=stopped_by,
                              settings={"max_in_flight": max_in_flight, "retries": retries,
@@ -234,15 +239,3 @@ def _stop(ray: Any, actors: list[Any], stopped_by: str | None, why: str) -> str:
 
 def _timed_out(t0: float, duration_s: float | None) -> bool:
     return duration_s is not None and time.perf_counter() - t0 >= duration_s
-
-
-def _unique_ids(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    unique = []
-    for base in ids:
-        source_id, k = base, 2
-        while source_id in seen:
-            source_id, k = f"{base}#{k}", k + 1
-        seen.add(source_id)
-        unique.append(source_id)
-    return unique

@@ -50,6 +50,19 @@ class ReadLedger:
         return dict(self.units)
 
 
+def unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` with repeats made unique as the pipeline does: the second ``x`` is ``x#2``."""
+    seen: set[str] = set()
+    unique = []
+    for base in ids:
+        source_id, k = base, 2
+        while source_id in seen:
+            source_id, k = f"{base}#{k}", k + 1
+        seen.add(source_id)
+        unique.append(source_id)
+    return unique
+
+
 def plan_units(specs: list[Any], files_per_unit: int = FILES_PER_UNIT) -> tuple[list[dict[str, Any]], list[Source]]:
     """The units of work of ``specs`` (files, folders, videos) and the sources they came from
     (ids made unique as the pipeline does). A spec naming nothing usable is one unit that yields
@@ -57,13 +70,10 @@ def plan_units(specs: list[Any], files_per_unit: int = FILES_PER_UNIT) -> tuple[
     if files_per_unit < 1:
         raise ValueError(f"files_per_unit: expected >= 1, got {files_per_unit}")
     sources, _ = open_sources(list(specs))
-    seen: set[str] = set()
+    for source, source_id in zip(sources, unique_ids([s.id for s in sources])):
+        source.id = source_id
     units: list[dict[str, Any]] = []
     for source in sources:
-        base, k = source.id, 2
-        while source.id in seen:
-            source.id, k = f"{base}#{k}", k + 1
-        seen.add(source.id)
         if not source.finite or source.live:
             raise ValueError(f"source {source.id!r}: expected image files, folders or video files "
                              f"for offline scoring, got a live {source.kind} source (send live "

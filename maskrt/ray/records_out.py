@@ -100,10 +100,13 @@ class RecordCounts:
             total.update(counts.statuses)
         return total
 
-    def summary(self, units_read: dict[int, tuple[str, int]], kinds: dict[str, str], *,
+    def summary(self, units_read: dict[int, tuple[str, int]], kinds: dict[str, str],
+                connections: dict[str, dict[str, Any]] | None = None, *,
                 elapsed_s: float, **extra: Any) -> dict[str, Any]:
         """The summary: ``read`` per source from the read tasks' counts (``units_read``: unit ->
-        (source, frames); empty after an interrupted run, when the rows stand for it)."""
+        (source, frames); empty after an interrupted run, when the rows stand for it).
+        ``connections``: per live source its reconnects, connect_failures and waiting_s (0 for
+        sources not in it: files read by tasks)."""
         read: Counter[str] = Counter()
         for source_id, frames in units_read.values():
             read[source_id] += frames
@@ -117,6 +120,7 @@ class RecordCounts:
                 "kind": kinds.get(source_id, "unknown"),
                 "state": "finished" if in_flight == 0 else "incomplete",
                 "reconnects": 0, "connect_failures": 0, "waiting_s": 0.0,
+                **(connections or {}).get(source_id, {}),
                 "last_error": counts.last_error, "reasons": dict(counts.reasons.most_common()),
                 "labels": {c: counts.labels[c] for c in CLASSES}}
         total = {k: sum(p[k] for p in per.values()) for k in ("read", *STATUSES, "in_flight")}
