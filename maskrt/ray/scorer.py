@@ -80,15 +80,22 @@ class MaskScorer:
                 decided[row] = result
         return decided
 
+    def decide_rows(self, batch: dict[str, np.ndarray]) -> list[Any]:
+        """Per row of ``batch``: its Result, or the reason it was not scored (the reader's
+        ``error`` column, or :meth:`decide`'s)."""
+        frames = batch[self.image_column]
+        errors = batch.get(ERROR)
+        todo = [i for i in range(len(frames)) if errors is None or not errors[i]]
+        decided = dict(zip(todo, self.decide([frames[i] for i in todo])))
+        return [decided.get(i, errors[i] if errors is not None else None)
+                for i in range(len(frames))]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's columns (without the frames) plus ``status`` (scored / failed), ``reason``,
         ``label``, ``class_index`` (-1 when failed), ``p_with_mask``, ``p_without_mask`` (NaN
         when failed) and, when explaining, ``overlay`` (uint8[0, 0, 3] when failed)."""
-        frames = batch[self.image_column]
-        n = len(frames)
-        errors = batch.get(ERROR)
-        todo = [i for i in range(n) if errors is None or not errors[i]]
-        decided = dict(zip(todo, self.decide([frames[i] for i in todo])))
+        decided = self.decide_rows(batch)
+        n = len(decided)
         out = {k: v for k, v in batch.items() if k != self.image_column}
         status, reason, label = (np.full(n, None, dtype=object) for _ in range(3))
         index = np.full(n, -1, dtype=np.int64)
@@ -96,8 +103,7 @@ class MaskScorer:
         overlays = np.empty(n, dtype=object)  # failed rows: an empty [0, 0, 3] image (Arrow's
         for i in range(n):                     # tensor columns take no None)
             overlays[i] = _NO_OVERLAY
-        for i in range(n):
-            result = decided.get(i, errors[i] if errors is not None else None)
+        for i, result in enumerate(decided):
             if isinstance(result, str):
                 status[i], reason[i] = FAILED, result
                 continue
@@ -121,15 +127,9 @@ class RecordScorer(MaskScorer):
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # -> pyarrow.Table
         import pyarrow as pa
 
-        frames = batch[self.image_column]
-        errors = batch.get(ERROR)
-        todo = [i for i in range(len(frames)) if errors is None or not errors[i]]
-        decided = dict(zip(todo, self.decide([frames[i] for i in todo])))
-        now = time.time()
-        rows = []
-        for i in range(len(frames)):
-            result = decided.get(i, errors[i] if errors is not None else None)
-            rows.append(_record(batch, i, result, frames[i], now).to_dict())
+        frames, now = batch[self.image_column], time.time()
+        rows = [_record(batch, i, result, frames[i], now).to_dict()
+                for i, result in enumerate(self.decide_rows(batch))]
         return pa.Table.from_pylist(rows, schema=record_schema())
 
 
