@@ -308,6 +308,7 @@ def test_a_replica_killed_mid_load_fails_no_request_after_the_retry(served):
         while len(done) < 10:
             time.sleep(0.05)
         os.kill(victim, signal.SIGKILL)
+        assert len(done) < 72, "the replica was killed after the load, not in the middle of it"
         statuses = [s for f in futures for s in f.result(timeout=80)]
     assert statuses == ["scored"] * 72
     serve.delete("t-kill")
