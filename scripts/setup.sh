@@ -24,9 +24,11 @@ step() { printf '\n== %s\n' "$*"; }
 
 # A full --test .venv is about 7 GiB (PyTorch, Ray, Triton's server); pip's own failure when the
 # disk fills ("[Errno 28] No space left on device") comes minutes in and names no figure.
-need_gib=2
-[[ $with_tests == 1 ]] && need_gib=9
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+# Checked only when the big part is still to come: a new .venv, or PyTorch for --test.
+need_gib=0
+[[ ! -x .venv/bin/python ]] && need_gib=2
+[[ $with_tests == 1 ]] && ! .venv/bin/python -c "import torch" 2>/dev/null && need_gib=9
+if (( need_gib > 0 )); then
   free_gib=$(df -Pk . | awk 'NR==2 {printf "%d", $4 / 1048576}')
   if (( free_gib < need_gib )); then
     echo "setup: .venv needs about ${need_gib} GiB free in $(pwd), it has ${free_gib} GiB" >&2
