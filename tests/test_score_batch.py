@@ -161,14 +161,14 @@ def test_videos_in_a_folder_are_scored_as_videos(tmp_path):
 def test_progress_prints_the_final_line_once_with_finished_sources(tmp_path):
     import io
 
-    from maskrt.cli.score import _Progress
+    from maskrt.cli.score_report import Progress
     from maskrt.stream.pipeline import Pipeline
 
     video = write_video(tmp_path / "clip.avi", 6)
     pipeline = Pipeline(shared_engine(), [str(video)], regions="frame")
     pipeline.run()
     stream = io.StringIO()
-    progress = _Progress(pipeline, stream, interval=1e-9)
+    progress = Progress(pipeline, stream, interval=1e-9)
     progress.maybe_print()  # the run is over: the final line is finish()'s
     progress.finish()
     progress.finish()

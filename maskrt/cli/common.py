@@ -133,3 +133,26 @@ def quiet_native_logs() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(previous)
         for name in ours:
             os.environ.pop(name, None)
+
+
+def add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    """--track, --reuse and --track-option (the video verbs: score, eval on clips)."""
+    parser.add_argument("--track", choices=("auto", "on", "off"), default="auto",
+                        help="follow every face across frames and decide per person (track_id, "
+                             "track_label); auto (default): on for videos and live sources, off "
+                             "for photos")
+    parser.add_argument("--reuse", choices=("on", "off"), default="on",
+                        help="where tracking is on, classify a tracked face only when it is "
+                             "worth it and reuse its track's decision and CAM otherwise "
+                             "(default on)")
+    parser.add_argument("--track-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a tracking setting, repeatable (README, 'Video: tracks'): "
+                             "max_lost, min_hits, high_score, reclassify_every, grow, ...")
+
+
+def track_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline's track, reuse and track_options from the flags (ValueError: a bad option)."""
+    from maskrt.track.settings import parse_track_options
+
+    return {"track": args.track, "reuse": args.reuse == "on",
+            "track_options": parse_track_options(args.track_option)}

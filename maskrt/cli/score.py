@@ -53,7 +53,7 @@ if hasattr(signal, "SIGHUP"):  # not on Windows
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from maskrt.backends.registry import add_backend_arguments
-    from maskrt.cli.common import non_negative_float, positive_int
+    from maskrt.cli.common import add_track_arguments, non_negative_float, positive_int
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="image, folder, video, camera index, rtsp/http URL, or drop:DIR")
@@ -75,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=32, help="faces (regions) per backend call at most (default 32)")
     parser.add_argument("--max-wait-ms", type=non_negative_float, default=20.0,
                         help="how long a batch waits for more frames after its first (default 20)")
+    parser.add_argument("--max-latency-ms", type=non_negative_float, default=1000.0,
+                        help="live sources: a frame that cannot be scored within this many ms of "
+                             "being read is dropped (reason: late) instead of queued behind older "
+                             "work (default 1000; 0: never; files and videos never drop)")
+    add_track_arguments(parser)
     parser.add_argument("--queue-size", type=positive_int, default=None,
                         help="per-source queue (default: 4 for live sources, max(8, batch) else)")
     parser.add_argument("--reconnect", default=None, metavar="forever|N|for:SECONDS",
@@ -120,6 +125,10 @@ def _add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-jpeg", action="store_true",
                         help="add a small JPEG of the face (at most 96 px a side, base64 field "
                              "'jpeg'; cut from the overlay with --explain, else from the frame)")
+    parser.add_argument("--mqtt-events", choices=("tracks", "faces", "both"), default="tracks",
+                        help="tracks (default): one message per person event (track started, "
+                             "decision, ended) on PREFIX/<source>/tracks, and faces only of "
+                             "untracked frames (photos); faces: every face record; both")
     parser.add_argument("--mqtt-buffer", type=non_negative_int, default=1000, metavar="N",
                         help="messages held while the broker is unreachable, sent after it is "
                              "back (the oldest dropped beyond N; default 1000, 0: none)")
@@ -136,12 +145,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
-    from maskrt.cli.common import fail
+    from maskrt.cli.common import fail, track_kwargs
+    from maskrt.cli.score_report import print_summary
     from maskrt.detect import parse_face_options
     from maskrt.stream.pipeline import Pipeline
 
     try:
         face_options = parse_face_options(args.face_option)
+        tracking = track_kwargs(args)
         sources, reconnect = _open_sources(args)
         engine, untrained = _open_engine(args)
     except ValueError as err:
@@ -154,12 +165,13 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset, face_options=face_options,
-                        max_frames=args.max_frames, sinks=sinks)
+                        max_frames=args.max_frames, sinks=sinks, **tracking,
+                        max_latency_ms=args.max_latency_ms or None)
     stopped_by = _consume(pipeline, args, signals)
     for _ in pipeline:  # what the stop left: into the sinks, which then close
         pass
     engine.close()
-    _print_summary(pipeline.sinks[-1].summary, args.out)
+    print_summary(pipeline.sinks[-1].summary, args.out)
     # A signal that came after the sources had ended stopped nothing: the run finished.
     return signals.exit_status if stopped_by is not None and stopped_by == signals.name else 0
 
@@ -210,6 +222,7 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
            reconnect: Any) -> list[Any]:
     from maskrt.detect import parse_face_options
     from maskrt.stream.sinks import build_sinks
+    from maskrt.track.settings import parse_track_options
     from maskrt.stream.sources import VideoFileSource
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -220,11 +233,14 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
         fps_of=lambda source_id: fps[source_id].fps if source_id in fps else None,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
         mqtt=args.mqtt, mqtt_topic=args.mqtt_topic, mqtt_options=_mqtt_options(args),
+        tracks=args.track != "off" and args.regions == "faces",
         backend=engine.backend.describe(),
         model="random-init (untrained)" if untrained else (args.model or "shipped"),
         settings={"regions": args.regions, "preset": args.preset,
                   "face_options": parse_face_options(args.face_option),
                   "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
+                  "max_latency_ms": args.max_latency_ms or None, "track": args.track,
+                  "reuse": args.reuse, "track_options": parse_track_options(args.track_option),
                   "explain": args.explain, "queue_size": args.queue_size,
                   "reconnect": reconnect.describe(), "timeout_s": args.timeout,
                   "duration_s": args.duration, "frames": args.max_frames},
@@ -234,11 +250,13 @@ def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained:
 def _mqtt_options(args: argparse.Namespace) -> dict[str, Any]:
     """MqttSink's options from the --mqtt-* flags (ValueError: given without --mqtt)."""
     options = {"only_without_mask": args.mqtt_only_without_mask, "jpeg": args.mqtt_jpeg,
-               "min_interval_s": args.mqtt_min_interval, "max_buffered": args.mqtt_buffer}
+               "min_interval_s": args.mqtt_min_interval, "max_buffered": args.mqtt_buffer,
+               "events": args.mqtt_events}
     if args.mqtt is None and options != {"only_without_mask": None, "jpeg": False,
-                                         "min_interval_s": 0.0, "max_buffered": 1000}:
-        raise ValueError("--mqtt-only-without-mask, --mqtt-min-interval, --mqtt-jpeg and "
-                         "--mqtt-buffer need --mqtt HOST[:PORT]")
+                                         "min_interval_s": 0.0, "max_buffered": 1000,
+                                         "events": "tracks"}:
+        raise ValueError("--mqtt-only-without-mask, --mqtt-min-interval, --mqtt-jpeg, "
+                         "--mqtt-events and --mqtt-buffer need --mqtt HOST[:PORT]")
     return options
 
 
@@ -246,7 +264,9 @@ def _consume(pipeline: Any, args: argparse.Namespace, signals: "_StopSignals") -
     """Take records (into the sinks) until the sources end, a stop signal, ``--duration`` or
     ``--frames``; returns what stopped the run early (None: the sources ended). The summary
     sink is told as soon as it is known: it may close inside this loop."""
-    progress = _Progress(pipeline, sys.stderr, args.progress_interval)
+    from maskrt.cli.score_report import Progress
+
+    progress = Progress(pipeline, sys.stderr, args.progress_interval)
     extra = pipeline.sinks[-1].extra
     extra.update(stopped_by=None, interrupted=False, signal=None)
     stopped_by = None
@@ -334,77 +354,3 @@ class _StopSignals:
     def exit_status(self) -> int:
         """128 + the signal's number, the shell's convention (0 when no signal came)."""
         return 0 if self.signum is None else _STOP_SIGNALS[signal.Signals(self.signum)][1]
-
-
-class _Progress:
-    """A status line on stderr: total frames/s, scored/dropped/failed, and per source frames/s,
-    dropped and failed (the first 8 sources; a count of the rest)."""
-
-    def __init__(self, pipeline: Any, stream: TextIO, interval: float) -> None:
-        self.pipeline = pipeline
-        self.stream = stream
-        self.interval = interval
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._next = time.perf_counter() + interval
-        self._done = False
-
-    def maybe_print(self) -> None:
-        # Once the pipeline has finished, the final line is finish()'s, printed once.
-        if (self.interval <= 0 or self._done or self.pipeline.finished
-                or time.perf_counter() < self._next):
-            return
-        self._next = time.perf_counter() + self.interval
-        self._print()
-
-    def _print(self) -> None:
-        from maskrt.stream.records import DROPPED, FAILED, SCORED
-
-        c = self.pipeline.counters()
-        t = c["total"]
-        parts = [f"[{c['elapsed_s']:6.1f}s] {t['read']} read, {t[SCORED]} scored, "
-                 f"{t[DROPPED]} dropped, {t[FAILED]} failed, {c['fps']:.1f} fr/s"]
-        items = list(c["sources"].items())
-        for source_id, s in items[:8]:
-            short = source_id if len(source_id) <= 24 else "..." + source_id[-21:]
-            extra = f" {s['state']}" if s["state"] not in ("reading", "streaming", "watching") else ""
-            parts.append(f"{short}: {s['fps']:.1f}/s d{s[DROPPED]} f{s[FAILED]}{extra}")
-        if len(items) > 8:
-            parts.append(f"+{len(items) - 8} more")
-        line = " | ".join(parts)
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.interval <= 0 or self._done:
-            return
-        self._done = True
-        self._print()  # the final counts, however short the run was
-        if self.tty:
-            self.stream.write("\n")
-
-
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    from maskrt.stream.records import DROPPED, FAILED, SCORED
-
-    counts = summary["counts"]
-    latency = summary["latency_ms"]
-    fps = summary["throughput_fps"]
-    print(f"{counts['read']} frames read: {counts[SCORED]} scored, {counts[DROPPED]} dropped, "
-          f"{counts[FAILED]} failed ({'accounting ok' if summary['accounting_ok'] else 'ACCOUNTING MISMATCH'})")
-    if counts[SCORED]:
-        print(f"throughput {fps} frames/s over {summary['flowing_s']} s of frames flowing; "
-              f"latency ms p50 {latency['p50']} p95 {latency['p95']} p99 {latency['p99']}")
-    waiting = {s: v["waiting_s"] for s, v in summary["sources"].items() if v.get("waiting_s")}
-    if summary["idle_s"] >= 0.5 or waiting:
-        print(f"idle {summary['idle_s']} s (no frame flowing); waiting on sources (s): {waiting}")
-    print(f"labels: {summary['labels']}; backend: {summary['backend']}")
-    outputs = summary["outputs"]
-    if "mqtt" in outputs:
-        print(f"mqtt {outputs['mqtt']}: {outputs['mqtt_published']} published, "
-              f"{outputs['mqtt_dropped']} dropped, {outputs['mqtt_unacked']} unacknowledged, "
-              f"{outputs['mqtt_buffered']} buffered while disconnected, "
-              f"{outputs['mqtt_filtered']} filtered, {outputs['mqtt_suppressed']} rate-limited")
-    print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")

@@ -12,7 +12,7 @@ import threading
 import time
 from array import array
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -121,9 +121,11 @@ class Ledger:
             return self._accounts[source_id].next_index
 
     def drop(self, task: FrameTask, reason: str) -> None:
+        task.release()
         self._finish(task, DROPPED, [frame_record(task, DROPPED, reason)])
 
     def fail(self, task: FrameTask, reason: str) -> None:
+        task.release()
         self._finish(task, FAILED, [frame_record(task, FAILED, reason)])
 
     def scored(self, task: FrameTask, records: list[Record]) -> None:
@@ -179,6 +181,16 @@ class Ledger:
     def latencies(self) -> np.ndarray:
         with self._lock:
             return np.asarray(self._latencies, dtype=np.float64)
+
+
+def sum_counts(per_source: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """The sources' read/scored/dropped/failed counts added up, and ``in_flight``."""
+    total = empty_counts()
+    for counts in per_source:
+        for key in total:
+            total[key] += counts[key]
+    total["in_flight"] = total["read"] - total[SCORED] - total[DROPPED] - total[FAILED]
+    return total
 
 
 def shown_state(handle: SourceHandle, in_flight: int) -> str:

@@ -39,6 +39,18 @@ def annotate(image: np.ndarray, record: Any) -> np.ndarray:
     return out
 
 
+def _face_text(record: Any) -> tuple[str, str]:
+    """The label shown for a face and its text: a tracked person's decision with the track id
+    ("#7 NO MASK 0.91"), else the face's own decision."""
+    if record.track_label is not None:
+        label, p = record.track_label, record.p_track_without_mask
+        p = p if label == CLASSES[1] else 1.0 - p
+    else:
+        label, p = record.label, _probability(record)
+    text = f"{'mask' if label == CLASSES[0] else 'NO MASK'} {p:.2f}"
+    return label, (f"#{record.track_id} " + text) if record.track_id is not None else text
+
+
 def annotate_faces(image: np.ndarray, records: Sequence[Any]) -> np.ndarray:
     """A copy of ``image`` with each face record's box, label and probability drawn on it
     ("no face" when the frame had none). Labels sit above the box, inside the frame."""
@@ -53,9 +65,9 @@ def annotate_faces(image: np.ndarray, records: Sequence[Any]) -> np.ndarray:
         return out
     for record in faces:
         x0, y0, x1, y1 = record.box
-        colour = COLOURS[record.label]
+        label, text = _face_text(record)
+        colour = COLOURS[label]
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
-        text = f"{'mask' if record.label == CLASSES[0] else 'NO MASK'} {_probability(record):.2f}"
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, thickness)
         top = y0 - h - base - 2 if y0 - h - base - 2 >= 0 else min(y1 + 2, out.shape[0] - h - base)
         left = min(max(0, x0), max(0, out.shape[1] - w - 2))

@@ -24,9 +24,12 @@ from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
 from maskrt.stream.annotate import annotate_faces
 from maskrt.stream.records import SCORED, Record
-from maskrt.stream.work import FrameTask
+from maskrt.stream.work import REASON_LATE, FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
+
+#: the reason of a tracked face left unclassified (TrackSettings.classify_low)
+NOT_CLASSIFIED = "not classified: an unconfirmed detection below the track's high_score"
 
 
 @dataclass
@@ -44,12 +47,13 @@ class InferStage:
 
     name = "infer"
 
-    def __init__(self, engine: Any, batch_size: int, max_wait_s: float) -> None:
+    def __init__(self, engine: Any, batch_size: int, max_wait_s: float, ledger: Ledger) -> None:
         self.engine = engine
+        self.ledger = ledger
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self._lock = threading.Lock()
-        self.batches = self.regions = self.largest = self.mixed = 0
+        self.batches = self.regions = self.largest = self.mixed = self.reused = 0
         self.busy_s = 0.0
         self._unavailable = False  # the last batch failed with BackendUnavailable
         #: called as observer(regions, seconds) after each backend call, from this stage's thread
@@ -68,34 +72,47 @@ class InferStage:
             outbox.close()
 
     def _collect(self, first: FrameTask, inbox: BoundedQueue[FrameTask]) -> tuple[list[FrameTask], bool]:
-        """``first`` and what else comes before the batch is full or its wait is over."""
-        tasks, count = [first], len(first.regions or ())
+        """``first`` and what else comes before the batch is full or its wait is over (live
+        frames past their max latency are dropped instead)."""
+        tasks, count = [], 0
         deadline = first.t_prepared + self.max_wait_s
-        while count < self.batch_size:
+        task: Any = first
+        while True:
+            if task.late(time.perf_counter()):
+                self.ledger.drop(task, REASON_LATE)
+            else:
+                tasks.append(task)
+                count += len(task.to_classify)
+            if count >= self.batch_size:
+                return tasks, False
             task = inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
             if task is None:
-                break
+                return tasks, False
             if task is CLOSED:
                 return tasks, True
-            tasks.append(task)
-            count += len(task.regions or ())
-        return tasks, False
 
     def _infer(self, tasks: list[FrameTask]) -> InferredBatch:
-        inputs = [region.input for task in tasks for region in task.regions or ()]
+        inputs = [region.input for task in tasks for region in task.to_classify]
+        with self._lock:
+            self.reused += sum(len(task.regions or ()) for task in tasks) - len(inputs)
         for task in tasks:
             for region in task.regions or ():
                 region.input = None
         batch = InferredBatch(tasks)
-        if inputs:
-            start = time.perf_counter()
-            try:
-                batch.logits, batch.features = self._run_backend(np.stack(inputs))
-                self._unavailable = False
-            except Exception as err:  # noqa: BLE001 - a backend error fails this batch only
-                self._log_failure(err, len(inputs))
-                batch.error = f"backend error: {type(err).__name__}: {err}"
-            self._count(tasks, len(inputs), time.perf_counter() - start)
+        if not inputs:
+            return batch
+        outputs = []
+        try:  # batch_size is a ceiling: a frame's faces may be split across calls
+            for start in range(0, len(inputs), self.batch_size):
+                chunk = inputs[start:start + self.batch_size]
+                t0 = time.perf_counter()
+                outputs.append(self._run_backend(np.stack(chunk)))
+                self._count(tasks, len(chunk), time.perf_counter() - t0)
+            batch.logits, batch.features = _concat(outputs)
+            self._unavailable = False
+        except Exception as err:  # noqa: BLE001 - a backend error fails this batch only
+            self._log_failure(err, len(inputs))
+            batch.error = f"backend error: {type(err).__name__}: {err}"
         return batch
 
     def _log_failure(self, err: Exception, regions: int) -> None:
@@ -140,6 +157,7 @@ class InferStage:
             return {"batches": self.batches,
                     "mean_batch_size": self.regions / self.batches if self.batches else 0.0,
                     "largest_batch": self.largest, "mixed_batches": self.mixed,
+                    "classified": self.regions, "reused": self.reused,
                     "backend_busy_s": self.busy_s}
 
 
@@ -174,80 +192,172 @@ class ExplainStage:
                 self.ledger.fail(task, batch.error)
             return
         results = self.engine.results_from(batch.logits) if batch.logits is not None else []
-        drawn, overlay_error = self._draw(batch, results) if self.explain else ({}, None)
-        offset = 0
-        for number, task in enumerate(batch.tasks):
-            regions = task.regions or []
-            records = [self._region_record(task, i, results[offset + i], overlay_error)
-                       for i in range(len(regions))]
-            offset += len(regions)
+        rows = _rows_of(batch.tasks)
+        faces: list[list[_Face]] = []
+        all_records: list[list[Record]] = []
+        for task, task_rows in zip(batch.tasks, rows):  # in order: decisions build on earlier frames
+            task_faces = [_Face(region, None if row is None else results[row], row)
+                          for region, row in zip(task.regions or (), task_rows)]
+            events = self._resolve(task, task_faces, batch.features)
+            records = [self._region_record(task, i, face) for i, face in enumerate(task_faces)]
             if not records:  # scored, and nothing in it to classify
                 records = [frame_record(task, SCORED, task.note, faces=0)]
                 records[0].frame = task.image if self.keep_frames else None
-            if self.explain and overlay_error is None:
+            records[0].events = events
+            faces.append(task_faces)
+            all_records.append(records)
+        drawn, overlay_error = self._draw(batch, faces) if self.explain else ({}, None)
+        for number, (task, records) in enumerate(zip(batch.tasks, all_records)):
+            if overlay_error is not None:
+                for record in records:
+                    record.reason = overlay_error
+            elif self.explain:
                 records[0].overlay = drawn[number] if task.whole_frame else \
                     annotate_faces(drawn.get(number, task.image), records)
             task.image = None
             self.ledger.scored(task, records)
 
-    def _draw(self, batch: InferredBatch, results: list[Any]) -> tuple[dict[int, Any], str | None]:
+    def _resolve(self, task: FrameTask, faces: list["_Face"], features: Any) -> list[dict[str, Any]]:
+        """A tracked frame's classifications into its tracks' decisions (keeping the CAM
+        features of each classified face when explaining, for the frames that reuse it); the
+        track events this frame makes. Each face learns what CAM to draw."""
+        if task.tracks is None:
+            for face in faces:
+                face.cam = None if face.row is None else (face.row, face.result.class_index)
+            return []
+        kept = [_feature_row(features, face.row) if self.explain and face.row is not None
+                else None for face in faces]
+        events = task.tracks.resolve(task, [face.result for face in faces], kept)
+        for face, region in zip(faces, task.regions or ()):
+            decision = region.track.data if region.track is not None else None
+            face.decision = decision
+            if face.row is not None:
+                face.cam = (face.row, face.result.class_index)
+            elif decision is not None and decision.features is not None:
+                face.cam = (decision.features, decision.last.class_index)
+        return events
+
+    def _draw(self, batch: InferredBatch, faces: list[list["_Face"]]) -> tuple[dict[int, Any], str | None]:
         """Overlays by task number: the CAM over a whole frame, or every region's CAM drawn into
         its frame (boxes and labels are added with the records); or why none could be drawn."""
         try:
-            return self._overlays(batch, results), None
+            return self._overlays(batch, faces), None
         except Exception as err:  # noqa: BLE001 - score even when overlays cannot be drawn
             if not self._overlay_error_logged:
                 self._overlay_error_logged = True
                 log.error("explain: overlays cannot be drawn (%s); scoring without them", err)
             return {}, f"no overlay: {type(err).__name__}: {err}"
 
-    def _overlays(self, batch: InferredBatch, results: list[Any]) -> dict[int, Any]:
+    def _overlays(self, batch: InferredBatch, faces: list[list["_Face"]]) -> dict[int, Any]:
         explainer = self.engine.explainer
-        classes = np.array([r.class_index for r in results], dtype=np.int64)
-        whole: list[tuple[int, int]] = []  # (task number, row) of whole-frame regions
-        parts: list[tuple[int, int]] = []  # (task number, row) of the other regions
-        areas: list[tuple[int, int, int, int]] = []  # where each of ``parts`` is drawn
-        row = 0
-        for number, task in enumerate(batch.tasks):
-            for region in task.regions or ():
-                if task.whole_frame:
-                    whole.append((number, row))
-                else:
-                    parts.append((number, row))
-                    areas.append(region.area)
-                row += 1
         drawn: dict[int, Any] = {}
+        whole = [(n, task_faces[0].cam) for n, (task, task_faces) in
+                 enumerate(zip(batch.tasks, faces)) if task.whole_frame and task_faces]
         if whole:
-            numbers, rows = zip(*whole)
-            overlays, _ = explainer.draw(_rows(batch.features, rows), classes[list(rows)],
+            numbers = [n for n, _ in whole]
+            rows = tuple(cam[0] for _, cam in whole)
+            overlays, _ = explainer.draw(_rows(batch.features, rows),
+                                         np.array([cam[1] for _, cam in whole], np.int64),
                                          [batch.tasks[n].image for n in numbers], heatmaps=False)
             drawn.update((n, to_host(o)) for n, o in zip(numbers, overlays))
+        parts = [(n, face.region.area, face.cam) for n, (task, task_faces) in
+                 enumerate(zip(batch.tasks, faces)) if not task.whole_frame
+                 for face in task_faces if face.cam is not None]
         if parts:
-            numbers, rows = zip(*parts)
+            numbers, areas, cams = zip(*parts)
             owners = sorted(set(numbers))
             slot = {n: k for k, n in enumerate(owners)}
             frames = explainer.draw_into_frames(
-                _rows(batch.features, rows), classes[list(rows)], [slot[n] for n in numbers],
-                areas, [batch.tasks[n].image for n in owners])
+                _gather(batch.features, [cam[0] for cam in cams]),
+                np.array([cam[1] for cam in cams], np.int64), [slot[n] for n in numbers],
+                list(areas), [batch.tasks[n].image for n in owners])
             drawn.update(zip(owners, frames))
         return drawn
 
-    def _region_record(self, task: FrameTask, index: int, result: Any,
-                       overlay_error: str | None) -> Record:
-        region = task.regions[index]  # type: ignore[index]
+    def _region_record(self, task: FrameTask, index: int, face: "_Face") -> Record:
+        region = face.region
         landmarks = None if region.landmarks is None else \
             [[round(float(x), 1), round(float(y), 1)] for x, y in region.landmarks]
-        record = frame_record(task, SCORED, overlay_error or task.note, region_index=index,
+        record = frame_record(task, SCORED, task.note, region_index=index,
                               box=[int(v) for v in region.box], face_score=region.score,
                               faces=len(task.regions), landmarks=landmarks)  # type: ignore[arg-type]
-        record.label = result.label
-        record.p_with_mask = result.p_with_mask
-        record.p_without_mask = result.p_without_mask
-        overlay = result.overlay
-        record.overlay = overlay.cpu().numpy() if is_tensor(overlay) else overlay
+        record.classified = face.row is not None
+        decision = face.decision
+        result = face.result if face.result is not None else \
+            (decision.last if decision is not None else None)
+        if result is not None:
+            record.label = result.label
+            record.p_with_mask = result.p_with_mask
+            record.p_without_mask = result.p_without_mask
+        elif record.reason is None:
+            record.reason = NOT_CLASSIFIED if decision is not None and decision.requested == 0 \
+                else "reused its track's decision, which has no classification yet"
+        if decision is not None:
+            record.track_id = region.track_id
+            record.track_label = decision.label
+            record.p_track_without_mask = decision.p_without_mask
+            record.track_frames = decision.frames
         if self.keep_frames:
             record.frame = task.image
         return record
+
+
+class _Face:
+    """One region of a frame on its way to a record: its classifier row and Result (None when
+    it reuses its track's decision), its track's decision, and the CAM to draw (features row
+    of the batch or kept features, class)."""
+
+    __slots__ = ("region", "row", "result", "decision", "cam")
+
+    def __init__(self, region: Any, result: Any, row: int | None = None) -> None:
+        self.region = region
+        self.result = result
+        self.row = row
+        self.decision: Any = None
+        self.cam: tuple[Any, int] | None = None
+
+
+def _rows_of(tasks: list[FrameTask]) -> list[list[int | None]]:
+    """Per task, per region: its row in the batch's outputs (None: not classified)."""
+    rows: list[list[int | None]] = []
+    row = 0
+    for task in tasks:
+        task_rows: list[int | None] = []
+        for region in task.regions or ():
+            task_rows.append(row if region.classify else None)
+            row += region.classify
+        rows.append(task_rows)
+    return rows
+
+
+def _feature_row(features: Any, row: int) -> Any:
+    """One face's features [512, 7, 7] as its own copy (the batch's buffer is not kept)."""
+    return features[row].clone() if is_tensor(features) else np.array(features[row])
+
+
+def _gather(features: Any, items: list[Any]) -> Any:
+    """Features for the listed faces: an int is a row of ``features``, anything else a face's
+    kept features; the batch's rows alone are taken without a copy."""
+    if all(isinstance(item, int) for item in items):
+        return _rows(features, tuple(items))
+    parts = [features[item] if isinstance(item, int) else item for item in items]
+    if is_tensor(parts[0]):
+        import torch
+
+        return torch.stack(parts)
+    return np.stack(parts)
+
+
+def _concat(outputs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """(logits, features) of several backend calls as one batch (host or device)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    logits, features = zip(*outputs)
+    if is_tensor(logits[0]):
+        import torch
+
+        return torch.cat(logits), torch.cat(features)
+    return np.concatenate(logits), np.concatenate(features)
 
 
 def _rows(features: Any, rows: tuple[int, ...]) -> Any:

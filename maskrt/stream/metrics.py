@@ -19,6 +19,8 @@ Metrics (every series of a source carries ``source``, the source id)::
     maskrt_source_fps{source}            gauge    frames/s scored over the last few seconds
     maskrt_queue_depth{source}           gauge    frames waiting in the source's bounded queue
     maskrt_frames_in_flight              gauge    read but not yet recorded
+    maskrt_tracks_total{source,label}    counter  people (confirmed tracks) that ended, by decision
+    maskrt_active_tracks{source}         gauge    confirmed tracks alive now
 
 Reconnects and queue depths come from the pipeline's counters at each scrape too; the batch and
 inference histograms are fed by :meth:`~maskrt.stream.pipeline.Pipeline.observe_batches` (one
@@ -104,6 +106,11 @@ class _PipelineCollector:
             reconnects.add_metric([source_id], entry.get("reconnects") or 0)
             depth.add_metric([source_id], float(entry.get("queued") or 0))
         yield from (frames, faces, up, fps, reconnects, depth)
+        active = GaugeMetricFamily("maskrt_active_tracks", "Confirmed tracks (people) alive now",
+                                   labels=["source"])
+        for source_id, count in counters.get("active_tracks", {}).items():
+            active.add_metric([source_id], float(count))
+        yield active
         yield GaugeMetricFamily("maskrt_frames_in_flight", "Frames read but not yet recorded",
                                 value=float(counters["total"]["in_flight"]))
 
@@ -130,6 +137,9 @@ class PrometheusSink(Sink):
         self._batch_size = prometheus_client.Histogram(
             "maskrt_batch_size", "Regions per backend call", buckets=BATCH_BUCKETS,
             registry=self.registry)
+        self._tracks = prometheus_client.Counter(
+            "maskrt_tracks", "People (confirmed tracks) that ended, by their decision",
+            ["source", "label"], registry=self.registry)
         self._overlays = prometheus_client.Counter(
             "maskrt_overlays", "Overlays drawn (explain): one per overlay image", ["source"],
             registry=self.registry)
@@ -160,6 +170,11 @@ class PrometheusSink(Sink):
             self._latency.observe(record.latency_ms / 1000.0)
         if record.overlay is not None:
             self._overlays.labels(record.source_id).inc()
+
+    def events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            if event["event"] == "track_ended":
+                self._tracks.labels(event["source_id"], str(event["track_label"])).inc()
 
     def close(self) -> dict[str, Any]:
         if self._server is not None:

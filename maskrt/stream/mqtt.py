@@ -7,13 +7,21 @@ the message's ``source_id`` field has it unchanged)::
                            ``--regions frame``): the record's JSON fields (records.jsonl's), and
                            ``jpeg`` (base64) with ``jpeg=True``
     PREFIX/SOURCE/events   one message per dropped or failed frame, with its reason
+    PREFIX/SOURCE/tracks   one message per track event of a tracked source (video, camera):
+                           track_started, decision (the first, and each change), track_ended
+
+``events`` chooses between people and faces: "tracks" (the default) publishes the track events,
+and face records only of frames that are not tracked (photos); "faces" every face record and no
+track events; "both" everything. A subscriber of a tracked camera so gets a few messages per
+person, not one per frame.
 
 A scored frame in which no face was found is not published (a camera watching an empty room
 would send one message per frame saying nothing). Messages are QoS 1 (at least once).
 
 What is published (each step counted in the summary's ``outputs``): every face decision by
 default; with ``only_without_mask=P`` only ``without_mask`` decisions with ``p_without_mask >=
-P`` (the others are ``mqtt_filtered``; events are not filtered); with ``min_interval_s=S`` at
+P`` (the others are ``mqtt_filtered``; dropped/failed events are not filtered; track events pass
+when the track's decision is ``without_mask`` with ``p_track_without_mask >= P``); with ``min_interval_s=S`` at
 most one message per source and topic every S seconds, on the sink's monotonic clock (the
 others are ``mqtt_suppressed``). ``jpeg=True`` adds a small JPEG of the face (the region cut out
 of the overlay when the pipeline explains, else out of the frame, at most ``jpeg_side`` pixels
@@ -55,6 +63,8 @@ log = logging.getLogger("maskrt.mqtt")
 DEFAULT_PORT = 1883
 #: messages held while the broker is away, by default
 DEFAULT_BUFFER = 1000
+#: what ``events`` accepts: track events (and faces of untracked frames), faces, or both
+EVENT_MODES = ("tracks", "faces", "both")
 #: the longest side of a face JPEG, in pixels
 JPEG_SIDE = 96
 
@@ -134,7 +144,8 @@ class MqttSink(Sink):
     only_without_mask: publish only ``without_mask`` faces with ``p_without_mask`` >= this
     (None: every face). min_interval_s: at most one message per source and topic this often
     (0: no limit). jpeg: add the face as a small JPEG (base64 ``jpeg``, at most ``jpeg_side``
-    px). max_buffered: messages held while disconnected (0: drop them). clock: the rate limit's
+    px). max_buffered: messages held while disconnected (0: drop them). events: "tracks",
+    "faces" or "both" (see the module's docstring). clock: the rate limit's
     clock (seconds; tests give their own).
     """
 
@@ -143,10 +154,13 @@ class MqttSink(Sink):
                  connect_timeout_s: float = 5.0, flush_timeout_s: float = 5.0,
                  only_without_mask: float | None = None, min_interval_s: float = 0.0,
                  jpeg: bool = False, jpeg_side: int = JPEG_SIDE,
-                 max_buffered: int = DEFAULT_BUFFER,
+                 max_buffered: int = DEFAULT_BUFFER, events: str = "tracks",
                  clock: Callable[[], float] = time.monotonic) -> None:
         mqtt = _import_paho()
         _check_options(topic_prefix, only_without_mask, min_interval_s, max_buffered, jpeg_side)
+        if events not in EVENT_MODES:
+            raise ValueError(f"--mqtt-events {events!r}: expected one of {list(EVENT_MODES)}")
+        self.events_mode = events
         self.host, self.port, self.topic_prefix = host, port, topic_prefix
         self.only_without_mask, self.min_interval_s = only_without_mask, float(min_interval_s)
         self.jpeg, self.jpeg_side, self.max_buffered = bool(jpeg), int(jpeg_side), max_buffered
@@ -256,16 +270,42 @@ class MqttSink(Sink):
             entry["jpeg"] = face_jpeg(record, frame, self._overlay_of(record), self.jpeg_side)
         self._send(topic, json.dumps(entry, ensure_ascii=False))
 
+    def events(self, events: list[dict[str, Any]]) -> None:
+        if self.events_mode == "faces":
+            return
+        for event in events:
+            source_id = event["source_id"]
+            if not self._pass(event["track_label"], event["p_track_without_mask"]):
+                continue
+            topic = f"{self.topic_prefix}/{safe_name(source_id)}/tracks"
+            if not self._rate_ok(source_id, topic):
+                continue
+            if not self._started:
+                self._start()
+            self._send(topic, json.dumps(event, ensure_ascii=False))
+
     def _wanted(self, record: Record, topic: str) -> bool:
-        """The filter (faces only), then the per-source rate limit; counts what they stop."""
-        if (self.only_without_mask is not None and record.status == SCORED
-                and not (record.label == CLASSES[WITHOUT_MASK]
-                         and (record.p_without_mask or 0.0) >= self.only_without_mask)):
-            with self._lock:
-                self.filtered += 1
-            return False
+        """Faces: whether the mode publishes them, the filter; then the per-source rate limit;
+        counts what the last two stop."""
+        if record.status == SCORED:
+            if self.events_mode == "tracks" and record.track_frames is not None:
+                return False  # a tracked face: its person's events say it
+            if not self._pass(record.label, record.p_without_mask):
+                return False
+        return self._rate_ok(record.source_id, topic)
+
+    def _pass(self, label: str | None, p_without_mask: float | None) -> bool:
+        """The only_without_mask filter (counted when it stops a message)."""
+        if self.only_without_mask is None or (
+                label == CLASSES[WITHOUT_MASK] and (p_without_mask or 0.0) >= self.only_without_mask):
+            return True
+        with self._lock:
+            self.filtered += 1
+        return False
+
+    def _rate_ok(self, source_id: str, topic: str) -> bool:
         if self.min_interval_s > 0:
-            key, now = (record.source_id, topic.rsplit("/", 1)[1]), self._clock()
+            key, now = (source_id, topic.rsplit("/", 1)[1]), self._clock()
             last = self._last_sent.get(key)
             if last is not None and now - last < self.min_interval_s:
                 with self._lock:

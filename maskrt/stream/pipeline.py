@@ -1,9 +1,8 @@
 """The streaming pipeline: the composition root that wires sources, stages, queues and sinks.
 
-    reader per source -> source queue -+
-    reader per source -> source queue -+-> decode -> [user stages] -> prepare -> infer -> explain
-                                                                                            |
-                           sinks <- consumer (iteration, ``get``) <- records <- ledger <----+
+    reader per source -> source queue -+-> decode -> faces -> [user stages] -> track -> prepare
+    reader per source -> source queue -+                                                  |
+    sinks <- consumer (iteration, ``get``) <- records <- ledger <- explain <- infer <------+
 
 Every arrow is a :class:`~maskrt.stream.queue.BoundedQueue`; every stage runs in its own named
 ``maskrt-*`` thread(s); every frame read ends in the :class:`~maskrt.stream.accounting.Ledger` as
@@ -20,12 +19,13 @@ from types import TracebackType
 from typing import Any, Iterable, Iterator, Sequence
 
 from maskrt.image import MAX_SIDE
-from maskrt.stream.accounting import Ledger
+from maskrt.stream.accounting import Ledger, sum_counts
 from maskrt.stream.batching import ExplainStage, InferStage, InferredBatch
 from maskrt.stream.checks import check_settings
+from maskrt.stream.consumer import SinkFanout
 from maskrt.stream.queue import BoundedQueue
 from maskrt.stream.readers import LIVE_QUEUE_SIZE, SourceQueues, run_reader
-from maskrt.stream.records import DROPPED, FAILED, SCORED, Record, empty_counts
+from maskrt.stream.records import Record
 from maskrt.stream.sinks import Sink
 from maskrt.stream.sources import Source, SourceSpec, open_source
 from maskrt.stream.stages import DecodeStage, PrepareStage, Stage, start_stage
@@ -64,6 +64,11 @@ class Pipeline:
         for sources added later, until :meth:`stop`).
     source_options: options for the sources made from specs (``reconnect``, ``timeout_s``, ...).
     max_frames: stop reading once this many frames were read in all (each is still scored).
+    track: "auto" (videos and live sources, not photos), "on"/True or "off"/False: faces get
+        track ids and per-person decisions (:mod:`maskrt.track`). reuse: tracked faces take
+        their track's decision when classifying again is not worth it. track_options:
+        :class:`~maskrt.track.TrackSettings` fields. max_latency_ms: a live frame not scored
+        this long after its read is dropped (late) where first seen late; None: never.
     """
 
     def __init__(self, engine: Any = None, sources: Iterable[SourceSpec] | SourceSpec = (), *,
@@ -75,17 +80,20 @@ class Pipeline:
                  source_options: dict[str, Any] | None = None, max_batch: int | None = None,
                  regions: str = "faces", preset: str = "default", detector: Any = None,
                  face_options: dict[str, Any] | None = None,
-                 max_frames: int | None = None) -> None:
+                 max_frames: int | None = None, track: Any = "auto", reuse: bool = True,
+                 track_options: dict[str, Any] | None = None,
+                 max_latency_ms: float | None = 1000.0) -> None:
         if max_batch is not None:
             warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
                           stacklevel=2)
             batch_size = max_batch
         check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
-                        output_capacity)
-        for stage in stages:
-            if not callable(getattr(stage, "process", None)):
-                raise TypeError(f"stages: expected objects with process(task), got {stage!r}")
+                        output_capacity, max_latency_ms, stages)
         from maskrt.detect import region_stages  # the detector is loaded only when used
+        from maskrt.track import TrackSettings, TrackStage
+
+        self.tracking = TrackStage(track, reuse, TrackSettings().with_options(track_options))
+        self.max_latency_s = None if max_latency_ms is None else max_latency_ms / 1000.0
 
         if isinstance(sources, (str, int, Source)) or hasattr(sources, "__fspath__"):
             sources = [sources]  # type: ignore[list-item]
@@ -110,8 +118,9 @@ class Pipeline:
                                     *region_stages(regions, preset, detector, face_options,
                                                    getattr(engine, "input_device", None)),
                                     *stages,
+                                    self.tracking,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
-        self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0)
+        self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0, self.ledger)
         self._explain = ExplainStage(engine, self.ledger, explain=explain,
                                      keep_frames=self.keep_frames)
         self._stage_queues: list[BoundedQueue[Any]] = []
@@ -122,8 +131,7 @@ class Pipeline:
         self._explain_done = False
         self._t_start: float | None = None
         self._t_end: float | None = None
-        self._sink_parts: dict[str, Any] = {}
-        self._sinks_closed = False
+        self._fanout = SinkFanout(self.sinks, self.tracking.finish)
         for source in opened:
             self._register(source)
 
@@ -143,11 +151,13 @@ class Pipeline:
             sink.open(self)
         inbox: Any = self._sources
         for stage in self._chain:
-            # The last queue holds the next batch while the backend runs this one; the ones
-            # between per-frame stages only smooth hand-offs (more would only add latency).
+            # The last queue holds the next batch (counted in faces to classify) while the
+            # backend runs this one; the ones between per-frame stages only smooth hand-offs
+            # (more would only add latency).
             last = stage is self._chain[-1]
-            capacity = self.batch_size if last else STAGE_QUEUE_SIZE
-            outbox: BoundedQueue[FrameTask] = BoundedQueue(capacity, name=stage.name)
+            outbox: BoundedQueue[FrameTask] = BoundedQueue(
+                self.batch_size if last else STAGE_QUEUE_SIZE, name=stage.name,
+                weight=FrameTask.queue_weight if last else None)
             self._stage_queues.append(outbox)
             self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
             inbox = outbox
@@ -277,6 +287,7 @@ class Pipeline:
                 source.id = f"{base}#{k}"
                 k += 1
             handle = SourceHandle(source)
+            handle.max_latency_s = self.max_latency_s if source.live else None
             self._handles[source.id] = handle
         self.ledger.open(handle)
         self._sources.add(handle, capacity)
@@ -319,18 +330,22 @@ class Pipeline:
     def get(self, timeout: float | None = None) -> Record | None:
         """The next record (also given to the sinks); None when ``timeout`` seconds passed
         without one, or the pipeline has finished and every record was taken (then
-        :attr:`finished` is True and the sinks are closed)."""
+        :attr:`finished` is True, open tracks have ended and the sinks are closed)."""
         if self._state == "new":
             self.start()
         record = self._output.get(timeout)
         if record is None:
             return None
         if not isinstance(record, Record):  # CLOSED: the end of the stream
-            self._close_sinks()
+            self._fanout.end()
             return None
-        for sink in self.sinks:
-            sink.write(record, record.frame)
+        self._fanout.deliver(record)
         return record
+
+    @property
+    def final_events(self) -> list[dict[str, Any]]:
+        """Track events of the tracks still open at the end (the others: ``record.events``)."""
+        return self._fanout.final_events
 
     def __iter__(self) -> Iterator[Record]:
         while True:
@@ -345,15 +360,6 @@ class Pipeline:
             for _ in self:
                 pass
         return self.summary()
-
-    def _close_sinks(self) -> None:
-        if self._sinks_closed:
-            return
-        self._sinks_closed = True
-        for sink in self.sinks:
-            part = sink.close()
-            if part:
-                self._sink_parts.update(part)
 
     @property
     def finished(self) -> bool:
@@ -374,20 +380,15 @@ class Pipeline:
 
     def counters(self) -> dict[str, Any]:
         """Live counters: per source and in total ``read``, ``scored``, ``dropped``, ``failed``,
-        ``in_flight`` (read but not yet recorded), plus per source its kind, state ("finished"
-        only once its last frame was recorded), frames/s scored over the last few seconds,
-        queued frames, reconnects, seconds waiting on connections, labels, drop/failure reasons;
-        the seconds frames were flowing; and the batching figures."""
+        ``in_flight``, plus per source its kind, state, recent frames/s, queued frames,
+        reconnects, waiting seconds, labels, drop/failure reasons; the seconds frames were
+        flowing; the batching figures; confirmed tracks alive per source."""
         now = time.perf_counter()
         per = {}
         for source_id in self.ledger.source_ids():
             per[source_id] = self.ledger.source_counters(source_id, self._t_start)
             per[source_id]["queued"] = len(self._sources.queue(source_id))
-        total = empty_counts()
-        for counts in per.values():
-            for key in total:
-                total[key] += counts[key]
-        total["in_flight"] = total["read"] - total[SCORED] - total[DROPPED] - total[FAILED]
+        total = sum_counts(per.values())
         elapsed = ((self._t_end or now) - self._t_start) if self._t_start else 0.0
         # fps: over the recent window (what is flowing now), never a whole-run average that
         # decays while a source is idle; flowing_s: the time frames were flowing (throughput)
@@ -395,6 +396,7 @@ class Pipeline:
                 "fps": sum(c["fps"] for c in per.values()),
                 "flowing_s": self.ledger.flowing_s(),
                 "frame_limit_reached": self.ledger.limit_reached,
+                "active_tracks": self.tracking.active_tracks(),
                 **self._infer.counters(), "finished": self.finished}
 
     def observe_batches(self, observer: Any) -> None:
@@ -404,7 +406,7 @@ class Pipeline:
     def summary(self, **extra: Any) -> dict[str, Any]:
         """The run's summary (what ``summary.json`` holds), from the counters, plus ``extra``."""
         return build_summary(self.counters(), self.ledger.latencies(),
-                             outputs=dict(self._sink_parts), **extra)
+                             outputs=dict(self._fanout.parts), **extra)
 
     def __enter__(self) -> "Pipeline":
         return self.start()

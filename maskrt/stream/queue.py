@@ -36,11 +36,17 @@ CLOSED = _Closed()
 
 
 class BoundedQueue(Generic[T]):
-    """A FIFO of at most ``capacity`` items with a full-queue :class:`Policy`."""
+    """A FIFO of at most ``capacity`` items with a full-queue :class:`Policy`.
+
+    weight: what an item counts against ``capacity`` (default 1; the queue before inference
+    counts the faces to classify, so a frame of 40 faces is not "one item"). An item heavier
+    than the whole capacity is still taken when the queue is empty.
+    """
 
     def __init__(self, capacity: int, policy: Policy = Policy.BLOCK, *,
                  on_drop: Callable[[T, str], None] | None = None, drop_reason: str = "queue full",
-                 cond: threading.Condition | None = None, name: str = "") -> None:
+                 cond: threading.Condition | None = None, name: str = "",
+                 weight: Callable[[T], int] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"queue {name}: capacity: expected >= 1, got {capacity}")
         if policy is Policy.DROP_OLDEST and on_drop is None:
@@ -52,6 +58,8 @@ class BoundedQueue(Generic[T]):
         self._drop_reason = drop_reason
         self._cond = cond or threading.Condition()
         self._items: deque[T] = deque()
+        self._weight = weight
+        self._load = 0  # the items' total weight
         self._closed = False
         self._aborted = False
         self._overflow = False
@@ -64,17 +72,19 @@ class BoundedQueue(Generic[T]):
         with self._cond:
             if self._aborted or (self._closed and not force):
                 return False
-            if not force and len(self._items) >= self.capacity:
+            weight = self._weight_of(item)
+            if not force and self._full(weight):
                 if self.policy is Policy.DROP_OLDEST:
                     assert self._on_drop is not None  # checked in __init__
-                    self._on_drop(self._items.popleft(), self._drop_reason)
+                    while self._full(weight):
+                        self._on_drop(self._pop_locked(), self._drop_reason)
                 else:
-                    while (len(self._items) >= self.capacity and not self._aborted
-                           and not self._overflow):
+                    while self._full(weight) and not self._aborted and not self._overflow:
                         self._cond.wait()
                     if self._aborted:
                         return False
             self._items.append(item)
+            self._load += weight
             self._cond.notify_all()
             return True
 
@@ -90,8 +100,16 @@ class BoundedQueue(Generic[T]):
         with self._cond:
             return self._pop_locked() if self._items else None
 
+    def _weight_of(self, item: T) -> int:
+        return 1 if self._weight is None else max(0, int(self._weight(item)))
+
+    def _full(self, weight: int) -> bool:
+        """No room for an item of ``weight`` (an empty queue always has room)."""
+        return bool(self._items) and self._load + weight > self.capacity
+
     def _pop_locked(self) -> T:
         item = self._items.popleft()
+        self._load -= self._weight_of(item)
         self._cond.notify_all()  # a producer may be waiting for room
         return item
 
@@ -114,6 +132,7 @@ class BoundedQueue(Generic[T]):
             self._closed = self._aborted = True
             items = list(self._items)
             self._items.clear()
+            self._load = 0
             self._cond.notify_all()
             return items
 

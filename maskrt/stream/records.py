@@ -23,7 +23,8 @@ STATUSES = (SCORED, DROPPED, FAILED)
 #: The fields written to records.jsonl, in this order (new fields are only ever appended).
 JSON_FIELDS = ("source_id", "frame_index", "source_timestamp", "status", "reason", "label",
                "p_with_mask", "p_without_mask", "latency_ms", "uri", "region_index", "box",
-               "face_score", "faces", "landmarks")
+               "face_score", "faces", "landmarks", "track_id", "track_label",
+               "p_track_without_mask", "track_frames", "classified")
 
 
 @dataclass
@@ -43,6 +44,13 @@ class Record:
     face_score: the detector's confidence for the region, when a detector made it.
     faces: the number of regions the scored frame had (None for dropped and failed frames).
     landmarks: the face's five points (eyes, nose tip, mouth corners) as [x, y] in frame pixels.
+    track_id: the person's id within the source (tracked frames; None while the track is not
+    confirmed, and for untracked frames). track_label, p_track_without_mask: the person's
+    decision, smoothed over the track's classified faces so far; track_frames: the track's
+    records so far. classified: whether this face went through the classifier (False: it took
+    its track's decision, and label/p_* are the track's last classification).
+    events: track events this frame made (track_started, decision, track_ended), on the
+    frame's first record.
     overlay: uint8[H, W, 3] BGR CAM overlay, when the pipeline explains: at the region's size for
     whole-frame regions; with faces, the whole frame with every face's CAM, box and label, on the
     frame's first record only.
@@ -65,6 +73,12 @@ class Record:
     face_score: float | None = None
     faces: int | None = None
     landmarks: list[list[float]] | None = None
+    track_id: int | None = None
+    track_label: str | None = None
+    p_track_without_mask: float | None = None
+    track_frames: int | None = None
+    classified: bool | None = None
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     overlay: np.ndarray | None = field(default=None, repr=False)
     frame: np.ndarray | None = field(default=None, repr=False)
     #: files sinks wrote for this record (e.g. ``{"overlay": path}``), added to its JSON line

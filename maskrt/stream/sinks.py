@@ -49,6 +49,10 @@ class Sink:
     def write(self, record: Record, frame: np.ndarray | None) -> None:
         raise NotImplementedError
 
+    def events(self, events: list[dict[str, Any]]) -> None:
+        """Track events (track_started, decision, track_ended; see :mod:`maskrt.track`), after
+        the record of the frame that made them; the default ignores them."""
+
     def close(self) -> dict[str, Any] | None:
         """Called once at the end of the stream; returns this sink's part of ``outputs``."""
         return None
@@ -283,11 +287,11 @@ def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
                 fps_of: Callable[[str], float | None], metrics_port: int | None = None,
                 metrics_addr: str = "0.0.0.0", mqtt: str | None = None,
                 mqtt_topic: str = "maskrt", mqtt_options: dict[str, Any] | None = None,
-                **summary_extra: Any) -> list[Sink]:
+                tracks: bool = False, **summary_extra: Any) -> list[Sink]:
     """The sinks of ``maskrt score``: overlays (``--explain``; before the JSONL sink, which
     records their paths), records.jsonl, annotated videos (given video sources), Prometheus
     metrics (``metrics_port``), MQTT events (``mqtt``: ``HOST[:PORT]``; ``mqtt_options``: more
-    MqttSink keywords), summary.json (last, so the others' parts are in it). ImportError: an optional package is missing; ValueError: a
+    MqttSink keywords), tracks.jsonl and events.jsonl (``tracks``), summary.json (last, so the others' parts are in it). ImportError: an optional package is missing; ValueError: a
     malformed option; OSError: the metrics port cannot be served."""
     # The sinks that can fail (optional packages, options, a port) are made first, so a failure
     # leaves no open file behind; the MQTT client connects only when opened, and the metrics
@@ -309,6 +313,10 @@ def build_sinks(out: Path, *, explain: bool, video_sources: Iterable[str],
     video_sources = list(video_sources)
     if video_sources:
         sinks.append(VideoSink(out / "videos", video_sources, fps_of=fps_of))
+    if tracks:
+        from maskrt.stream.track_sinks import TracksSink
+
+        sinks.append(TracksSink(out))
     sinks.extend(network)
     sinks.append(SummarySink(out / "summary.json", **summary_extra))
     return sinks

@@ -21,7 +21,7 @@ from typing import Any
 from maskrt.image import ImageError, MAX_SIDE, decode_image, limit_side, resize_to_input, to_bgr8
 from maskrt.stream.accounting import Ledger
 from maskrt.stream.queue import CLOSED, BoundedQueue
-from maskrt.stream.work import FrameTask
+from maskrt.stream.work import REASON_LATE, FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
 
@@ -81,7 +81,7 @@ class PrepareStage(Stage):
         if task.regions is None:
             task.regions = [task.whole_frame_region()]
             task.whole_frame = True
-        for region in task.regions:
+        for region in task.to_classify:  # tracked faces that reuse a decision need no input
             region.input = resize_to_input(region.crop(task.image))
         if not self.keep_image:
             task.image = None
@@ -97,6 +97,7 @@ def run_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger:
     closed = False
     while not closed:
         tasks, closed = _take(inbox, limit)
+        tasks = _drop_late(tasks, ledger)
         for task, result in zip(tasks, _process(stage, tasks)):
             if isinstance(result, ImageError):
                 ledger.fail(task, str(result))
@@ -106,6 +107,19 @@ def run_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger:
                 ledger.drop(task, f"filtered by stage {stage.name}")
             elif not outbox.put(result):
                 ledger.drop(result, result.handle.discard_reason)
+
+
+def _drop_late(tasks: list[FrameTask], ledger: Ledger) -> list[FrameTask]:
+    """Live frames past their source's max latency are dropped here, before more work is spent
+    on them (each stage checks: the earliest point that knows)."""
+    now = time.perf_counter()
+    kept = []
+    for task in tasks:
+        if task.late(now):
+            ledger.drop(task, REASON_LATE)
+        else:
+            kept.append(task)
+    return kept
 
 
 def _take(inbox: Any, limit: int) -> tuple[list[FrameTask], bool]:

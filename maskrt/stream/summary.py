@@ -64,6 +64,9 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         "sources": sources,
         "batches": counters.get("batches"),
         "mean_batch_size": round(float(counters.get("mean_batch_size") or 0.0), 3),
+        "max_batch_size": counters.get("largest_batch"),
+        "classified_faces": counters.get("classified"),
+        "reused_faces": counters.get("reused"),
     }
     summary.update(extra)
     if "stopped_by" in summary and summary["stopped_by"] is None \

@@ -21,6 +21,7 @@ from maskrt.stream.sources.base import Frame, Source
 REASON_QUEUE_FULL = "live queue full: dropped the oldest frame"
 REASON_STOPPED = "pipeline stopped before the frame was scored"
 REASON_REMOVED = "source removed before the frame was scored"
+REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
 
 
 class SourceHandle:
@@ -35,6 +36,8 @@ class SourceHandle:
         self.reader_done = False
         #: the reason recorded for this source's frames dropped from now on
         self.discard_reason = REASON_STOPPED
+        #: a live source's frames older than this (s since read) are dropped, not scored
+        self.max_latency_s: float | None = None
 
 
 @dataclass
@@ -46,6 +49,9 @@ class Region:
     crop_box: the part of the frame that is classified and explained, when it differs from
     ``box`` (a face box widened for context); inside the frame, non-empty.
     input: its uint8[224, 224, 3] network input, set by the prepare stage.
+    classify: whether it goes through the classifier (False: a tracked face that takes its
+    track's decision). track, track_id: its track (set by the track stage) and the track's
+    public id when the frame was tracked (None while the track is not confirmed).
     """
 
     box: tuple[int, int, int, int]
@@ -53,6 +59,9 @@ class Region:
     landmarks: np.ndarray | None = field(default=None, repr=False)
     crop_box: tuple[int, int, int, int] | None = None
     input: np.ndarray | None = field(default=None, repr=False)
+    classify: bool = True
+    track: Any = field(default=None, repr=False)
+    track_id: int | None = None
 
     @property
     def area(self) -> tuple[int, int, int, int]:
@@ -84,10 +93,33 @@ class FrameTask:
     whole_frame: bool = False
     t_prepared: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the source's tracks (:class:`maskrt.track.source.SourceTracks`) when the frame is tracked
+    tracks: Any = field(default=None, repr=False)
 
     @property
     def source_id(self) -> str:
         return self.handle.id
+
+    @property
+    def to_classify(self) -> list[Region]:
+        """The regions that go through the classifier, in order."""
+        return [r for r in self.regions or () if r.classify]
+
+    def queue_weight(self) -> int:
+        """A prepared frame's weight in the queue before inference: the faces it sends to the
+        classifier (at least 1: its image)."""
+        return max(1, len(self.to_classify))
+
+    def release(self) -> None:
+        """The frame will not be scored (dropped or failed): classifications its tracked faces
+        asked for will not come."""
+        if self.tracks is not None:
+            self.tracks.cancel(self)
+
+    def late(self, now: float) -> bool:
+        """A live frame that can no longer be scored within its source's max latency."""
+        limit = self.handle.max_latency_s
+        return limit is not None and now - self.frame.t_read > limit
 
     def whole_frame_region(self) -> Region:
         h, w = self.image.shape[:2]  # type: ignore[union-attr]

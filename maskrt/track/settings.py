@@ -1,0 +1,116 @@
+"""Tracking settings: the tracker's association rule, the per-person decision and temporal reuse,
+with their defaults and the ``--track-option KEY=VALUE`` parser (README, "Video: tracks")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+#: what ``--track`` / ``Pipeline(track=)`` accept: "auto" tracks videos and live sources
+TRACK_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """Every tunable of tracking (see ARCHITECTURE.md, "Tracks").
+
+    Association (ByteTrack-style, IoU against constant-velocity Kalman predictions):
+    high_score: detections at or above this are matched first to every live track; lower ones
+    (down to low_score) only to tracks seen in the previous frame, in a second pass.
+    match_iou, low_match_iou, tentative_match_iou: the least IoU that matches in the first
+    pass, the second pass, and for tentative (not yet confirmed) tracks.
+    min_hits: frames a tentative track must be matched in (one of them with a score >=
+    high_score) before it is confirmed and given a ``track_id``.
+    max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
+
+    Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
+    classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
+    min(1, shorter box side / size_ref); ``track_label`` = without_mask when it is >= 0.5.
+
+    Reuse: a tracked face is classified when its track has fewer than min_classified
+    classifications, every reclassify_every frames, when its box side grew by the factor grow
+    over the largest classified one, or while the decision is uncertain (p within uncertain of
+    0.5); otherwise it takes its track's decision (and CAM). With reuse, a face of a tentative
+    track that never reached high_score (most of them are not faces: jackets, shoes) is
+    recorded without a label and not classified, unless classify_low is 1.
+    """
+
+    high_score: float = 0.5
+    low_score: float = 0.1
+    match_iou: float = 0.2
+    low_match_iou: float = 0.5
+    tentative_match_iou: float = 0.3
+    min_hits: int = 2
+    max_lost: int = 30
+    logit_clip: float = 6.0
+    size_ref: float = 64.0
+    reclassify_every: int = 10
+    grow: float = 1.25
+    uncertain: float = 0.25
+    min_classified: int = 2
+    classify_low: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 <= self.low_score <= self.high_score <= 1.0:
+            problems.append(f"0 <= low_score <= high_score <= 1 (got {self.low_score}, "
+                            f"{self.high_score})")
+        for name in ("match_iou", "low_match_iou", "tentative_match_iou", "uncertain"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} in [0, 1] (got {getattr(self, name)})")
+        if self.classify_low not in (0, 1):
+            problems.append(f"classify_low 0 or 1 (got {self.classify_low})")
+        for name in ("min_hits", "reclassify_every", "min_classified"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} >= 1 (got {getattr(self, name)})")
+        if self.max_lost < 0:
+            problems.append(f"max_lost >= 0 (got {self.max_lost})")
+        if self.logit_clip <= 0 or self.size_ref <= 0 or self.grow < 1.0:
+            problems.append(f"logit_clip > 0, size_ref > 0, grow >= 1 (got {self.logit_clip}, "
+                            f"{self.size_ref}, {self.grow})")
+        if problems:
+            raise ValueError("track options: expected " + "; ".join(problems))
+
+    def with_options(self, options: dict[str, Any] | None) -> "TrackSettings":
+        """These settings with ``options`` (keys as the fields; ValueError naming the keys)."""
+        if not options:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"track options: unknown {unknown}; expected some of {sorted(known)}")
+        return replace(self, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_track_options(pairs: list[str]) -> dict[str, Any]:
+    """``["max_lost=20", "grow=1.5"]`` -> typed options (ValueError naming the keys)."""
+    defaults = TrackSettings().to_dict()
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in defaults:
+            raise ValueError(f"--track-option: expected KEY=VALUE with KEY one of "
+                             f"{sorted(defaults)}, got {pair!r}")
+        kind = type(defaults[key])
+        try:
+            options[key] = kind(text.strip())
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"--track-option {key}: expected {expected}, got "
+                             f"{text.strip()!r}") from None
+    TrackSettings().with_options(options)  # range checks now, with the flag's name
+    return options
+
+
+def check_track_mode(mode: Any) -> str:
+    """``track`` as one of TRACK_MODES (True/False are "on"/"off")."""
+    if mode is True or mode is False:
+        return "on" if mode else "off"
+    if mode not in TRACK_MODES:
+        raise ValueError(f"track: expected one of {list(TRACK_MODES)} (or True/False), "
+                         f"got {mode!r}")
+    return str(mode)

@@ -1,0 +1,149 @@
+"""The tracks of one source: its tracker, its people's decisions and the events they make.
+
+One :class:`SourceTracks` per source (per video file inside a folder source), handed that
+source's frames in order twice: by the track stage (:meth:`assign`: who is who, and which faces
+go to the classifier) and by the explain stage (:meth:`resolve`: the decisions after this frame's
+classifications, and the events). Both run in frame order, one thread each; the lock guards the
+tracker and the decisions between them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Sequence
+
+import numpy as np
+
+from maskrt.track.bytetrack import ByteTracker, Track
+from maskrt.track.decision import TrackDecision
+from maskrt.track.settings import TrackSettings
+
+#: the kinds of track events
+TRACK_STARTED, DECISION, TRACK_ENDED = "track_started", "decision", "track_ended"
+
+
+def shorter_side(box: Sequence[float]) -> float:
+    return float(min(box[2] - box[0], box[3] - box[1]))
+
+
+class SourceTracks:
+    """Tracker, decisions and events of one source (``source_id``; ``uri``: the video inside a
+    folder source, else None). reuse: let tracked faces take their track's decision."""
+
+    def __init__(self, source_id: str, uri: str | None, settings: TrackSettings,
+                 reuse: bool) -> None:
+        self.source_id = source_id
+        self.uri = uri
+        self.settings = settings
+        self.reuse = reuse
+        self.tracker = ByteTracker(settings)
+        self.lock = threading.Lock()
+        #: (frame index, track) of tracks the tracker ended, announced once that frame's
+        #: records are made (so their decision includes every classification before it)
+        self._ended: deque[tuple[int, Track]] = deque()
+
+    # ------------------------------------------------------------------ track stage
+
+    def assign(self, task: Any) -> None:
+        """Give each region of ``task`` its track (``region.track``, ``region.track_id``) and
+        decide whether it is classified (``region.classify``)."""
+        regions = task.regions
+        boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([1.0 if r.score is None else r.score for r in regions])
+        index = task.frame.index
+        with self.lock:
+            update = self.tracker.update(boxes, scores, index)
+            for region, track in zip(regions, update.tracks):
+                if track.data is None:
+                    track.data = TrackDecision(self.settings)
+                region.track = track
+                region.track_id = track.track_id  # as it is now: confirmation may come later
+                side = shorter_side(region.box)
+                region.classify = self._classify(track, index, side)
+                if region.classify:
+                    track.data.requested_at(index, side)
+            self._ended.extend((index, track) for track in update.ended)
+
+    def _classify(self, track: Track, frame_index: int, side: float) -> bool:
+        if not self.reuse:
+            return True
+        if (track.track_id is None and track.best_score < self.settings.high_score
+                and not self.settings.classify_low):
+            return False  # an unconfirmed low-score detection: probably not a face
+        return track.data.wants(frame_index, side)
+
+    def cancel(self, task: Any) -> None:
+        """``task`` will not be recorded as scored: its requested classifications will not come."""
+        with self.lock:
+            for region in task.regions or ():
+                if region.track is not None and region.classify:
+                    region.track.data.cancel()
+
+    # ------------------------------------------------------------------ explain stage
+
+    def resolve(self, task: Any, results: Sequence[Any], features: Sequence[Any]) -> list[dict[str, Any]]:
+        """This frame's classifications (``results[i]``: region i's engine Result, None when
+        reused; ``features[i]``: its CAM features to keep, or None) into the decisions; returns
+        the events this frame makes."""
+        frame = task.frame
+        events: list[dict[str, Any]] = []
+        with self.lock:
+            for region, result, feats in zip(task.regions, results, features):
+                decision: TrackDecision = region.track.data
+                if result is not None:
+                    decision.add(result, region.score, list(region.box), frame.index, feats)
+                decision.note_record(frame.index, frame.timestamp)
+                if region.track_id is not None:
+                    events.extend(self._announce(region.track, decision, frame))
+            while self._ended and self._ended[0][0] <= frame.index:
+                events.extend(self._end(self._ended.popleft()[1], frame.index))
+        return events
+
+    def _announce(self, track: Track, decision: TrackDecision, frame: Any) -> list[dict[str, Any]]:
+        events = []
+        if not decision.started:
+            decision.started = True
+            events.append(self._event(TRACK_STARTED, track, decision, frame.index,
+                                      frame.timestamp))
+        if decision.label is not None and decision.label != decision.announced:
+            decision.announced = decision.label
+            events.append(self._event(DECISION, track, decision, frame.index, frame.timestamp))
+        return events
+
+    def _end(self, track: Track, frame_index: int) -> list[dict[str, Any]]:
+        decision: TrackDecision | None = track.data
+        track.data = None  # its features go now
+        if decision is None or track.track_id is None or not decision.started:
+            return []  # never confirmed (or never recorded): no person to report
+        event = self._event(TRACK_ENDED, track, decision, frame_index, decision.last_time)
+        best = decision.best
+        event.update(first_frame=decision.first_frame, last_frame=decision.last_frame,
+                     first_time=decision.first_time, last_time=decision.last_time,
+                     classified=decision.results,
+                     best_frame=best[1] if best else None, best_box=best[2] if best else None)
+        return [event]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The source ended: every track ends; their events."""
+        with self.lock:
+            ended = [track for _, track in self._ended] + self.tracker.finish()
+            self._ended.clear()
+            events = []
+            for track in ended:
+                events.extend(self._end(track, track.last_frame))
+            return events
+
+    def active(self) -> int:
+        with self.lock:
+            return len(self.tracker.active)
+
+    def _event(self, kind: str, track: Track, decision: TrackDecision, frame_index: int,
+               timestamp: float | None) -> dict[str, Any]:
+        return {"event": kind, "source_id": self.source_id, "uri": self.uri,
+                "track_id": track.track_id, "frame_index": frame_index,
+                "source_timestamp": timestamp, "time": round(time.time(), 3),
+                "track_label": decision.label,
+                "p_track_without_mask": round(decision.p_without_mask, 6),
+                "track_frames": decision.frames}

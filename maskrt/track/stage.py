@@ -1,0 +1,82 @@
+"""The track stage: after the faces are found, one tracker per source says who is who and which
+faces go to the classifier; the explain stage later turns classifications into decisions."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from maskrt.stream.sources.base import VIDEO_EXTENSIONS
+from maskrt.stream.stages import Stage
+from maskrt.stream.work import FrameTask
+from maskrt.track.settings import TrackSettings, check_track_mode
+from maskrt.track.source import SourceTracks
+
+#: source kinds whose frames are a sequence (tracked with track="auto")
+SEQUENCE_KINDS = ("video", "stream", "camera")
+
+
+class TrackStage(Stage):
+    """Sets ``region.track``, ``region.track_id`` and ``region.classify`` on the frames it
+    tracks, and ``task.tracks`` (the source's :class:`SourceTracks`).
+
+    mode: "auto" tracks videos (also those inside folders) and live sources, not photos; "on"
+    tracks every source (a folder of photos becomes a sequence); "off" none. Frames without
+    regions (``regions="frame"``) are never tracked. One thread: each source's frames in order.
+    """
+
+    name = "track"
+
+    def __init__(self, mode: Any = "auto", reuse: bool = True,
+                 settings: TrackSettings | None = None) -> None:
+        self.mode = check_track_mode(mode)
+        self.reuse = reuse
+        self.settings = settings or TrackSettings()
+        self._lock = threading.Lock()
+        self._sources: dict[tuple[str, str | None], SourceTracks] = {}
+
+    def process(self, task: FrameTask) -> FrameTask:
+        if task.regions is None or not self.tracks(task):
+            return task
+        key = self._key(task)
+        with self._lock:
+            tracks = self._sources.get(key)
+            if tracks is None:
+                tracks = self._sources[key] = SourceTracks(key[0], key[1], self.settings,
+                                                           self.reuse)
+        tracks.assign(task)
+        task.tracks = tracks
+        return task
+
+    def tracks(self, task: FrameTask) -> bool:
+        """Whether ``task``'s frame is tracked."""
+        if self.mode != "auto":
+            return self.mode == "on"
+        return task.handle.source.kind in SEQUENCE_KINDS or _from_video(task.frame.uri)
+
+    @staticmethod
+    def _key(task: FrameTask) -> tuple[str, str | None]:
+        """Tracks live per source, and per video file inside a folder source."""
+        uri = task.frame.uri
+        folder_video = task.handle.source.kind == "folder" and _from_video(uri)
+        return task.source_id, uri if folder_video else None
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Every source's remaining tracks end (the run is over); their events."""
+        with self._lock:
+            sources = list(self._sources.values())
+        return [event for tracks in sources for event in tracks.finish()]
+
+    def active_tracks(self) -> dict[str, int]:
+        """Confirmed tracks alive per source id."""
+        with self._lock:
+            sources = list(self._sources.values())
+        counts: dict[str, int] = {}
+        for tracks in sources:
+            counts[tracks.source_id] = counts.get(tracks.source_id, 0) + tracks.active()
+        return counts
+
+
+def _from_video(uri: str | None) -> bool:
+    return uri is not None and Path(uri).suffix.lower() in VIDEO_EXTENSIONS

@@ -1,0 +1,156 @@
+"""The per-person decision, the reuse rule and the per-source tracks, on synthetic frames (no
+model): which faces go to the classifier, what the records and events say."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from maskrt.stream.queue import BoundedQueue
+from maskrt.track.decision import TrackDecision
+from maskrt.track.settings import TrackSettings, check_track_mode, parse_track_options
+from maskrt.track.source import DECISION, TRACK_ENDED, TRACK_STARTED, SourceTracks
+from maskrt.stream.work import Region
+
+
+def result(p_without: float) -> SimpleNamespace:
+    """What the engine decides for a face (only the fields tracking reads)."""
+    probs = np.array([1.0 - p_without, p_without], np.float32)
+    label = "without_mask" if p_without >= 0.5 else "with_mask"
+    return SimpleNamespace(probabilities=probs, label=label, class_index=int(p_without >= 0.5))
+
+
+def task(index: int, boxes: list[list[float]], scores: list[float] | None = None) -> SimpleNamespace:
+    scores = scores or [0.9] * len(boxes)
+    regions = [Region(tuple(int(v) for v in b), score=s) for b, s in zip(boxes, scores)]
+    return SimpleNamespace(frame=SimpleNamespace(index=index, timestamp=index / 10.0),
+                           regions=regions, tracks=None)
+
+
+def test_new_track_is_classified_then_reused_until_reclassify_every():
+    settings = TrackSettings(min_classified=2, reclassify_every=5, uncertain=0.2)
+    decision = TrackDecision(settings)
+    asked = []
+    for frame in range(12):
+        wants = decision.wants(frame, side=40)
+        asked.append(wants)
+        if wants:
+            decision.requested_at(frame, 40)
+            decision.add(result(0.05), 0.9, [0, 0, 40, 40], frame)
+    # two to start, then every 5 frames after the last request
+    assert [f for f, w in enumerate(asked) if w] == [0, 1, 6, 11]
+
+
+def test_grown_box_and_uncertain_decision_are_reclassified():
+    settings = TrackSettings(min_classified=1, reclassify_every=100, grow=1.25, uncertain=0.2)
+    decision = TrackDecision(settings)
+    decision.requested_at(0, 40)
+    decision.add(result(0.02), 0.9, [0, 0, 40, 40], 0)
+    assert not decision.wants(1, side=45)  # 1.125x: not clearly larger
+    assert decision.wants(1, side=50)  # 1.25x: a better view
+    uncertain = TrackDecision(settings)
+    uncertain.requested_at(0, 40)
+    uncertain.add(result(0.6), 0.9, [0, 0, 40, 40], 0)
+    assert uncertain.wants(1, side=40)  # p 0.6 is within 0.2 of 0.5
+
+
+def test_one_bad_frame_does_not_flip_the_decision():
+    decision = TrackDecision(TrackSettings())
+    for frame in range(5):
+        decision.add(result(0.03), 0.9, [0, 0, 64, 64], frame)
+    decision.add(result(0.99), 0.9, [0, 0, 64, 64], 5)
+    assert decision.label == "with_mask" and decision.p_without_mask < 0.5
+    # a small, doubtful face weighs less than a large, sure one
+    small = TrackDecision(TrackSettings())
+    small.add(result(0.9), 0.2, [0, 0, 8, 8], 0)
+    small.add(result(0.2), 0.9, [0, 0, 64, 64], 1)
+    assert small.label == "with_mask"
+
+
+def test_source_tracks_reuse_and_events():
+    tracks = SourceTracks("cam", None, TrackSettings(min_classified=1, reclassify_every=4,
+                                                     max_lost=2), reuse=True)
+    classified, events = [], []
+    for frame in range(10):  # one face drifting right, seen in frames 0..6
+        boxes = [[100 + 2 * frame, 50, 150 + 2 * frame, 110]] if frame <= 6 else []
+        t = task(frame, boxes)
+        tracks.assign(t)
+        classified += [frame for r in t.regions if r.classify]
+        results = [result(0.9) if r.classify else None for r in t.regions]
+        events += tracks.resolve(t, results, [None] * len(results))
+    assert classified == [0, 4]  # new, then reclassify_every
+    kinds = [(e["event"], e["track_id"]) for e in events]
+    assert kinds == [(TRACK_STARTED, 1), (DECISION, 1), (TRACK_ENDED, 1)]
+    ended = events[-1]
+    assert (ended["first_frame"], ended["last_frame"], ended["track_frames"]) == (0, 6, 7)
+    assert ended["track_label"] == "without_mask" and ended["classified"] == 2
+
+
+def test_reuse_off_classifies_every_face_and_low_unconfirmed_faces_are_left_out():
+    every = SourceTracks("cam", None, TrackSettings(), reuse=False)
+    lazy = SourceTracks("cam", None, TrackSettings(high_score=0.5), reuse=True)
+    for frame in range(3):
+        a, b = task(frame, [[10, 10, 60, 60], [200, 10, 240, 50]], [0.9, 0.2]), \
+            task(frame, [[10, 10, 60, 60], [200, 10, 240, 50]], [0.9, 0.2])
+        every.assign(a)
+        lazy.assign(b)
+        assert all(r.classify for r in a.regions)
+        assert not b.regions[1].classify and b.regions[1].track_id is None
+
+
+def test_cancelled_request_is_asked_again():
+    tracks = SourceTracks("cam", None, TrackSettings(min_classified=1), reuse=True)
+    first = task(0, [[10, 10, 60, 60]])
+    tracks.assign(first)
+    assert first.regions[0].classify
+    first.tracks = tracks
+    tracks.cancel(first)  # its frame was dropped before the classifier
+    second = task(1, [[11, 10, 61, 60]])
+    tracks.assign(second)
+    assert second.regions[0].classify
+
+
+def test_finish_ends_open_tracks_once():
+    tracks = SourceTracks("cam", None, TrackSettings(), reuse=True)
+    t = task(0, [[10, 10, 60, 60]])
+    tracks.assign(t)
+    tracks.resolve(t, [result(0.1)], [None])
+    ended = tracks.finish()
+    assert [e["event"] for e in ended] == [TRACK_ENDED]
+    assert tracks.finish() == []
+
+
+def test_track_options_parse_and_check():
+    assert parse_track_options(["max_lost=12", "grow=1.5"]) == {"max_lost": 12, "grow": 1.5}
+    with pytest.raises(ValueError, match="unknown|expected KEY=VALUE"):
+        parse_track_options(["nonsense=1"])
+    with pytest.raises(ValueError, match="max_lost: expected an integer"):
+        parse_track_options(["max_lost=abc"])
+    with pytest.raises(ValueError, match="low_score <= high_score"):
+        TrackSettings(high_score=0.2, low_score=0.5)
+    assert check_track_mode(True) == "on" and check_track_mode("auto") == "auto"
+    with pytest.raises(ValueError, match="track: expected one of"):
+        check_track_mode("sometimes")
+
+
+def test_weighted_queue_counts_faces_not_frames():
+    queue: BoundedQueue[list[int]] = BoundedQueue(8, weight=len, name="faces")
+    assert queue.put([1] * 5) and queue.put([1] * 3)
+    done = threading.Event()
+
+    def producer() -> None:
+        queue.put([1] * 2)  # 5 + 3 + 2 > 8: waits for room
+        done.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    assert not done.wait(0.2)
+    assert queue.get() == [1] * 5
+    assert done.wait(5)
+    thread.join()
+    # an item heavier than the whole capacity still goes into an empty queue
+    big: BoundedQueue[list[int]] = BoundedQueue(4, weight=len)
+    assert big.put([1] * 40) and len(big) == 1
