@@ -132,8 +132,11 @@ def _check_regions(records: list[Any]) -> None:
         if r.faces == 0:
             assert r.label is None and r.region_index is None
             continue
-        assert r.label in ("with_mask", "without_mask")
-        assert abs(r.p_with_mask + r.p_without_mask - 1.0) < 1e-4
+        if r.label is None:  # a tracked face left unclassified says why
+            assert r.classified is False and r.reason, r
+        else:
+            assert r.label in ("with_mask", "without_mask")
+            assert abs(r.p_with_mask + r.p_without_mask - 1.0) < 1e-4
         x0, y0, x1, y1 = r.box
         assert 0 <= x0 < x1 and 0 <= y0 < y1, r.box
         regions[r.frame_index].append(r)

@@ -26,8 +26,9 @@ def result(p_without: float) -> SimpleNamespace:
 def task(index: int, boxes: list[list[float]], scores: list[float] | None = None) -> SimpleNamespace:
     scores = scores or [0.9] * len(boxes)
     regions = [Region(tuple(int(v) for v in b), score=s) for b, s in zip(boxes, scores)]
+    image = np.zeros((240, 320, 3), np.uint8)
     return SimpleNamespace(frame=SimpleNamespace(index=index, timestamp=index / 10.0),
-                           regions=regions, tracks=None)
+                           regions=regions, tracks=None, image=image)
 
 
 def test_new_track_is_classified_then_reused_until_reclassify_every():
@@ -154,3 +155,43 @@ def test_weighted_queue_counts_faces_not_frames():
     # an item heavier than the whole capacity still goes into an empty queue
     big: BoundedQueue[list[int]] = BoundedQueue(4, weight=len)
     assert big.put([1] * 40) and len(big) == 1
+
+
+def test_camera_motion_is_estimated_from_the_frames():
+    import cv2
+
+    from maskrt.track.motion import CameraMotion
+
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (720, 1280, 3), np.uint8), (5, 5), 0)
+    truth = cv2.getRotationMatrix2D((640, 360), 1.5, 1.04)
+    truth[:, 2] += (17.0, -9.0)
+    moved = cv2.warpAffine(scene, truth, (1280, 720), borderMode=cv2.BORDER_REFLECT)
+    motion = CameraMotion()
+    assert motion.estimate(scene) is None  # the first frame: nothing to compare with
+    affine = motion.estimate(moved)
+    assert affine is not None
+    corners = np.array([[100, 100, 1], [1180, 620, 1], [640, 360, 1]], np.float64)
+    assert np.abs(corners @ affine.T - corners @ truth.T).max() < 1.5  # pixels
+    # a cut to an unrelated frame (or a dark one) is no motion anyone can tell
+    assert motion.estimate(np.zeros_like(scene)) is None
+
+
+def test_tracks_follow_a_panning_camera():
+    from maskrt.track.bytetrack import ByteTracker
+
+    tracker = ByteTracker(TrackSettings())
+    pan = np.array([[1.0, 0.0, -30.0], [0.0, 1.0, 0.0]])  # 30 px a frame, faces 24 px wide
+    ids = []
+    for frame in range(8):
+        boxes = np.array([[300 - 30 * frame, 100, 324 - 30 * frame, 130],
+                          [500 - 30 * frame, 100, 524 - 30 * frame, 130]], np.float64)
+        update = tracker.update(boxes, np.array([0.9, 0.9]), frame,
+                                None if frame == 0 else pan)
+        ids.append([t.track_id for t in update.tracks])
+    assert ids == [[1, 2]] * 8
+    without = ByteTracker(TrackSettings())
+    for frame in range(3):
+        boxes = np.array([[300 - 30 * frame, 100, 324 - 30 * frame, 130]], np.float64)
+        last = without.update(boxes, np.array([0.9]), frame)
+    assert last.tracks[0].track_id != 1  # without the camera's motion the face is lost

@@ -1,5 +1,7 @@
 """``maskrt eval``: accuracy, sensitivity and specificity on an ImageFolder tree; on a VOC scene
-split (``images/`` + ``annotations/``), face detection + classification mAP, AP and recall."""
+split (``images/`` + ``annotations/``), face detection + classification mAP, AP and recall; on a
+clip set of make_clips.py (``clips.json``, ``gt/``, ``*.avi``), the clip metrics (tracking and
+per-person decisions, see eval_clips.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from typing import Any
 
 from maskrt.backends import add_backend_arguments
 from maskrt.cli.common import non_negative_int, positive_int
+from maskrt.cli.eval_clips import add_clip_arguments
 from maskrt.labels import CLASSES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="folder with with_mask/ and without_mask/ (e.g. DATA/val), or a VOC "
-                        "scene split with images/ and annotations/ (e.g. scenes/val)")
+                        "scene split with images/ and annotations/ (e.g. scenes/val), or a clip "
+                        "set of make_clips.py (clips.json, gt/, clip_NNN.avi)")
     add_backend_arguments(parser, default="onnxruntime")
     parser.add_argument("--json", metavar="FILE", type=Path, default=None,
                         help="write the metrics, counts, confusion matrix and mistakes here")
@@ -30,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per backend call (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_clip_arguments(parser)
 
 
 def _hint(data_dir: str) -> str:
@@ -41,9 +46,16 @@ def _hint(data_dir: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from maskrt.cli.common import fail, open_engine
+    from maskrt.cli.eval_clips import looks_like_clips, main_clips
     from maskrt.train.data import DatasetError, index_image_folder
     from maskrt.train.scenes import is_voc_split
 
+    if looks_like_clips(args.data_dir):
+        return main_clips(args)
+    if args.records is not None or args.records_out is not None:
+        return fail("eval", ValueError(f"{args.data_dir}: --records and --records-out are for "
+                                       "clip sets (clips.json, gt/, clip_NNN.avi)"), args,
+                    prefix="error: ")
     if is_voc_split(args.data_dir):
         return _main_scenes(args)
     try:

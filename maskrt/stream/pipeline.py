@@ -30,7 +30,8 @@ from maskrt.stream.sinks import Sink
 from maskrt.stream.sources import Source, SourceSpec, open_source
 from maskrt.stream.stages import DecodeStage, PrepareStage, Stage, start_stage
 from maskrt.stream.summary import build_summary
-from maskrt.stream.work import REASON_REMOVED, REASON_STOPPED, FrameTask, SourceHandle
+from maskrt.stream.work import (REASON_REMOVED, REASON_STOPPED, REASON_SUPERSEDED, FrameTask,
+                               SourceHandle)
 
 log = logging.getLogger("maskrt.pipeline")
 
@@ -79,9 +80,8 @@ class Pipeline:
                  output_capacity: int = 1024, stop_when_done: bool = True,
                  source_options: dict[str, Any] | None = None, max_batch: int | None = None,
                  regions: str = "faces", preset: str = "default", detector: Any = None,
-                 face_options: dict[str, Any] | None = None,
-                 max_frames: int | None = None, track: Any = "auto", reuse: bool = True,
-                 track_options: dict[str, Any] | None = None,
+                 face_options: dict[str, Any] | None = None, max_frames: int | None = None,
+                 track: Any = "auto", reuse: bool = True, track_options: dict | None = None,
                  max_latency_ms: float | None = 1000.0) -> None:
         if max_batch is not None:
             warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
@@ -94,7 +94,6 @@ class Pipeline:
 
         self.tracking = TrackStage(track, reuse, TrackSettings().with_options(track_options))
         self.max_latency_s = None if max_latency_ms is None else max_latency_ms / 1000.0
-
         if isinstance(sources, (str, int, Source)) or hasattr(sources, "__fspath__"):
             sources = [sources]  # type: ignore[list-item]
         self._source_options = dict(source_options or {})
@@ -151,13 +150,13 @@ class Pipeline:
             sink.open(self)
         inbox: Any = self._sources
         for stage in self._chain:
-            # The last queue holds the next batch (counted in faces to classify) while the
-            # backend runs this one; the ones between per-frame stages only smooth hand-offs
-            # (more would only add latency).
+            # The last holds the next batch (in faces to classify) while the backend runs; the
+            # others only smooth hand-offs. A live frame supersedes its source's older one.
             last = stage is self._chain[-1]
             outbox: BoundedQueue[FrameTask] = BoundedQueue(
                 self.batch_size if last else STAGE_QUEUE_SIZE, name=stage.name,
-                weight=FrameTask.queue_weight if last else None)
+                weight=FrameTask.queue_weight if last else None, on_drop=self.ledger.drop,
+                supersede=FrameTask.live_key, drop_reason=REASON_SUPERSEDED)
             self._stage_queues.append(outbox)
             self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
             inbox = outbox

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
 
@@ -41,16 +41,20 @@ class BoundedQueue(Generic[T]):
     weight: what an item counts against ``capacity`` (default 1; the queue before inference
     counts the faces to classify, so a frame of 40 faces is not "one item"). An item heavier
     than the whole capacity is still taken when the queue is empty.
+    supersede: an item's key (None: no key); a new item replaces a queued one of the same key,
+    which goes to ``on_drop`` with ``drop_reason`` (a live camera's newer frame makes its older
+    one pointless: the pipeline is behind, and stale frames would only add latency).
     """
 
     def __init__(self, capacity: int, policy: Policy = Policy.BLOCK, *,
                  on_drop: Callable[[T, str], None] | None = None, drop_reason: str = "queue full",
                  cond: threading.Condition | None = None, name: str = "",
-                 weight: Callable[[T], int] | None = None) -> None:
+                 weight: Callable[[T], int] | None = None,
+                 supersede: Callable[[T], Hashable | None] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"queue {name}: capacity: expected >= 1, got {capacity}")
-        if policy is Policy.DROP_OLDEST and on_drop is None:
-            raise ValueError(f"queue {name}: DROP_OLDEST needs on_drop to account for what it drops")
+        if (policy is Policy.DROP_OLDEST or supersede is not None) and on_drop is None:
+            raise ValueError(f"queue {name}: dropping needs on_drop to account for what it drops")
         self.capacity = capacity
         self.policy = policy
         self.name = name
@@ -59,6 +63,7 @@ class BoundedQueue(Generic[T]):
         self._cond = cond or threading.Condition()
         self._items: deque[T] = deque()
         self._weight = weight
+        self._supersede = supersede
         self._load = 0  # the items' total weight
         self._closed = False
         self._aborted = False
@@ -73,6 +78,7 @@ class BoundedQueue(Generic[T]):
             if self._aborted or (self._closed and not force):
                 return False
             weight = self._weight_of(item)
+            self._drop_superseded(item)
             if not force and self._full(weight):
                 if self.policy is Policy.DROP_OLDEST:
                     assert self._on_drop is not None  # checked in __init__
@@ -99,6 +105,16 @@ class BoundedQueue(Generic[T]):
         """The oldest item, or None without waiting (lock of a shared condition held or not)."""
         with self._cond:
             return self._pop_locked() if self._items else None
+
+    def _drop_superseded(self, item: T) -> None:
+        key = None if self._supersede is None else self._supersede(item)
+        if key is None:
+            return
+        for old in [queued for queued in self._items if self._supersede(queued) == key]:
+            self._items.remove(old)
+            self._load -= self._weight_of(old)
+            self._on_drop(old, self._drop_reason)  # type: ignore[misc]  # checked in __init__
+        self._cond.notify_all()
 
     def _weight_of(self, item: T) -> int:
         return 1 if self._weight is None else max(0, int(self._weight(item)))

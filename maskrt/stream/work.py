@@ -22,6 +22,8 @@ REASON_QUEUE_FULL = "live queue full: dropped the oldest frame"
 REASON_STOPPED = "pipeline stopped before the frame was scored"
 REASON_REMOVED = "source removed before the frame was scored"
 REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
+REASON_SUPERSEDED = "live frame superseded by a newer one of its source while queued (the " \
+    "pipeline is behind the camera)"
 
 
 class SourceHandle:
@@ -104,6 +106,11 @@ class FrameTask:
     def to_classify(self) -> list[Region]:
         """The regions that go through the classifier, in order."""
         return [r for r in self.regions or () if r.classify]
+
+    def live_key(self) -> str | None:
+        """Its source's id for a live source (a newer frame supersedes it in a queue), else
+        None (files, folders and videos never drop)."""
+        return self.handle.id if self.handle.source.live else None
 
     def queue_weight(self) -> int:
         """A prepared frame's weight in the queue before inference: the faces it sends to the

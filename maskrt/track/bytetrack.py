@@ -131,15 +131,18 @@ class ByteTracker:
         """The confirmed tracks still alive (tracked or lost)."""
         return [t for t in self._tracks if t.confirmed]
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, frame_index: int) -> TrackerUpdate:
-        """Associate one frame's detections (``[N, 4]`` x0, y0, x1, y1 and ``[N]`` scores)."""
+    def update(self, boxes: np.ndarray, scores: np.ndarray, frame_index: int,
+               camera_motion: np.ndarray | None = None) -> TrackerUpdate:
+        """Associate one frame's detections (``[N, 4]`` x0, y0, x1, y1 and ``[N]`` scores).
+        camera_motion: the 2x3 affine from the previous frame's pixels to this one's, when the
+        camera moved (:class:`~maskrt.track.motion.CameraMotion`); the tracks move with it."""
         boxes, scores = _check_input(boxes, scores)
         frame_index = int(frame_index)
         if self._frame is not None and frame_index <= self._frame:
             raise ValueError(f"ByteTracker.update: frame_index: expected > {self._frame} (the "
                              f"previous update's), got {frame_index}")
         first = self._frame is None
-        self._predict(0 if first else frame_index - self._frame)
+        self._predict(0 if first else frame_index - self._frame, camera_motion)
         self._frame = frame_index
         matched = self._associate(boxes, scores)
         tracks = self._apply(matched, boxes, scores, frame_index, first)
@@ -154,12 +157,15 @@ class ByteTracker:
         self._tracks, self._frame = [], None
         return ended
 
-    def _predict(self, steps: int) -> None:
-        """Move every live track's state ``steps`` frames on, all tracks in one call."""
+    def _predict(self, steps: int, camera_motion: np.ndarray | None = None) -> None:
+        """Move every live track's state ``steps`` frames on (into this frame's pixels first
+        when the camera moved), all tracks in one call."""
         if not self._tracks:
             return
         mean = np.stack([t._mean for t in self._tracks])
         cov = np.stack([t._cov for t in self._tracks])
+        if camera_motion is not None:
+            mean, cov = self._kalman.warp(mean, cov, np.asarray(camera_motion, np.float64))
         # An unseen face's size velocity, extrapolated over an occlusion, would shrink or blow
         # up its box; its position keeps moving so it can be found where it went.
         mean[np.array([t.state == LOST for t in self._tracks]), 6:] = 0.0

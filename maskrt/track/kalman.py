@@ -88,6 +88,22 @@ class BoxKalman:
             cov = _F @ cov @ _F.T + _diag(std)
         return mean, cov
 
+    @staticmethod
+    def warp(mean: np.ndarray, cov: np.ndarray,
+             affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The states moved into the next frame's pixels when the camera moved: ``affine``
+        (2x3, similarity: rotation and zoom R, shift t) maps the previous frame's pixels to
+        this one's. Centres become R c + t and their velocities R v; sizes and their velocities
+        scale by the zoom (a box stays upright)."""
+        rotation, shift = affine[:, :2], affine[:, 2]
+        zoom = float(np.sqrt(abs(np.linalg.det(rotation))))
+        m = np.zeros((8, 8))
+        m[0:2, 0:2] = m[4:6, 4:6] = rotation
+        m[2:4, 2:4] = m[6:8, 6:8] = zoom * np.eye(2)
+        mean = mean @ m.T
+        mean[:, :2] += shift
+        return mean, m @ cov @ m.T
+
     def update(self, mean: np.ndarray, cov: np.ndarray,
                boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The states corrected by one measured box each (``[N, 4]`` x0, y0, x1, y1)."""

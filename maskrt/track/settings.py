@@ -22,6 +22,8 @@ class TrackSettings:
     min_hits: frames a tentative track must be matched in (one of them with a score >=
     high_score) before it is confirmed and given a ``track_id``.
     max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
+    camera_motion: 1 moves the tracks with the camera (pan, zoom, shake) estimated between
+    frames by sparse optical flow before matching (:mod:`maskrt.track.motion`); 0 does not.
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
@@ -49,6 +51,7 @@ class TrackSettings:
     uncertain: float = 0.25
     min_classified: int = 2
     classify_low: int = 0
+    camera_motion: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -58,8 +61,9 @@ class TrackSettings:
         for name in ("match_iou", "low_match_iou", "tentative_match_iou", "uncertain"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} in [0, 1] (got {getattr(self, name)})")
-        if self.classify_low not in (0, 1):
-            problems.append(f"classify_low 0 or 1 (got {self.classify_low})")
+        for name in ("classify_low", "camera_motion"):
+            if getattr(self, name) not in (0, 1):
+                problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
         for name in ("min_hits", "reclassify_every", "min_classified"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")

@@ -18,6 +18,7 @@ import numpy as np
 
 from maskrt.track.bytetrack import ByteTracker, Track
 from maskrt.track.decision import TrackDecision
+from maskrt.track.motion import CameraMotion
 from maskrt.track.settings import TrackSettings
 
 #: the kinds of track events
@@ -39,6 +40,7 @@ class SourceTracks:
         self.settings = settings
         self.reuse = reuse
         self.tracker = ByteTracker(settings)
+        self.motion = CameraMotion() if settings.camera_motion else None
         self.lock = threading.Lock()
         #: (frame index, track) of tracks the tracker ended, announced once that frame's
         #: records are made (so their decision includes every classification before it)
@@ -53,8 +55,10 @@ class SourceTracks:
         boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
         scores = np.array([1.0 if r.score is None else r.score for r in regions])
         index = task.frame.index
+        # Estimated on every frame, faces or not, so the next frame's motion is known.
+        motion = self.motion.estimate(task.image) if self.motion is not None else None
         with self.lock:
-            update = self.tracker.update(boxes, scores, index)
+            update = self.tracker.update(boxes, scores, index, motion)
             for region, track in zip(regions, update.tracks):
                 if track.data is None:
                     track.data = TrackDecision(self.settings)
