@@ -51,7 +51,7 @@ def test_drop_oldest_policy_hands_the_dropped_item_to_the_accounting() -> None:
     queue.close()
     assert [queue.get(), queue.get(), queue.get()] == [3, 4, CLOSED]
     assert queue.get(timeout=0.01) is CLOSED and not queue.put(9) and queue.put(9, force=True)
-    with pytest.raises(ValueError, match="DROP_OLDEST needs on_drop"):
+    with pytest.raises(ValueError, match="dropping needs on_drop"):
         BoundedQueue(1, Policy.DROP_OLDEST)
 
 

@@ -195,3 +195,21 @@ def test_tracks_follow_a_panning_camera():
         boxes = np.array([[300 - 30 * frame, 100, 324 - 30 * frame, 130]], np.float64)
         last = without.update(boxes, np.array([0.9]), frame)
     assert last.tracks[0].track_id != 1  # without the camera's motion the face is lost
+
+
+def test_frames_between_detections_take_the_predicted_faces():
+    tracks = SourceTracks("cam", None, TrackSettings(detect_every=2, camera_motion=0),
+                          reuse=True)
+    for frame in range(8):  # a face moving 10 px a frame, detected in frames 0..7
+        t = task(frame, [[100 + 10 * frame, 50, 140 + 10 * frame, 100]])
+        tracks.assign(t)
+        tracks.resolve(t, [result(0.1) if r.classify else None for r in t.regions], [None])
+    coasted = task(8, [])
+    tracks.coast(coasted)
+    (region,) = coasted.regions
+    assert region.track_id == 1 and not region.classify
+    # where it went (180, 220), not where it was last seen (170, 210)
+    assert abs(region.box[0] - 180) <= 4 and abs(region.box[2] - 220) <= 4, region.box
+    assert "predicted" in coasted.note
+    events = tracks.resolve(coasted, [None], [None])
+    assert events == [] and region.track.data.frames == 9

@@ -28,7 +28,7 @@ from maskrt.cli.common import expected_errors, fail, quiet_native_logs
 VERBS: dict[str, tuple[ModuleType, str]] = {
     "demo": (demo, "score and explain sample faces, write overlays and a summary"),
     "score": (score, "score files, folders, videos, cameras and streams"),
-    "eval": (eval, "accuracy, sensitivity and specificity on an ImageFolder tree"),
+    "eval": (eval, "accuracy on face crops, mAP on VOC scene photos, tracking metrics on camera clips"),
     "bench": (bench, "trtexec-style throughput and latency of a backend"),
     "check": (check, "compare a backend with the FP32 ONNX Runtime reference"),
     "export": (export, "export the model as the deployed ONNX graph"),

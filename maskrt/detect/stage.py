@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from maskrt.detect.base import Detections, Detector
 from maskrt.detect.regions import NO_BOX_FIT, check_box_fit, face_regions
@@ -36,14 +36,21 @@ class FaceStage(Stage):
         self.max_faces = max_faces
         self.batch_size = batch_size
         self.box_fit = check_box_fit(box_fit)
+        #: set by the track stage (detect_every): frames it predicts instead
+        self.skip_detection: Callable[[FrameTask], bool] | None = None
 
     def process(self, task: FrameTask) -> FrameTask:
         return self.process_batch([task])[0]
 
     def process_batch(self, tasks: Sequence[FrameTask]) -> list[Any]:
-        detections = self.detector.detect([task.image for task in tasks])
-        for task, faces in zip(tasks, detections):
+        skip = self.skip_detection
+        searched = [task for task in tasks if skip is None or not skip(task)]
+        detections = self.detector.detect([task.image for task in searched]) if searched else []
+        for task, faces in zip(searched, detections):
             task.regions, task.note = self.regions(faces, task.image.shape)
+        for task in tasks:
+            if task.regions is None:  # left to the tracker (see TrackStage.skips_detection)
+                task.extra["skipped_detection"] = True
         return list(tasks)
 
     def regions(self, faces: Detections, frame_shape: tuple[int, ...]) -> tuple[list[Region], str | None]:

@@ -119,6 +119,7 @@ class Pipeline:
                                     *stages,
                                     self.tracking,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
+        self.tracking.attach(self._chain)
         self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0, self.ledger)
         self._explain = ExplainStage(engine, self.ledger, explain=explain,
                                      keep_frames=self.keep_frames)

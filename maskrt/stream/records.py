@@ -33,9 +33,9 @@ class Record:
 
     source_timestamp: seconds; the position in the video for video files, the file's mtime (Unix
     time) for files, the wall clock at read (Unix time) for cameras and streams.
-    status: ``scored``, ``dropped`` (a live source's full queue, a filter stage, or the frame was
-    still queued when its source was removed or the pipeline stopped) or ``failed`` (``reason``
-    says why).
+    status: ``scored``, ``dropped`` (a live source's full queue, a late or superseded live
+    frame, a filter stage, or the frame was still queued when its source was removed or the
+    pipeline stopped) or ``failed`` (``reason`` says why).
     latency_ms: from the moment the frame was read to the moment this record was made.
     uri: the file a frame came from (files, folders, drop folders), else None.
     region_index, box: which region of the frame this record scores, and where it is

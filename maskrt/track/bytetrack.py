@@ -148,6 +148,20 @@ class ByteTracker:
         tracks = self._apply(matched, boxes, scores, frame_index, first)
         return TrackerUpdate(tracks=tracks, ended=self._age(set(matched.values()), frame_index))
 
+    def coast(self, frame_index: int, camera_motion: np.ndarray | None = None) -> list[Track]:
+        """A frame that was not searched for faces: every track is predicted to it (moved with
+        the camera) and the confirmed tracks seen at the last detection are returned, their
+        ``predicted_box()`` where the face should be now. Nothing is matched, aged or ended."""
+        frame_index = int(frame_index)
+        if self._frame is not None and frame_index <= self._frame:
+            raise ValueError(f"ByteTracker.coast: frame_index: expected > {self._frame} (the "
+                             f"previous update's), got {frame_index}")
+        if self._frame is None:
+            return []
+        self._predict(frame_index - self._frame, camera_motion)
+        self._frame = frame_index
+        return [t for t in self._tracks if t.state == TRACKED]
+
     def finish(self) -> list[Track]:
         """End every remaining track (the source ended); the next update starts afresh, ids
         continuing."""

@@ -24,6 +24,8 @@ class TrackSettings:
     max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
     camera_motion: 1 moves the tracks with the camera (pan, zoom, shake) estimated between
     frames by sparse optical flow before matching (:mod:`maskrt.track.motion`); 0 does not.
+    detect_every: look for faces in one frame of every detect_every of a tracked source; in the
+    others the confirmed tracks' predicted boxes are the faces, each taking its track's decision.
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
@@ -37,7 +39,8 @@ class TrackSettings:
     recorded without a label and not classified, unless classify_low is 1.
     """
 
-    high_score: float = 0.5
+    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video")
+    high_score: float = 0.7
     low_score: float = 0.1
     match_iou: float = 0.2
     low_match_iou: float = 0.5
@@ -52,6 +55,7 @@ class TrackSettings:
     min_classified: int = 2
     classify_low: int = 0
     camera_motion: int = 1
+    detect_every: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,7 +68,7 @@ class TrackSettings:
         for name in ("classify_low", "camera_motion"):
             if getattr(self, name) not in (0, 1):
                 problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
-        for name in ("min_hits", "reclassify_every", "min_classified"):
+        for name in ("min_hits", "reclassify_every", "min_classified", "detect_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
         if self.max_lost < 0:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maskrt.stream.work import Region
 from maskrt.track.bytetrack import ByteTracker, Track
 from maskrt.track.decision import TrackDecision
 from maskrt.track.motion import CameraMotion
@@ -69,6 +70,23 @@ class SourceTracks:
                 if region.classify:
                     track.data.requested_at(index, side)
             self._ended.extend((index, track) for track in update.ended)
+
+    def coast(self, task: Any) -> None:
+        """A frame the detector skipped: its regions are the confirmed tracks' predicted boxes
+        (clipped to the frame), each reusing its track's decision."""
+        height, width = task.image.shape[:2]
+        motion = self.motion.estimate(task.image) if self.motion is not None else None
+        task.regions = []
+        with self.lock:
+            for track in self.tracker.coast(task.frame.index, motion):
+                x0, y0, x1, y1 = np.clip(np.rint(track.predicted_box()), 0,
+                                         [width, height, width, height]).astype(int)
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    continue
+                region = Region((int(x0), int(y0), int(x1), int(y1)), score=track.score)
+                region.track, region.track_id, region.classify = track, track.track_id, False
+                task.regions.append(region)
+        task.note = f"faces predicted by the tracker (detect_every {self.settings.detect_every})"
 
     def _classify(self, track: Track, frame_index: int, side: float) -> bool:
         if not self.reuse:

@@ -13,6 +13,8 @@ from maskrt.stream.work import FrameTask
 from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
+#: the key of ``task.extra`` by which the face stage says it left the frame to the tracker
+SKIPPED_DETECTION = "skipped_detection"
 #: source kinds whose frames are a sequence (tracked with track="auto")
 SEQUENCE_KINDS = ("video", "stream", "camera")
 
@@ -37,7 +39,8 @@ class TrackStage(Stage):
         self._sources: dict[tuple[str, str | None], SourceTracks] = {}
 
     def process(self, task: FrameTask) -> FrameTask:
-        if task.regions is None or not self.tracks(task):
+        predict = task.extra.pop(SKIPPED_DETECTION, False)
+        if (task.regions is None and not predict) or not self.tracks(task):
             return task
         key = self._key(task)
         with self._lock:
@@ -45,9 +48,25 @@ class TrackStage(Stage):
             if tracks is None:
                 tracks = self._sources[key] = SourceTracks(key[0], key[1], self.settings,
                                                            self.reuse)
-        tracks.assign(task)
+        if predict:
+            tracks.coast(task)
+        else:
+            tracks.assign(task)
         task.tracks = tracks
         return task
+
+    def skips_detection(self, task: FrameTask) -> bool:
+        """Whether the face stage may leave ``task``'s frame to the tracker's predictions
+        (``detect_every`` > 1, a tracked source, and not a frame the detector must see)."""
+        every = self.settings.detect_every
+        return every > 1 and task.frame.index % every != 0 and self.tracks(task)
+
+    def attach(self, stages: list[Stage]) -> None:
+        """Let the face stages among ``stages`` skip the frames the tracker predicts."""
+        if self.settings.detect_every > 1:
+            for stage in stages:
+                if hasattr(stage, "skip_detection"):
+                    stage.skip_detection = self.skips_detection
 
     def tracks(self, task: FrameTask) -> bool:
         """Whether ``task``'s frame is tracked."""
