@@ -3,6 +3,7 @@
     python benchmarks/bench_video.py clips DIR [--repeats 1] [--json out/bench_video_clips.json]
     python benchmarks/bench_video.py cameras DIR [--max-cameras 8] [--seconds 40]
                                                  [--json out/bench_video_cameras.json]
+    (any other option, e.g. --track-option detect_every=2, is passed to maskrt)
 
 DIR is a clip set made by ``../shared/tools/make_clips.py`` (clips/val from scenes/val, 1280x720,
 10 fps: ``python ../shared/tools/make_clips.py ../shared/data/scenes/val clips/val --clips 8
@@ -41,8 +42,10 @@ CAMERA_FPS = 10.0
 
 
 def maskrt(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "maskrt", *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "maskrt", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"maskrt {' '.join(args)} failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-2000:]}")
 
 
 def bench_clips(clips: Path, repeats: int, extra: list[str]) -> dict[str, Any]:
@@ -141,10 +144,8 @@ def main() -> None:
     parser.add_argument("--max-cameras", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("extra", nargs=argparse.REMAINDER,
-                        help="after --: more maskrt options (e.g. -- --preset fast)")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    # any other option goes to maskrt as it is (e.g. --preset fast, --track-option K=V)
+    args, extra = parser.parse_known_args()
     started = time.strftime("%Y-%m-%d %H:%M")
     if args.kind == "clips":
         result = bench_clips(args.clips, args.repeats, extra)

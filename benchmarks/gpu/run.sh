@@ -17,6 +17,8 @@
 #   6. faces in scenes (benchmarks/bench_scenes.py on the carried scene val split, both presets):
 #      YuNet + the FP16 classifier + CAMs on the GPU (the torch detector where onnx2torch imports,
 #      the TensorRT one where TensorRT does), and the CPU default (INT8) as the same run's baseline
+#   7. video: 4 clips made from the scene split (make_clips.py, carried) through `maskrt score`
+#      with tracking and reuse: the GPU classifier and detector, then the CPU default
 # The summary ends with the figures as a Markdown table for the README's GPU section (card, date,
 # each figure beside its baseline from the same run) and the checks against the FP32 reference.
 #
@@ -55,8 +57,10 @@
 # the 8 packaged sample faces; scene photos for step 6 and the face tests: $MASKRT_SCENES_DIR,
 # else .gpudata/scenes/val. The shared splits are not in the repository; to take them along,
 # before calling the device tool run (once, in the repository root):
-#   mkdir -p .gpudata/facemask .gpudata/scenes && cp -r ../shared/data/facemask/val .gpudata/facemask/ \
-#     && cp -r ../shared/data/scenes/val .gpudata/scenes/ && echo /.gpudata/ >> .git/info/exclude
+#   mkdir -p .gpudata/facemask .gpudata/scenes .gpudata/tools \
+#     && cp -r ../shared/data/facemask/val .gpudata/facemask/ \
+#     && cp -r ../shared/data/scenes/val .gpudata/scenes/ && cp ../shared/tools/make_clips.py \
+#     .gpudata/tools/ && echo /.gpudata/ >> .git/info/exclude
 # and name ".gpudata" in the call's carry list (8.3 MB).
 #
 # Needs on the machine: a python3 with torch (CUDA), numpy, opencv, pybind11, setuptools, cmake,
@@ -272,6 +276,7 @@ fi
 
 # ---- 6. faces in scenes: detector + classifier + CAMs on the GPU, the CPU default as baseline -----
 SCENES_VAL="${MASKRT_SCENES_DIR:-../shared/data/scenes/val}"
+GPU_FACES=(--backend torch --backend-option device=cuda --face-option detector_device=cuda)
 faces_bench() {  # faces_bench NAME LIMIT JSON ARGS...: bench_scenes.py on the carried scene split
   local name=$1 limit=$2 json=$3; shift 3
   step "$name" "$limit" "$PY" benchmarks/bench_scenes.py --data "$SCENES_VAL" --repeats 1 \
@@ -280,7 +285,6 @@ faces_bench() {  # faces_bench NAME LIMIT JSON ARGS...: bench_scenes.py on the c
 if [ ! -d "$SCENES_VAL/images" ]; then
   SUMMARY+=("faces          SKIPPED (no scene split at $SCENES_VAL: carry .gpudata/scenes/val)")
 elif [ "$HAVE_ONNX" = 1 ]; then
-  GPU_FACES=(--backend torch --backend-option device=cuda --face-option detector_device=cuda)
   if "$PY" -c "import onnx2torch" >/dev/null 2>&1; then
     faces_bench faces-torch 90 bench_scenes_torch.json "${GPU_FACES[@]}" \
       --face-option detector_backend=torch
@@ -294,6 +298,28 @@ elif [ "$HAVE_ONNX" = 1 ]; then
     SUMMARY+=("faces-trt      SKIPPED (TensorRT 10/11 not importable)")
   fi
   faces_bench faces-cpu 60 bench_scenes_cpu.json --precision int8   # baseline, this machine's CPU
+fi
+
+# ---- 7. video: tracked clips (detector, tracker, reuse) on a GPU classifier, the CPU as baseline ---
+# Clips are made here from the carried scene split by the carried make_clips.py (.gpudata/tools/,
+# copied from ../shared/tools/ with the data, see the header); the frames/s of `maskrt score` on
+# them (tracking and reuse on, the default) with the GPU classifier and detector, then on the CPU.
+MAKE_CLIPS="${MASKRT_MAKE_CLIPS:-.gpudata/tools/make_clips.py}"
+CLIPS=/tmp/maskrt-clips
+tracks_run() {  # tracks_run NAME LIMIT ARGS...: maskrt score on the clips into $OUT/NAME
+  local name=$1 limit=$2; shift 2
+  step "$name" "$limit" "$PY" -m maskrt score "$CLIPS"/clip_00[0-3].avi --out "$OUT/$name" \
+    --progress-interval 0 "$@"
+}
+if [ ! -f "$MAKE_CLIPS" ] || [ ! -d "$SCENES_VAL/images" ]; then
+  SUMMARY+=("tracks         SKIPPED (no $MAKE_CLIPS or scene split: carry .gpudata/tools and scenes)")
+elif step clips 30 "$PY" "$MAKE_CLIPS" "$SCENES_VAL" "$CLIPS" --clips 4 --seconds 10; then
+  if "$PY" -c "import onnx2torch" >/dev/null 2>&1; then
+    tracks_run tracks-gpu 60 "${GPU_FACES[@]}" --face-option detector_backend=torch
+  else
+    SUMMARY+=("tracks-gpu     SKIPPED (onnx2torch not importable: carry its wheel in .whl/)")
+  fi
+  tracks_run tracks-cpu 90   # the CPU default (INT8 classifier, ONNX Runtime detector)
 fi
 
 # ---- summary ------------------------------------------------------------------------------------
@@ -316,6 +342,10 @@ for f in "$OUT"/check_*.json; do  # rows continuing the table: each check beside
   [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"| maskrt check {r['backend']}, {r['images']} images | label agreement {100*r['label_agreement']:.2f}%, logits rel. err max {r['logits_rel_err_max']:.1e}, heat-map err max {r['heatmap_err_max']:.1e} | FP32 onnxruntime, same images | {'PASS' if r['passed'] else 'FAIL'} | >= 99.9% agreement |\")" "$f"
 done
 echo
+for run in tracks-gpu tracks-cpu; do  # video: frames/s of the tracked clips, GPU beside CPU
+  f="$OUT/$run/summary.json"
+  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"| tracked clips 1280x720 ($run): {r['backend']} | {r['throughput_fps']} frames/s, {r['classified_faces']} faces classified, {r['reused_faces']} reused | tracks-cpu: the CPU default, same run | latency p95 {r['latency_ms']['p95']} ms | |\")" "$f"
+done
 for f in "$OUT"/bench_scenes_*.json; do  # faces in scenes: one row per configuration and preset
   [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); fo=r['face_options']; [print(f\"| faces in scenes, {p} preset: {r['backend']}, detector {fo.get('detector_backend', 'onnxruntime')} {fo.get('detector_device', 'cpu')} | {v['images_per_s']:.1f} images/s ({v['images_per_s_explain']:.1f} with CAMs), 1080p {v['fps_1080p']:.1f} frames/s, mAP@0.5 {v['metric']['map50']:.3f} | bench_scenes_cpu.json: the CPU default, same run | stage ms/image {v['stage_ms']['detect']:.1f} detect, {v['stage_ms']['classify']:.1f} classify | |\") for p, v in r['presets'].items()]" "$f"
 done

@@ -79,4 +79,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
               f"{outputs['mqtt_dropped']} dropped, {outputs['mqtt_unacked']} unacknowledged, "
               f"{outputs['mqtt_buffered']} buffered while disconnected, "
               f"{outputs['mqtt_filtered']} filtered, {outputs['mqtt_suppressed']} rate-limited")
+    if "tracks" in outputs:
+        print(f"people: {outputs['tracks_ended']} tracks {outputs['track_labels']}; faces "
+              f"classified {summary['classified_faces']}, reused {summary['reused_faces']}; "
+              f"wrote {outputs['tracks']} and {outputs['events']}")
     print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")

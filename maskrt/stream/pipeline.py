@@ -152,12 +152,12 @@ class Pipeline:
         inbox: Any = self._sources
         for stage in self._chain:
             # The last holds the next batch (in faces to classify) while the backend runs; the
-            # others only smooth hand-offs. A live frame supersedes its source's older one.
+            # others only smooth hand-offs. A live frame supersedes its source's aging ones.
             last = stage is self._chain[-1]
             outbox: BoundedQueue[FrameTask] = BoundedQueue(
                 self.batch_size if last else STAGE_QUEUE_SIZE, name=stage.name,
                 weight=FrameTask.queue_weight if last else None, on_drop=self.ledger.drop,
-                supersede=FrameTask.live_key, drop_reason=REASON_SUPERSEDED)
+                supersede=FrameTask.supersedes, drop_reason=REASON_SUPERSEDED)
             self._stage_queues.append(outbox)
             self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
             inbox = outbox

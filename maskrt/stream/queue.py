@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -41,16 +41,17 @@ class BoundedQueue(Generic[T]):
     weight: what an item counts against ``capacity`` (default 1; the queue before inference
     counts the faces to classify, so a frame of 40 faces is not "one item"). An item heavier
     than the whole capacity is still taken when the queue is empty.
-    supersede: an item's key (None: no key); a new item replaces a queued one of the same key,
-    which goes to ``on_drop`` with ``drop_reason`` (a live camera's newer frame makes its older
-    one pointless: the pipeline is behind, and stale frames would only add latency).
+    supersede: ``supersede(new, queued)`` says whether a new item makes a queued one pointless;
+    that one then goes to ``on_drop`` with ``drop_reason`` (a live camera's newer frame makes its
+    older one, already aging, pointless: the pipeline is behind, and stale frames only add
+    latency).
     """
 
     def __init__(self, capacity: int, policy: Policy = Policy.BLOCK, *,
                  on_drop: Callable[[T, str], None] | None = None, drop_reason: str = "queue full",
                  cond: threading.Condition | None = None, name: str = "",
                  weight: Callable[[T], int] | None = None,
-                 supersede: Callable[[T], Hashable | None] | None = None) -> None:
+                 supersede: Callable[[T, T], bool] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"queue {name}: capacity: expected >= 1, got {capacity}")
         if (policy is Policy.DROP_OLDEST or supersede is not None) and on_drop is None:
@@ -107,10 +108,9 @@ class BoundedQueue(Generic[T]):
             return self._pop_locked() if self._items else None
 
     def _drop_superseded(self, item: T) -> None:
-        key = None if self._supersede is None else self._supersede(item)
-        if key is None:
+        if self._supersede is None:
             return
-        for old in [queued for queued in self._items if self._supersede(queued) == key]:
+        for old in [queued for queued in self._items if self._supersede(item, queued)]:
             self._items.remove(old)
             self._load -= self._weight_of(old)
             self._on_drop(old, self._drop_reason)  # type: ignore[misc]  # checked in __init__

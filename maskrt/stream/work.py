@@ -107,10 +107,13 @@ class FrameTask:
         """The regions that go through the classifier, in order."""
         return [r for r in self.regions or () if r.classify]
 
-    def live_key(self) -> str | None:
-        """Its source's id for a live source (a newer frame supersedes it in a queue), else
-        None (files, folders and videos never drop)."""
-        return self.handle.id if self.handle.source.live else None
+    def supersedes(self, queued: "FrameTask") -> bool:
+        """Whether this frame makes ``queued`` pointless: both from one live source, and
+        ``queued`` has used half its source's max latency waiting (a short burst of frames is
+        absorbed; a pipeline that stays behind the camera scores the newest frames)."""
+        limit = self.handle.max_latency_s
+        return (queued.handle is self.handle and limit is not None
+                and self.frame.t_read - queued.frame.t_read > limit / 2)
 
     def queue_weight(self) -> int:
         """A prepared frame's weight in the queue before inference: the faces it sends to the
