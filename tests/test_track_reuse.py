@@ -213,3 +213,32 @@ def test_frames_between_detections_take_the_predicted_faces():
     assert "predicted" in coasted.note
     events = tracks.resolve(coasted, [None], [None])
     assert events == [] and region.track.data.frames == 9
+
+
+def test_live_frames_give_way_to_newer_ones_before_the_detector_and_when_aging_after():
+    from maskrt.stream.sources.base import Frame
+    from maskrt.stream.work import FrameTask
+
+    camera = SimpleNamespace(max_latency_s=1.0)
+    other = SimpleNamespace(max_latency_s=1.0)
+    video = SimpleNamespace(max_latency_s=None)
+
+    def frame(handle, t_read: float) -> FrameTask:
+        f = Frame(0, None)
+        f.t_read = t_read
+        return FrameTask(handle, f)
+
+    old, new = frame(camera, 10.0), frame(camera, 10.2)
+    assert new.replaces(old)  # in front of the detector: the newest frame only
+    assert not new.supersedes(old)  # after it: 0.2 s is a burst, not a backlog
+    assert frame(camera, 10.6).supersedes(old)  # half the 1 s limit spent waiting
+    assert not frame(other, 10.6).supersedes(old) and not frame(other, 10.6).replaces(old)
+    assert not frame(video, 99.0).replaces(frame(video, 0.0))  # files never drop
+    queue: BoundedQueue[FrameTask] = BoundedQueue(4, supersede=FrameTask.replaces,
+                                                  on_drop=lambda t, why: dropped.append(t),
+                                                  drop_reason="superseded")
+    dropped: list[FrameTask] = []
+    queue.put(old)
+    queue.put(frame(other, 10.1))
+    queue.put(new)
+    assert dropped == [old] and len(queue) == 2

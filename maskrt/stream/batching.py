@@ -55,8 +55,6 @@ class InferStage:
         self._lock = threading.Lock()
         self.batches = self.regions = self.largest = self.mixed = self.reused = 0
         self.busy_s = 0.0
-        #: seconds a region takes at the backend (moving average), to tell what a frame needs
-        self._region_s = 0.0
         self._unavailable = False  # the last batch failed with BackendUnavailable
         #: called as observer(regions, seconds) after each backend call, from this stage's thread
         self.observers: list[Callable[[int, float], None]] = []
@@ -75,14 +73,14 @@ class InferStage:
 
     def _collect(self, first: FrameTask, inbox: BoundedQueue[FrameTask]) -> tuple[list[FrameTask], bool]:
         """``first`` and what else comes before the batch is full or its wait is over (live
-        frames that would pass their max latency before their faces are classified are dropped
-        instead)."""
+        frames past their max latency are dropped instead)."""
         tasks, count = [], 0
         deadline = first.t_prepared + self.max_wait_s
         task: Any = first
         while True:
-            # its records come after the whole batch: the faces before it and its own
-            if task.late(time.perf_counter() + self._region_s * (count + len(task.to_classify))):
+            # Not predicted from the backend's pace: a frame of 40 new faces would then be
+            # dropped again and again, and its people never classified.
+            if task.late(time.perf_counter()):
                 self.ledger.drop(task, REASON_LATE)
             else:
                 tasks.append(task)
@@ -150,8 +148,6 @@ class InferStage:
             self.largest = max(self.largest, regions)
             self.mixed += len({task.source_id for task in tasks}) > 1
             self.busy_s += seconds
-            self._region_s = 0.8 * self._region_s + 0.2 * seconds / max(1, regions) \
-                if self._region_s else seconds / max(1, regions)
         for observer in self.observers:
             try:
                 observer(regions, seconds)

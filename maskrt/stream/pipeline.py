@@ -35,8 +35,7 @@ from maskrt.stream.work import (REASON_REMOVED, REASON_STOPPED, REASON_SUPERSEDE
 
 log = logging.getLogger("maskrt.pipeline")
 
-#: capacity of the queues between per-frame stages (decode -> user stages -> prepare)
-STAGE_QUEUE_SIZE = 4
+STAGE_QUEUE_SIZE = 4  #: capacity of the queues between per-frame stages (decode ... prepare)
 
 
 class Pipeline:
@@ -152,12 +151,13 @@ class Pipeline:
         inbox: Any = self._sources
         for stage in self._chain:
             # The last holds the next batch (in faces to classify) while the backend runs; the
-            # others only smooth hand-offs. A live frame supersedes its source's aging ones.
-            last = stage is self._chain[-1]
+            # others smooth hand-offs. Live frames: see FrameTask.replaces and supersedes.
+            first, last = stage is self._chain[0], stage is self._chain[-1]
             outbox: BoundedQueue[FrameTask] = BoundedQueue(
                 self.batch_size if last else STAGE_QUEUE_SIZE, name=stage.name,
                 weight=FrameTask.queue_weight if last else None, on_drop=self.ledger.drop,
-                supersede=FrameTask.supersedes, drop_reason=REASON_SUPERSEDED)
+                supersede=FrameTask.replaces if first else FrameTask.supersedes,
+                drop_reason=REASON_SUPERSEDED)
             self._stage_queues.append(outbox)
             self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
             inbox = outbox

@@ -107,10 +107,17 @@ class FrameTask:
         """The regions that go through the classifier, in order."""
         return [r for r in self.regions or () if r.classify]
 
+    def replaces(self, queued: "FrameTask") -> bool:
+        """Whether this frame makes ``queued`` pointless before any costly work was spent on
+        it: both from one live source with a max latency (the queue in front of the detector
+        keeps a live camera's newest frame only)."""
+        return queued.handle is self.handle and self.handle.max_latency_s is not None
+
     def supersedes(self, queued: "FrameTask") -> bool:
-        """Whether this frame makes ``queued`` pointless: both from one live source, and
-        ``queued`` has used half its source's max latency waiting (a short burst of frames is
-        absorbed; a pipeline that stays behind the camera scores the newest frames)."""
+        """Whether this frame makes ``queued`` pointless after work was spent on it: both from
+        one live source, and ``queued`` has used half its source's max latency waiting (a
+        burst of work, such as the new faces of a cut, is absorbed; a pipeline that stays
+        behind the camera scores the newest frames)."""
         limit = self.handle.max_latency_s
         return (queued.handle is self.handle and limit is not None
                 and self.frame.t_read - queued.frame.t_read > limit / 2)
