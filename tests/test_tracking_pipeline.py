@@ -193,3 +193,43 @@ def test_track_events_reach_an_mqtt_subscriber_once_per_person(clip, tmp_path, b
     assert {topic for topic, _ in messages} == {f"site/{safe_name(str(clip))}/tracks"}
     assert sorted((m["event"], m["track_id"], m["frame_index"]) for _, m in messages) == \
         sorted((e["event"], e["track_id"], e["frame_index"]) for e in events)
+
+
+def short_video(clip: Path, path: Path, n: int) -> Path:
+    """The clip's first n frames as a video of its own."""
+    capture = cv2.VideoCapture(str(clip))
+    writer = None
+    for _ in range(n):
+        ok, frame = capture.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0,
+                                     (frame.shape[1], frame.shape[0]))
+        writer.write(frame)
+    capture.release()
+    writer.release()
+    return path
+
+
+def test_people_end_when_their_video_ends_not_when_the_run_does(clip, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    short_video(clip, folder / "a.avi", 6)
+    short_video(clip, folder / "b.avi", 6)
+    alone = short_video(clip, tmp_path / "alone.avi", 6)
+    pipeline = Pipeline(shared_engine(), [str(folder), str(alone), str(clip)])
+    records = list(pipeline)
+    check_accounting(records, pipeline.counters())
+    ended = [(r.source_id, e) for r in records for e in r.events if e["event"] == "track_ended"]
+    # every source ended before the run did: its people ended with its last frame
+    assert pipeline.final_events == []
+    by_source = {source for source, _ in ended}
+    assert by_source == {str(folder), str(alone), str(clip)}
+    # the folder's first video's people end when its second video starts
+    first = [e for source, e in ended if e["uri"] and e["uri"].endswith("a.avi")]
+    assert first
+    starts_b = min(r.frame_index for r in records
+                   if r.source_id == str(folder) and r.uri and r.uri.endswith("b.avi"))
+    assert all(e["last_frame"] < starts_b for e in first)
+    carrier = next(r for r in records if r.events and first[0] in r.events)
+    assert carrier.uri.endswith("b.avi") and carrier.frame_index == starts_b

@@ -178,6 +178,14 @@ class Ledger:
         with self._lock:
             return list(self._accounts)
 
+    def only_in_flight(self, tasks: list[FrameTask]) -> bool:
+        """Whether ``tasks`` (frames of one source, not yet recorded) are the last its source
+        will give: the reader is done and nothing else of the source is in flight."""
+        with self._lock:
+            counts = self._accounts[tasks[0].source_id].counts
+            in_flight = counts["read"] - counts[SCORED] - counts[DROPPED] - counts[FAILED]
+            return tasks[0].handle.reader_done and in_flight == len(tasks)
+
     def latencies(self) -> np.ndarray:
         with self._lock:
             return np.asarray(self._latencies, dtype=np.float64)

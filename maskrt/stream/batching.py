@@ -24,7 +24,7 @@ from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
 from maskrt.stream.annotate import annotate_faces
 from maskrt.stream.records import SCORED, Record
-from maskrt.stream.work import REASON_LATE, FrameTask
+from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
 
@@ -195,12 +195,13 @@ class ExplainStage:
             return
         results = self.engine.results_from(batch.logits) if batch.logits is not None else []
         rows = _rows_of(batch.tasks)
+        ending = self._last_frames(batch.tasks)
         faces: list[list[_Face]] = []
         all_records: list[list[Record]] = []
         for task, task_rows in zip(batch.tasks, rows):  # in order: decisions build on earlier frames
             task_faces = [_Face(region, None if row is None else results[row], row)
                           for region, row in zip(task.regions or (), task_rows)]
-            events = self._resolve(task, task_faces, batch.features)
+            events = self._resolve(task, task_faces, batch.features, id(task) in ending)
             records = [self._region_record(task, i, face) for i, face in enumerate(task_faces)]
             if not records:  # scored, and nothing in it to classify
                 records = [frame_record(task, SCORED, task.note, faces=0)]
@@ -219,17 +220,29 @@ class ExplainStage:
             task.image = None
             self.ledger.scored(task, records)
 
-    def _resolve(self, task: FrameTask, faces: list["_Face"], features: Any) -> list[dict[str, Any]]:
+    def _last_frames(self, tasks: list[FrameTask]) -> set[int]:
+        """The ids of the tasks that are their tracked source's very last frame."""
+        by_source: dict[str, list[FrameTask]] = {}
+        for task in tasks:
+            if task.tracks is not None:
+                by_source.setdefault(task.source_id, []).append(task)
+        return {id(group[-1]) for group in by_source.values() if self.ledger.only_in_flight(group)}
+
+    def _resolve(self, task: FrameTask, faces: list["_Face"], features: Any,
+                 last: bool) -> list[dict[str, Any]]:
         """A tracked frame's classifications into its tracks' decisions (keeping the CAM
         features of each classified face when explaining, for the frames that reuse it); the
-        track events this frame makes. Each face learns what CAM to draw."""
+        track events this frame makes (``last``: its source ends, and so do its people). Each
+        face learns what CAM to draw."""
         if task.tracks is None:
             for face in faces:
                 face.cam = None if face.row is None else (face.row, face.result.class_index)
             return []
         kept = [_feature_row(features, face.row) if self.explain and face.row is not None
                 else None for face in faces]
-        events = task.tracks.resolve(task, [face.result for face in faces], kept)
+        retired = task.extra.pop(RETIRED_TRACKS, None)  # the previous video of a folder
+        events = retired.finish() if retired is not None else []
+        events += task.tracks.resolve(task, [face.result for face in faces], kept)
         for face, region in zip(faces, task.regions or ()):
             decision = region.track.data if region.track is not None else None
             face.decision = decision
@@ -237,6 +250,8 @@ class ExplainStage:
                 face.cam = (face.row, face.result.class_index)
             elif decision is not None and decision.features is not None:
                 face.cam = (decision.features, decision.last.class_index)
+        if last:  # after the faces took their decisions: ending frees them
+            events += task.tracks.finish()
         return events
 
     def _draw(self, batch: InferredBatch, faces: list[list["_Face"]]) -> tuple[dict[int, Any], str | None]:

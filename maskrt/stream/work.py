@@ -21,6 +21,9 @@ from maskrt.stream.sources.base import Frame, Source
 REASON_QUEUE_FULL = "live queue full: dropped the oldest frame"
 REASON_STOPPED = "pipeline stopped before the frame was scored"
 REASON_REMOVED = "source removed before the frame was scored"
+#: the key of ``FrameTask.extra`` that hands the tracks of a folder's previous video to the
+#: explain stage with the next video's first frame (they end once that frame is recorded)
+RETIRED_TRACKS = "retired_tracks"
 REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
 REASON_SUPERSEDED = "live frame superseded by a newer one of its source while queued (the " \
     "pipeline is behind the camera)"

@@ -9,7 +9,7 @@ from typing import Any
 
 from maskrt.stream.sources.base import VIDEO_EXTENSIONS
 from maskrt.stream.stages import Stage
-from maskrt.stream.work import FrameTask
+from maskrt.stream.work import RETIRED_TRACKS, FrameTask
 from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
@@ -48,12 +48,19 @@ class TrackStage(Stage):
             if tracks is None:
                 tracks = self._sources[key] = SourceTracks(key[0], key[1], self.settings,
                                                            self.reuse)
+                self._retire_previous(task, key)
         if predict:
             tracks.coast(task)
         else:
             tracks.assign(task)
         task.tracks = tracks
         return task
+
+    def _retire_previous(self, task: FrameTask, key: tuple[str, str | None]) -> None:
+        """A folder source moved on to its next video: the previous video's tracks end once
+        this frame is recorded (the explain stage finishes them, in frame order)."""
+        for other in [k for k in self._sources if k[0] == key[0] and k != key]:
+            task.extra[RETIRED_TRACKS] = self._sources.pop(other)
 
     def skips_detection(self, task: FrameTask) -> bool:
         """Whether the face stage may leave ``task``'s frame to the tracker's predictions
