@@ -146,7 +146,7 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
                              "worth it and reuse its track's decision and CAM otherwise "
                              "(default on)")
     parser.add_argument("--track-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a tracking setting, repeatable (README, 'Video: tracks'): "
+                        help="override a tracking setting, repeatable (README, 'Video'): "
                              "max_lost, min_hits, high_score, reclassify_every, grow, ...")
 
 

@@ -1,5 +1,5 @@
 """Tracking settings: the tracker's association rule, the per-person decision and temporal reuse,
-with their defaults and the ``--track-option KEY=VALUE`` parser (README, "Video: tracks")."""
+with their defaults and the ``--track-option KEY=VALUE`` parser (README, "Video")."""
 
 from __future__ import annotations
 
