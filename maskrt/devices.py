@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from maskrt.image import dtype_error
+
 
 def is_tensor(x: object) -> bool:
     """``x`` is a torch.Tensor (on any device)."""
@@ -30,3 +32,10 @@ def to_host(x: Any) -> np.ndarray:
     if is_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def refuse_float_tensor(x: Any, what: str) -> None:
+    """Raise :func:`maskrt.image.dtype_error` for a floating-point torch tensor frame: the same
+    refusal as a float NumPy frame, before it is copied or cast anywhere."""
+    if is_tensor(x) and x.is_floating_point():
+        raise dtype_error(what, x.dtype)

@@ -12,7 +12,7 @@ import numpy as np
 
 from maskrt.backends import DEFAULT_BACKEND, Backend, create_backend
 from maskrt.cam.explainer import Explainer
-from maskrt.devices import is_cuda, is_tensor, to_host
+from maskrt.devices import is_cuda, is_tensor, refuse_float_tensor, to_host
 from maskrt.graph import Graph
 from maskrt.image import ImageError, decode_image, resize_to_input, to_bgr8
 from maskrt.labels import CLASSES, INPUT_SIZE
@@ -294,6 +294,7 @@ def _as_image_list(frames: Frames) -> tuple[list[Any], bool]:
 
 
 def _as_image(frame: Any, what: str) -> Any:
+    refuse_float_tensor(frame, what)
     if is_cuda(frame):
         if str(frame.dtype) != "torch.uint8" or frame.dim() != 3 or frame.shape[2] != 3:
             raise ImageError(f"{what}: expected a CUDA uint8 tensor [H, W, 3] (BGR), got "

@@ -31,11 +31,12 @@ def decode_image(data: bytes | bytearray | memoryview | str | os.PathLike[str], 
     """Encoded image bytes, or a file path, -> ``uint8[H, W, 3]`` BGR. The one decoder of maskrt:
     Engine, the streaming pipeline, eval, training data, check, bench and demo all use it.
 
-    Grayscale, BGRA and 16-bit images are converted. Raises :class:`ImageError` (the message
-    names the input and the reason) for an unreadable file, 0 bytes, a truncated JPEG/PNG (OpenCV
-    would decode those with gray rows) or undecodable data. An image whose header says it is
-    larger than ``max_side`` is decoded at reduced size, so a 10000x10000 JPEG never exists at
-    full size in memory, and then scaled so its longer side is ``max_side``.
+    Grayscale, BGRA and 16-bit images are converted; the EXIF orientation is applied (at any
+    size). Raises :class:`ImageError` (the message names the input and the reason) for an
+    unreadable file, 0 bytes, a truncated JPEG/PNG (OpenCV would decode those with gray rows) or
+    undecodable data. An image whose header says it is larger than ``max_side`` is decoded at
+    reduced size, so a 10000x10000 JPEG never exists at full size in memory (never reduced below
+    1 pixel a side: thin images work), and then scaled so its longer side is ``max_side``.
     """
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
@@ -59,13 +60,29 @@ def decode_image(data: bytes | bytearray | memoryview | str | os.PathLike[str], 
 
 
 def _decode_flag(data: bytes, max_side: int) -> int:
-    """IMREAD_UNCHANGED, or a reduced-size colour decode when the header says the image is big."""
+    """How to decode ``data``: depth, gray and colour as stored (``to_bgr8`` converts them), or a
+    reduced-size colour decode when the header says the image is big. Both apply the EXIF
+    orientation (phones store photos sideways and say so there; users expect them upright)."""
     size = image_size(data)
-    if size is None or max(size) <= max_side:
-        return cv2.IMREAD_UNCHANGED
-    factor = next((f for f in (2, 4) if max(size) / f <= max_side), 8)
+    factor = 1 if size is None else _reduction(size, max_side)
+    if factor == 1:
+        # Not IMREAD_UNCHANGED: it ignores EXIF orientation. Alpha is dropped, as to_bgr8 would.
+        return cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
     return {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+
+
+def _reduction(size: tuple[int, int], max_side: int) -> int:
+    """1, 2, 4 or 8: the smallest reduction that brings the longer side to ``max_side``, but never
+    more than the shorter side (OpenCV divides both sides by it: a 1x5000 PNG reduced by 2 would
+    have a 0-pixel side and fail). ``limit_side`` scales down what a smaller factor leaves."""
+    longer, shorter = max(size), min(size)
+    if longer <= max_side:
+        return 1
+    factor = next((f for f in (2, 4) if longer / f <= max_side), 8)
+    while factor > max(shorter, 1):
+        factor //= 2
+    return factor
 
 
 def limit_side(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -79,7 +96,8 @@ def limit_side(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 
 def to_bgr8(image: np.ndarray, *, what: str = "image") -> np.ndarray:
-    """Any 2-D gray, ``[H, W, 1|3|4]`` image of uint8/uint16/float in [0, 1] -> ``uint8[H, W, 3]`` BGR."""
+    """Any 2-D gray, ``[H, W, 1|3|4]`` image of uint8/uint16 -> ``uint8[H, W, 3]`` BGR. Float
+    images are refused (:func:`dtype_error`)."""
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{what}: expected a numpy array, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -96,14 +114,22 @@ def to_bgr8(image: np.ndarray, *, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def dtype_error(what: str, dtype: object) -> ImageError:
+    """The one error for a frame of a dtype maskrt does not take (NumPy arrays here, torch
+    tensors in :mod:`maskrt.devices`). Floats are refused rather than guessed at: a float frame
+    may be in [0, 1] or [0, 255], and clipping the wrong guess gives confident nonsense."""
+    name = str(dtype).removeprefix("torch.")
+    hint = " (float frames are refused: convert to uint8 in 0..255 first)" if "float" in name else ""
+    return ImageError(f"{what}: expected dtype uint8 (BGR [H, W, 3]; or uint16, gray [H, W] or "
+                      f"BGRA [H, W, 4]), got {name}{hint}")
+
+
 def _to_uint8(image: np.ndarray, what: str) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    if image.dtype in (np.float32, np.float64):
-        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    raise ImageError(f"{what}: expected dtype uint8, uint16 or float in [0, 1], got {image.dtype}")
+    raise dtype_error(what, image.dtype)
 
 
 def resize_to_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:

@@ -67,7 +67,7 @@ def test_gray_and_bgra_frames_are_converted(engine, faces) -> None:
 
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((4, 4, 2), np.uint8), r"expected shape \[H, W\], \[H, W, 3\] or \[H, W, 4\], got \[4, 4, 2\]"),
-    (np.zeros((4, 4, 3), np.int32), "expected dtype uint8, uint16 or float"),
+    (np.zeros((4, 4, 3), np.int32), r"expected dtype uint8 \(BGR \[H, W, 3\].*got int32"),
     (np.zeros((0, 4, 3), np.uint8), "expected a non-empty image"),
     ([], "expected at least one image"),
     (42, "got int"),
