@@ -26,7 +26,9 @@ dropped, failed) goes to stderr.
 
 Ctrl-C (SIGINT), SIGTERM (docker stop, systemd, Kubernetes, ``timeout``) and SIGHUP stop cleanly:
 reading stops, frames in flight are recorded as ``dropped`` saying why, videos are finalised and
-the summary is written; the exit status is 130, 143 or 129. A second signal aborts.
+the summary is written; the exit status is 130, 143 or 129. A second signal aborts. Records
+that could not be written (a disk still full at the end) or a summary that could not be written
+make the exit status 2, with a message naming the file.
 Live sources and drop folders run until a signal, ``--duration`` or ``--frames``; a failing live
 source reconnects per ``--reconnect`` (default: forever when every source is live, a few
 attempts when the run also has files, so a batch job finishes).
@@ -171,9 +173,27 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
     for _ in pipeline:  # what the stop left: into the sinks, which then close
         pass
     engine.close()
-    print_summary(pipeline.sinks[-1].summary, args.out)
+    summary_sink = pipeline.sinks[-1]
+    print_summary(summary_sink.summary, args.out, summary_written=summary_sink.error is None)
+    problem = _output_problem(summary_sink)
+    if problem is not None:  # outputs missing: a non-zero status, whatever stopped the run
+        print(f"maskrt score: {problem}", file=sys.stderr)
+        return 2
     # A signal that came after the sources had ended stopped nothing: the run finished.
     return signals.exit_status if stopped_by is not None and stopped_by == signals.name else 0
+
+
+def _output_problem(summary_sink: Any) -> str | None:
+    """What the run could not write (a full disk), in one line; None when everything was."""
+    problems = []
+    lost = summary_sink.summary["outputs"].get("records_lost", 0)
+    if lost:
+        problems.append(f"{lost} records could not be written to "
+                        f"{summary_sink.summary['outputs']['records']} (the disk refused them "
+                        f"until the end; records_lost in the summary)")
+    if summary_sink.error is not None:
+        problems.append(f"cannot write the summary {summary_sink.path}: {summary_sink.error}")
+    return "; ".join(problems) or None
 
 
 def _open_sources(args: argparse.Namespace) -> tuple[list[Any], Any]:

@@ -58,7 +58,7 @@ class Progress:
             self.stream.write("\n")
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
+def print_summary(summary: dict[str, Any], out: Path, summary_written: bool = True) -> None:
     from maskrt.stream.records import DROPPED, FAILED, SCORED
 
     counts = summary["counts"]
@@ -73,6 +73,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary["idle_s"] >= 0.5 or waiting:
         print(f"idle {summary['idle_s']} s (no frame flowing); waiting on sources (s): {waiting}")
     print(f"labels: {summary['labels']}; backend: {summary['backend']}")
+    if summary.get("skipped_files"):
+        print(f"skipped {summary['skipped_files']} files that are not images or videos "
+              f"(by extension: .txt, .xml, .json, ...)")
     outputs = summary["outputs"]
     if "mqtt" in outputs:
         print(f"mqtt {outputs['mqtt']}: {outputs['mqtt_published']} published, "
@@ -83,4 +86,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         print(f"people: {outputs['tracks_ended']} tracks {outputs['track_labels']}; faces "
               f"classified {summary['classified_faces']}, reused {summary['reused_faces']}; "
               f"wrote {outputs['tracks']} and {outputs['events']}")
-    print(f"wrote {out / 'records.jsonl'} and {out / 'summary.json'}")
+    if outputs.get("records_lost"):
+        print(f"records lost: {outputs['records_lost']} could not be written to "
+              f"{outputs['records']}")
+    print(f"wrote {out / 'records.jsonl'}"
+          + (f" and {out / 'summary.json'}" if summary_written else " (not the summary)"))
