@@ -95,7 +95,7 @@ def write_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "cut.png").write_bytes(png[: len(png) * 2 // 3])
-    (folder / "notes.txt").write_text("these are not the pixels you are looking for\n")
+    (folder / "notes.weird").write_text("these are not the pixels you are looking for\n")
     (folder / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
     gray = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
     cv2.imwrite(str(folder / "gray.png"), gray)
@@ -109,7 +109,7 @@ def write_bad_inputs(folder: Path) -> dict[str, str]:
     cv2.imwrite(str(folder / "huge.jpg"), huge)
     cv2.imwrite(str(folder / "huge.png"), huge, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     del huge
-    failed = {"zero.jpg", "cut.jpg", "cut.png", "notes.txt", "random.jpg"}
+    failed = {"zero.jpg", "cut.jpg", "cut.png", "notes.weird", "random.jpg"}
     return {p.name: "failed" if p.name in failed else "scored" for p in folder.iterdir()}
 
 
@@ -145,7 +145,7 @@ def test_bad_inputs_fail_or_convert_one_record_each_within_bounded_memory(engine
     assert "0 bytes" in reasons["zero.jpg"]
     assert "truncated JPEG" in reasons["cut.jpg"]
     assert "truncated PNG" in reasons["cut.png"]
-    assert "not a decodable image" in reasons["notes.txt"]
+    assert "not a decodable image" in reasons["notes.weird"]
     assert "not a decodable image" in reasons["random.jpg"]
     assert all(str(tmp_path / "bad") in reason for reason in reasons.values())
     # Converted inputs score like their 8-bit BGR equivalents.

@@ -97,13 +97,13 @@ def test_redact_url_keeps_urls_without_passwords() -> None:
 
 def test_folder_is_recursive_in_a_stable_order_and_skips_hidden_files(tmp_path: Path) -> None:
     for rel in ["b.jpg", "a.jpg", "sub/z.jpg", "sub/deeper/c.png", ".hidden.jpg",
-                ".cache/x.jpg", "notes.txt"]:
+                ".cache/x.jpg", "notes.weird"]:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     frames = collect(FolderSource(tmp_path))
     names = [Path(f.uri).relative_to(tmp_path).as_posix() for f in frames]
-    assert names == ["a.jpg", "b.jpg", "notes.txt", "sub/deeper/c.png", "sub/z.jpg"]
+    assert names == ["a.jpg", "b.jpg", "notes.weird", "sub/deeper/c.png", "sub/z.jpg"]
     assert [f.index for f in frames] == list(range(5))
     assert all(f.data == b"x" and f.timestamp == pytest.approx(Path(f.uri).stat().st_mtime)
                for f in frames)

@@ -169,6 +169,7 @@ class Ledger:
                 "waiting_s": round(source.waiting_s(), 3),
                 "reconnects": source.reconnects,
                 "connect_failures": source.connect_failures,
+                "skipped_files": source.skipped_files,
                 "last_error": source.last_error,
                 "reasons": dict(account.reasons.most_common()),
                 "labels": {c: account.labels[c] for c in CLASSES},

@@ -38,6 +38,8 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         entry = {k: live[k] for k in ("read", *STATUSES)}
         entry.update({k: live[k] for k in _SOURCE_FIELDS})
         entry["read_by_pipeline"] = live["read"]  # kept for readers of older summaries
+        # Files a folder left out as not media: never read, so outside the identity below.
+        entry["skipped_files"] = live.get("skipped_files", 0)
         ok &= live["in_flight"] == 0 and live["read"] == sum(live[s] for s in STATUSES)
         for name, count in live["labels"].items():
             labels[name] += count
@@ -62,6 +64,7 @@ def build_summary(counters: dict[str, Any], latencies_ms: np.ndarray, **extra: A
         "wall_throughput_fps": round(totals["scored"] / elapsed, 3) if elapsed > 0 else None,
         "latency_ms": latency,
         "sources": sources,
+        "skipped_files": sum(entry["skipped_files"] for entry in sources.values()),
         "batches": counters.get("batches"),
         "mean_batch_size": round(float(counters.get("mean_batch_size") or 0.0), 3),
         "max_batch_size": counters.get("largest_batch"),

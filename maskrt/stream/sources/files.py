@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from maskrt.image import truncation_reason
-from maskrt.stream.sources.base import (DROP_PREFIX, PARTIAL_SUFFIXES, VIDEO_EXTENSIONS, Frame,
-                                        Source)
+from maskrt.stream.sources.base import (DROP_PREFIX, NOT_MEDIA_EXTENSIONS, PARTIAL_SUFFIXES,
+                                        VIDEO_EXTENSIONS, Frame, Source, display_path)
 
 log = logging.getLogger("maskrt.sources")
 
@@ -37,13 +37,19 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
+def _not_media(path: Path) -> bool:
+    return path.suffix.lower() in NOT_MEDIA_EXTENSIONS
+
+
 def _read_file(path: Path, index: int) -> Frame:
+    # Read by the real path; named by its display form (the name may not be valid UTF-8).
+    shown = display_path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
-        return Frame(index, _mtime(path), uri=str(path),
-                     error=f"{path}: cannot read file ({err.strerror or err})")
-    return Frame(index, _mtime(path), data=data, uri=str(path))
+        return Frame(index, _mtime(path), uri=shown,
+                     error=f"{shown}: cannot read file ({err.strerror or err})")
+    return Frame(index, _mtime(path), data=data, uri=shown)
 
 
 class PathSource(Source):
@@ -59,8 +65,8 @@ class PathSource(Source):
     def _failed(self, problem: str) -> Frame:
         """The one failed frame of a source whose path cannot be read at all."""
         self.state = "failed"
-        self.last_error = f"{self.path}: {problem}"
-        return Frame(0, None, uri=str(self.path), error=self.last_error)
+        self.last_error = f"{display_path(self.path)}: {problem}"
+        return Frame(0, None, uri=display_path(self.path), error=self.last_error)
 
 
 class ImageFileSource(PathSource):
@@ -78,8 +84,10 @@ class FolderSource(PathSource):
     """Every non-hidden regular file under ``path``, recursively, sorted by path (directories are
     listed one at a time, so a folder of millions of files never sits in memory as a list).
 
-    extensions: only files with these endings (e.g. ``{".jpg", ".png"}``); default: all files, so
-    that a stray non-image is reported as a ``failed`` record instead of silently skipped.
+    extensions: only files with these endings (e.g. ``{".jpg", ".png"}``); default: all files but
+    those that are clearly not media (:data:`NOT_MEDIA_EXTENSIONS`), so that a stray unknown file
+    is reported as a ``failed`` record instead of silently skipped. Files left out by either rule
+    are counted in ``skipped_files`` (never read, so never in ``read``).
     """
 
     kind = "folder"
@@ -90,15 +98,26 @@ class FolderSource(PathSource):
         super().__init__(path, id, **kw)
 
     def files(self) -> Iterator[Path]:
-        """The folder's files in the order they are read."""
+        """The folder's files in the order they are read (``skipped_files`` counts the others)."""
+        self.skipped_files = 0
         yield from self._walk(self.path)
+
+    def _wanted(self, path: Path) -> bool:
+        """Whether a file is read as a frame; one that is not is counted as skipped."""
+        if self.extensions is not None:
+            wanted = path.suffix.lower() in self.extensions
+        else:
+            wanted = not _not_media(path)
+        if not wanted:
+            self.skipped_files += 1
+        return wanted
 
     def _walk(self, directory: Path) -> Iterator[Path]:
         try:
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
-            log.warning("%s: cannot list %s: %s", self.id, directory, err)
+            log.warning("%s: cannot list %s: %s", self.id, display_path(directory), err)
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -106,9 +125,8 @@ class FolderSource(PathSource):
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from self._walk(Path(entry.path))
-                elif entry.is_file():
-                    if self.extensions is None or Path(entry.name).suffix.lower() in self.extensions:
-                        yield Path(entry.path)
+                elif entry.is_file() and self._wanted(Path(entry.path)):
+                    yield Path(entry.path)
             except OSError:
                 continue
 
@@ -125,7 +143,7 @@ class FolderSource(PathSource):
             if stop.is_set():
                 return
             if path.suffix.lower() in VIDEO_EXTENSIONS:  # its frames, not one undecodable image
-                index, _ = yield from read_video(path, stop, index, uri=str(path))
+                index, _ = yield from read_video(path, stop, index, uri=display_path(path))
                 continue
             yield _read_file(path, index)
             index += 1
@@ -144,7 +162,9 @@ class DropFolderSource(PathSource):
     or mtime) is a new file. ``existing``: also score the files present at start.
     The source runs until it is removed or the pipeline stops; it never drops (lossless).
     It remembers every file it passed on (path -> inode, size, mtime) and lists the folder every
-    ``poll_s``: move or delete scored files when millions pass through one folder.
+    ``poll_s``: move or delete scored files when millions pass through one folder. Files that
+    are clearly not media (:data:`NOT_MEDIA_EXTENSIONS`, e.g. a camera's .xml event next to its
+    JPEG) are skipped, each counted once in ``skipped_files``.
     """
 
     kind = "drop"
@@ -196,7 +216,7 @@ class DropFolderSource(PathSource):
         while not stop.is_set():
             for path, st in self._scan(self.path):
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
-                if seen.get(path) == key:
+                if seen.get(path) == key or self._skipped(path, key, seen):
                     continue
                 age = time.time() - st.st_mtime
                 if age < self.settle_s:
@@ -211,5 +231,14 @@ class DropFolderSource(PathSource):
                 if stop.is_set():
                     return
             stop.wait(self.poll_s)
+
+    def _skipped(self, path: Path, key: tuple[int, int, int],
+                 seen: dict[Path, tuple[int, int, int]]) -> bool:
+        """Whether a new file is not media: then it is remembered and counted once, not read."""
+        if not _not_media(path):
+            return False
+        seen[path] = key
+        self.skipped_files += 1
+        return True
 
 

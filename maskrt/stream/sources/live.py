@@ -10,7 +10,7 @@ import time
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.sources.base import Frame, Source, display_path
 from maskrt.stream.sources.reconnect import ReconnectPolicy
 
 log = logging.getLogger("maskrt.sources")
@@ -195,6 +195,13 @@ class StreamSource(CaptureSource):
 
     def default_id(self) -> str:
         return redact_url(self.url)
+
+    def missing_reason(self) -> str | None:
+        # OpenCV crashes the process (a segfault) on a URL that is not UTF-8 (odd bytes given
+        # on a Linux command line): such a URL names nothing it could open.
+        if display_path(self.url) != self.url:
+            return f"{self.id}: the URL is not valid UTF-8"
+        return None
 
     def open_capture(self) -> Any:
         import cv2

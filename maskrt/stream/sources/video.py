@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Generator
+from typing import Generator, Iterator
 
-from maskrt.stream.sources.base import Frame
+from maskrt.stream.sources.base import Frame, display_path
 from maskrt.stream.sources.files import PathSource
 
 
@@ -33,13 +36,22 @@ def read_video(path: Path, stop: threading.Event, first_index: int, *, uri: str 
     """Yield every frame of the video at ``path`` (indices from ``first_index``, ``uri`` on each),
     then a failed frame if it cannot be opened or ends early; returns (the next index, the
     failure or None). ``source`` is given the video's frame rate."""
+    with _openable_name(path) as name:
+        return (yield from _read_capture(path, name, stop, first_index, uri, source))
+
+
+def _read_capture(path: Path, name: str | None, stop: threading.Event, first_index: int,
+                  uri: str | None, source: PathSource | None,
+                  ) -> Generator[Frame, None, tuple[int, str | None]]:
+    """read_video's work, with ``name``: what OpenCV opens the file by (None: nothing can)."""
     import cv2
 
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    shown = display_path(path)
+    cap = cv2.VideoCapture(name, cv2.CAP_FFMPEG) if name is not None else None
     try:
-        if not cap.isOpened():
-            error = f"{path}: cannot open as a video ({_open_failure(path)})"
-            yield Frame(first_index, None, uri=str(path), error=error)
+        if cap is None or not cap.isOpened():
+            error = f"{shown}: cannot open as a video ({_open_failure(path, cap is None)})"
+            yield Frame(first_index, None, uri=shown, error=error)
             return first_index + 1, error
         fps = cap.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and fps > 0 else None
@@ -60,21 +72,45 @@ def read_video(path: Path, stop: threading.Event, first_index: int, *, uri: str 
             return first_index + count, None
         # Container frame counts can be estimates (mkv, webm): tolerate 1% or one frame.
         if count == 0 or (expected > 0 and expected - count > max(1, expected // 100)):
-            error = (f"{path}: video ended after {count} of {expected} frames (truncated or "
-                     "corrupt)" if count else f"{path}: no decodable frame in the video")
-            yield Frame(first_index + count, count / fps if fps else None, uri=str(path),
-                        error=error)
+            error = (f"{shown}: video ended after {count} of {expected} frames (truncated or "
+                     "corrupt)" if count else f"{shown}: no decodable frame in the video")
+            yield Frame(first_index + count, count / fps if fps else None, uri=shown, error=error)
             return first_index + count + 1, error
         return first_index + count, None
     finally:
-        cap.release()
+        if cap is not None:
+            cap.release()
 
 
-def _open_failure(path: Path) -> str:
+@contextmanager
+def _openable_name(path: Path) -> Iterator[str | None]:
+    """A name OpenCV can open ``path`` by, while the context lasts; None when there is none.
+
+    OpenCV takes names as UTF-8 and crashes the whole process (a segfault, not an exception)
+    on one that is not: a name with bytes that are not UTF-8 on Linux. Such a file is read
+    through a symbolic link with a plain name in a temporary folder, removed afterwards.
+    """
+    name = str(path)
+    if display_path(name) == name:  # valid UTF-8 already
+        yield name
+        return
+    with tempfile.TemporaryDirectory(prefix="maskrt-video-") as folder:
+        link = os.path.join(folder, "video" + display_path(path.suffix))
+        try:
+            os.symlink(os.path.abspath(path), link)
+        except OSError:
+            link = None
+        yield link
+
+
+def _open_failure(path: Path, unnamed: bool = False) -> str:
     """Why FFmpeg could not open ``path``, in words: what its own log lines (``moov atom not
-    found``, ``Invalid data found when processing input``), silenced by the command line, meant."""
+    found``, ``Invalid data found when processing input``), silenced by the command line, meant.
+    unnamed: no name OpenCV can take could be made for it."""
     if not path.exists():
         return "file not found"
+    if unnamed:
+        return "its name is not valid UTF-8 and no link to it for OpenCV could be made"
     try:
         size = path.stat().st_size
     except OSError as err:
