@@ -164,7 +164,9 @@ class DropFolderSource(PathSource):
     It remembers every file it passed on (path -> inode, size, mtime) and lists the folder every
     ``poll_s``: move or delete scored files when millions pass through one folder. Files that
     are clearly not media (:data:`NOT_MEDIA_EXTENSIONS`, e.g. a camera's .xml event next to its
-    JPEG) are skipped, each counted once in ``skipped_files``.
+    JPEG) are skipped, each counted once in ``skipped_files``. So is a symbolic link whose target
+    lies outside the folder, unless ``follow_links``: whoever can upload into the folder could
+    otherwise have any file the scorer can read scored (links inside the folder are read).
     """
 
     kind = "drop"
@@ -172,12 +174,14 @@ class DropFolderSource(PathSource):
 
     def __init__(self, path: str | os.PathLike[str], id: str | None = None, *,
                  settle_s: float = 1.0, poll_s: float = 0.25, incomplete_grace_s: float = 30.0,
-                 existing: bool = True, recursive: bool = False, **kw: Any) -> None:
+                 existing: bool = True, recursive: bool = False, follow_links: bool = False,
+                 **kw: Any) -> None:
         self.settle_s = settle_s
         self.poll_s = poll_s
         self.incomplete_grace_s = incomplete_grace_s
         self.existing = existing
         self.recursive = recursive
+        self.follow_links = follow_links
         super().__init__(path, id, **kw)
 
     def default_id(self) -> str:
@@ -234,11 +238,25 @@ class DropFolderSource(PathSource):
 
     def _skipped(self, path: Path, key: tuple[int, int, int],
                  seen: dict[Path, tuple[int, int, int]]) -> bool:
-        """Whether a new file is not media: then it is remembered and counted once, not read."""
-        if not _not_media(path):
+        """Whether a new file is not read (not media, or a link out of the folder): then it is
+        remembered and counted once."""
+        if not _not_media(path) and not self._links_outside(path):
             return False
         seen[path] = key
         self.skipped_files += 1
         return True
 
-
+    def _links_outside(self, path: Path) -> bool:
+        """Whether ``path`` is a link, not allowed by ``follow_links``, to a file outside the
+        folder (logged once: a skipped file is remembered until it changes)."""
+        if self.follow_links or not path.is_symlink():
+            return False
+        try:
+            # resolve(): through chains of links, and the folder itself may be reached by one.
+            inside = path.resolve(strict=True).is_relative_to(self.path.resolve(strict=True))
+        except (OSError, RuntimeError):  # gone meanwhile, or a loop: nothing to read safely
+            inside = False
+        if not inside:
+            log.info("%s: skipped %s: a link to a file outside the drop folder (follow_links "
+                     "allows it)", self.id, display_path(path))
+        return not inside

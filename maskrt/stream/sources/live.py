@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 from maskrt.stream.sources.base import Frame, Source, display_path
 from maskrt.stream.sources.reconnect import ReconnectPolicy
@@ -150,6 +150,10 @@ class CaptureSource(Source):
         outage.delay = min(outage.delay * 2.0, self.backoff[1])
         return stop.wait(delay)
 
+    def scrub(self, text: str) -> str:
+        """``text`` (a backend's error message) fit to show: nothing secret by default."""
+        return text
+
     def missing_reason(self) -> str | None:
         """Why the source cannot exist at all (checked before each attempt), or None."""
         return None
@@ -168,7 +172,7 @@ class CaptureSource(Source):
         try:
             cap = self.open_capture()
         except Exception as err:  # cv2.error or an OSError from a backend
-            self.last_error = f"{self.id}: cannot open ({err})"
+            self.last_error = f"{self.id}: cannot open ({self.scrub(str(err))})"
             return None
         if cap is None or not cap.isOpened():
             if cap is not None:
@@ -195,6 +199,10 @@ class StreamSource(CaptureSource):
 
     def default_id(self) -> str:
         return redact_url(self.url)
+
+    def scrub(self, text: str) -> str:
+        # An OpenCV/FFmpeg error may quote the URL it was given, credentials included.
+        return text.replace(self.url, redact_url(self.url))
 
     def missing_reason(self) -> str | None:
         # OpenCV crashes the process (a segfault) on a URL that is not UTF-8 (odd bytes given
@@ -249,14 +257,38 @@ class CameraSource(CaptureSource):
 
 
 
+# Query parameters whose values are credentials (cameras and NVRs put passwords and tokens in
+# the query, e.g. ``video.cgi?user=admin&pwd=...``); compared case-insensitively.
+SECRET_PARAMETERS = frozenset({
+    "pwd", "passwd", "password", "pass", "token", "access_token", "key", "apikey", "api_key",
+    "secret", "auth", "signature", "sig", "credential", "credentials", "session"})
+
+
 def redact_url(url: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x``."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` as shown in ids, logs, records and metrics: the user-info's password and the
+    values of secret query parameters (:data:`SECRET_PARAMETERS`) become ``***``:
+    ``http://u:pw@h/v?user=u&pwd=x`` -> ``http://u:***@h/v?user=u&pwd=***``. The rest is kept
+    byte for byte; text without ``://`` (a file path) comes back unchanged.
+    """
+    # Split by hand rather than with urlsplit: it raises on malformed hosts and ports (an error
+    # while naming a bad source), and its hostname drops IPv6 brackets and lowercases.
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:***@{host}"
+    before_fragment, hash_, fragment = tail.partition("#")
+    path, question, query = before_fragment.partition("?")
+    if question:
+        query = "&".join(_redact_parameter(p) for p in query.split("&"))
+    return f"{scheme}://{authority}{path}{question}{query}{hash_}{fragment}"
 
 
+def _redact_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    if equals and unquote_plus(name).strip().lower() in SECRET_PARAMETERS:
+        return f"{name}=***"
+    return parameter
