@@ -34,7 +34,13 @@ def _isolated_onnx_cache(tmp_path_factory):
     if os.environ.get("MASKRT_CACHE_DIR"):
         yield os.environ["MASKRT_CACHE_DIR"]
         return
+    import shutil
+
     path = str(tmp_path_factory.mktemp("maskrt-cache"))
     os.environ["MASKRT_CACHE_DIR"] = path
-    yield path
-    del os.environ["MASKRT_CACHE_DIR"]
+    try:
+        yield path
+    finally:
+        del os.environ["MASKRT_CACHE_DIR"]
+        # Exported graphs and engines: pytest keeps session folders even after a passing run.
+        shutil.rmtree(path, ignore_errors=True)

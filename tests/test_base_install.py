@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,19 @@ RUN_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> dict[str, Path]:
+def base(tmp_path_factory) -> Iterator[dict[str, Path]]:
     """A fresh venv with ``pip install <copy of the working tree>`` (no extras), the wrapper,
-    and a work folder; MASKRT_CACHE_DIR points into it."""
+    and a work folder; MASKRT_CACHE_DIR points into it. Removed when the module is done
+    (about 500 MB): pytest keeps tmp_path_factory folders even after a passing run."""
     root = tmp_path_factory.mktemp("base-install")
+    try:
+        yield _install(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _install(root: Path) -> dict[str, Path]:
+    """Copy the working tree under ``root``, make the venv and pip install it there."""
     source = root / "src"
     _copy_working_tree(source)
     venv = root / "venv"

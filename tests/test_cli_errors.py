@@ -118,7 +118,7 @@ def test_bad_numbers_are_argparse_errors(argv, says, capsys):
         cli.main(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"maskrt {argv[0]}: error: {says}")
+    assert err.strip().splitlines()[0].startswith(f"maskrt {argv[0]}: error: {says}")
 
 
 def test_any_file_that_is_not_a_checkpoint_is_one_line(files, capsys):

@@ -20,6 +20,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from maskrt.cli import bench, build, check, demo, eval, export, quantize, ray, score, train
 from maskrt.cli.common import expected_errors, fail, quiet_native_logs
@@ -43,26 +44,45 @@ DEBUG_HELP = ("show the traceback of a failure, OpenCV's and FFmpeg's own log li
               "maskrt's debug log")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``maskrt VERB: error: ...``, naming
+    the flag and, for choices, the valid ones) plus a hint, not the whole usage block, which
+    buries the error; ``--help`` still shows everything."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help shows every option)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from maskrt import __version__
 
-    parser = argparse.ArgumentParser(prog="maskrt", description="Face-mask classification with "
-                                     "class activation maps, as fast as the hardware allows.")
+    parser = OneLineParser(prog="maskrt", description="Face-mask classification with "
+                           "class activation maps, as fast as the hardware allows.")
     parser.add_argument("--version", action="version", version=f"maskrt {__version__}")
     parser.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True,
+                                parser_class=OneLineParser)
     for verb, (module, help_text) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(verb_parser)
         # SUPPRESS: absent after the verb, it leaves the value given before the verb alone.
         verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                  help=DEBUG_HELP)
-        verb_parser.set_defaults(run=module.main)
+        verb_parser.set_defaults(run=module.main, verb_parser=verb_parser)
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line. An unknown flag is reported by the verb's parser, so the error
+    names ``maskrt VERB`` (parse_args would blame the top-level parser and show its usage)."""
+    args, unknown = build_parser().parse_known_args(list(argv))
+    if unknown:
+        args.verb_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     quiet = contextlib.nullcontext() if args.debug else quiet_native_logs()
     with quiet, _debug_logging(args.debug):
         try:

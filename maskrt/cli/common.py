@@ -111,9 +111,21 @@ def fail(verb: str, err: BaseException, args: argparse.Namespace | None = None, 
     with --debug) and return the exit status 2."""
     stream = file if file is not None else sys.stderr
     if getattr(args, "debug", False):
-        traceback.print_exception(err, file=stream)
+        stream.write(_traceback_without_message(err))
     print(f"maskrt {verb}: {prefix}{error_line(err)}{suffix}", file=stream)
     return 2
+
+
+def _traceback_without_message(err: BaseException) -> str:
+    """The traceback of ``err`` ending in its type name only: its message is the line fail()
+    prints next, and print_exception's own last line would show the same message twice."""
+    lines = traceback.format_exception(err)
+    message = traceback.format_exception_only(err)
+    if lines[-len(message):] == message:
+        lines[-len(message):] = [f"{type(err).__module__}.{type(err).__qualname__}\n"
+                                 if type(err).__module__ != "builtins"
+                                 else f"{type(err).__qualname__}\n"]
+    return "".join(lines)
 
 
 @contextlib.contextmanager

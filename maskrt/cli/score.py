@@ -37,6 +37,7 @@ attempts when the run also has files, so a batch job finishes).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -56,6 +57,7 @@ if hasattr(signal, "SIGHUP"):  # not on Windows
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from maskrt.backends.registry import add_backend_arguments
     from maskrt.cli.common import add_track_arguments, non_negative_float, positive_int
+    from maskrt.detect import PRESETS  # light (no torch); the help lists every key it has
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="image, folder, video, camera index, rtsp/http URL, or drop:DIR")
@@ -71,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=("default", "fast"), default="default",
                         help="face detection preset: default (small faces: 2x upscale) or fast")
     parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a preset setting, repeatable: score_threshold, nms_iou, "
-                             "upscale, widen, min_face, max_faces")
+                        help="override a preset setting, repeatable: "
+                             + ", ".join(PRESETS["default"]))
     parser.add_argument("--batch-size", "--max-batch", dest="batch_size", type=positive_int,
                         default=32, help="faces (regions) per backend call at most (default 32)")
     parser.add_argument("--max-wait-ms", type=non_negative_float, default=20.0,
@@ -104,8 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Prometheus metrics at http://ADDR:PORT/metrics during the run "
                              "(needs pip install maskrt[metrics])")
     parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR",
-                        help="the address the metrics server listens on (default 0.0.0.0: every "
-                             "interface, so Prometheus can scrape from another host)")
+                        help="the address the metrics server listens on. WARNING: the default "
+                             "0.0.0.0 serves /metrics (source ids, counts) on EVERY interface, "
+                             "to anyone who can reach this host, so Prometheus can scrape it "
+                             "from another host; give 127.0.0.1 to keep it local")
     _add_mqtt_arguments(parser)
 
 
@@ -153,6 +157,7 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
     from maskrt.stream.pipeline import Pipeline
 
     try:
+        _check_out(args.out)
         face_options = parse_face_options(args.face_option)
         tracking = track_kwargs(args)
         sources, reconnect = _open_sources(args)
@@ -163,7 +168,7 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
         sinks = _sinks(args, sources, engine, untrained, reconnect)
     except (ValueError, ImportError, OSError) as err:
         engine.close()
-        return fail("score", err, args)
+        return fail("score", _port_in_use(err, args.metrics_port), args)
     pipeline = Pipeline(engine, sources, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset, face_options=face_options,
@@ -181,6 +186,23 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
         return 2
     # A signal that came after the sources had ended stopped nothing: the run finished.
     return signals.exit_status if stopped_by is not None and stopped_by == signals.name else 0
+
+
+def _check_out(out: Path) -> None:
+    """ValueError when --out names a file (mkdir would only say "File exists")."""
+    if out.is_file():
+        raise ValueError(f"--out {out}: expected a folder, {out} is a file")
+
+
+def _port_in_use(err: BaseException, port: int | None) -> BaseException:
+    """``err`` naming the flag and port when it is the metrics server's port being taken (the
+    socket only says "[Errno 98] Address already in use"); any other error as it is."""
+    if port is None or not isinstance(err, OSError) or err.errno != errno.EADDRINUSE:
+        return err
+    named = ValueError(f"--metrics-port {port}: address already in use (another maskrt or "
+                       f"exporter?)")
+    named.__cause__ = err  # --debug shows the socket's own error too
+    return named
 
 
 def _output_problem(summary_sink: Any) -> str | None:
