@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def detect_clips(clip_dir: Path) -> dict[str, list[tuple[np.ndarray, np.ndarray,
 
     stage = face_stage("default")
     out: dict[str, list[tuple[np.ndarray, np.ndarray, Any]]] = {}
+    motion_s: list[float] = []  # what the camera-motion estimate costs per frame
     for avi in sorted(clip_dir.glob("*.avi")):
         capture, motion, frames = cv2.VideoCapture(str(avi)), CameraMotion(), []
         while True:
@@ -39,13 +41,16 @@ def detect_clips(clip_dir: Path) -> dict[str, list[tuple[np.ndarray, np.ndarray,
             if not ok:
                 break
             regions, _ = stage.regions(stage.detector.detect([image])[0], image.shape)
+            t0 = time.perf_counter()
+            moved = motion.estimate(image)
+            motion_s.append(time.perf_counter() - t0)
             frames.append((np.array([r.box for r in regions], np.float64).reshape(-1, 4),
-                           np.array([r.score for r in regions], np.float64),
-                           motion.estimate(image)))
+                           np.array([r.score for r in regions], np.float64), moved))
         capture.release()
         out[str(avi)] = frames
         print(f"{avi.name}: {len(frames)} frames", flush=True)
     stage.close()
+    print(f"camera motion: median {1000 * float(np.median(motion_s)):.1f} ms a frame", flush=True)
     return out
 
 

@@ -7,6 +7,7 @@ Not a conftest: the test modules import what they use.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -48,6 +49,20 @@ def shared_engine() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)
         return Engine()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file (records.jsonl, tracks.jsonl, events.jsonl)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def has_cam_kernel() -> bool:
+    """Whether the engine can draw CAM overlays (the compiled extension is there)."""
+    try:
+        shared_engine().explain(face_frames(1)[0])
+        return True
+    except ImportError:
+        return False
 
 
 def face_paths(n: int) -> list[Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from streaming_fixtures import face_frames, shared_engine, write_video
+from streaming_fixtures import has_cam_kernel, read_jsonl, write_video
 
 from maskrt.cli import main as cli_main
 from maskrt.stream.sinks import OutputNames, VideoSink, safe_name, source_hash
@@ -38,14 +38,6 @@ def test_video_names_clash_without_their_extension():
     assert names("b/cam.avi") == "b_cam"
     assert names("a/cam.avi") == "a_cam_" + source_hash("a/cam.avi")
     assert names("a/cam.mp4") == "a_cam_" + source_hash("a/cam.mp4")
-
-
-def has_cam_kernel() -> bool:
-    try:
-        shared_engine().explain(face_frames(1)[0])
-        return True
-    except ImportError:
-        return False
 
 
 def frame_count(path: str) -> int:
@@ -85,7 +77,7 @@ def test_videos_and_overlays_of_similar_sources_do_not_overwrite_each_other(tmp_
     for folder in ("x y", "x_y"):
         assert names[folder].endswith(f"_x_y_cam_{source_hash(str(tmp_path / folder / 'cam.avi'))}"
                                       "_annotated.avi")
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "records.jsonl")
     overlays = Counter(record["overlay"] for record in records)
     assert len(overlays) == sum(lengths.values()) and set(overlays.values()) == {1}
     for record in records:

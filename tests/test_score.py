@@ -17,8 +17,8 @@ import pytest
 
 from maskrt.cli import main as cli_main
 from maskrt.stream.records import JSON_FIELDS
-from streaming_fixtures import (REPO, face_frames, face_paths, maskrt_threads,
-                                shared_engine, write_video)
+from streaming_fixtures import (REPO, face_paths, has_cam_kernel, maskrt_threads,
+                                read_jsonl, shared_engine, write_video)
 from streaming_servers import free_port
 
 
@@ -26,18 +26,6 @@ from streaming_servers import free_port
 def cached_graph():
     """Export the graph once (into MASKRT_CACHE_DIR), so every CLI run below only loads it."""
     return shared_engine()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def has_cam_kernel() -> bool:
-    try:
-        shared_engine().explain(face_frames(1)[0])
-        return True
-    except ImportError:
-        return False
 
 
 def test_score_writes_records_summary_overlays_and_videos(tmp_path, capsys):

@@ -21,7 +21,7 @@ from maskrt.stream.pipeline import Pipeline
 from maskrt.stream.sinks import safe_name
 from maskrt.stream.sources import StreamSource
 from maskrt.stream.work import REASON_LATE, REASON_SUPERSEDED
-from streaming_fixtures import REPO, check_accounting, shared_engine
+from streaming_fixtures import REPO, check_accounting, read_jsonl, shared_engine
 from streaming_servers import mjpeg_server
 from test_mqtt_sinks import Subscriber, broker  # noqa: F401 - the broker fixture
 
@@ -45,14 +45,10 @@ def score(clip: Path, out: Path, *flags: str) -> tuple[list[dict], dict]:
     shared_engine()  # the graph is exported once for the session
     rc = cli_main(["score", str(clip), "--out", str(out), "--progress-interval", "0", *flags])
     assert rc == 0
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "records.jsonl")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accounting_ok"] is True
     return records, summary
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tracked_clip_gives_people_with_reused_decisions(clip, tmp_path):
@@ -85,7 +81,7 @@ def test_tracked_clip_gives_people_with_reused_decisions(clip, tmp_path):
 
 
 def check_tracks_and_events(out: Path, by_track: dict[int, list[dict]]) -> None:
-    tracks, events = lines(out / "tracks.jsonl"), lines(out / "events.jsonl")
+    tracks, events = read_jsonl(out / "tracks.jsonl"), read_jsonl(out / "events.jsonl")
     assert sorted(t["track_id"] for t in tracks) == sorted(by_track)  # every person ends once
     assert [e for e in events if e["event"] == "track_ended"] and \
         len([e for e in events if e["event"] == "track_started"]) == len(by_track)
@@ -185,7 +181,7 @@ def test_track_events_reach_an_mqtt_subscriber_once_per_person(clip, tmp_path, b
     try:
         records, summary = score(clip, tmp_path / "out", "--mqtt", f"127.0.0.1:{broker.port}",
                                  "--mqtt-topic", "site")
-        events = lines(tmp_path / "out" / "events.jsonl")
+        events = read_jsonl(tmp_path / "out" / "events.jsonl")
         messages = subscriber.wait_for(len(events))
     finally:
         subscriber.close()
@@ -233,3 +229,17 @@ def test_people_end_when_their_video_ends_not_when_the_run_does(clip, tmp_path):
     assert all(e["last_frame"] < starts_b for e in first)
     carrier = next(r for r in records if r.events and first[0] in r.events)
     assert carrier.uri.endswith("b.avi") and carrier.frame_index == starts_b
+
+
+def test_detect_every_2_predicts_the_faces_of_the_frames_between(clip, tmp_path):
+    records, summary = score(clip, tmp_path / "out", "--track-option", "detect_every=2")
+    faces = [r for r in records if r["region_index"] is not None]
+    predicted = [r for r in faces if r["frame_index"] % 2]
+    detected = [r for r in faces if not r["frame_index"] % 2]
+    assert predicted and detected
+    # between detections: only confirmed people, where their tracks say, reusing decisions
+    assert all(r["track_id"] is not None and not r["classified"] and "predicted" in r["reason"]
+               for r in predicted)
+    assert not any("predicted" in (r["reason"] or "") for r in detected)
+    assert {r["track_id"] for r in predicted} <= {r["track_id"] for r in detected}
+    assert summary["counts"]["scored"] == 20

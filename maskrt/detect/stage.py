@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 from maskrt.detect.base import Detections, Detector
 from maskrt.detect.regions import NO_BOX_FIT, check_box_fit, face_regions
 from maskrt.stream.stages import Stage
-from maskrt.stream.work import FrameTask, Region
+from maskrt.stream.work import SKIPPED_DETECTION, FrameTask, Region
 
 
 class FaceStage(Stage):
@@ -50,7 +50,7 @@ class FaceStage(Stage):
             task.regions, task.note = self.regions(faces, task.image.shape)
         for task in tasks:
             if task.regions is None:  # left to the tracker (see TrackStage.skips_detection)
-                task.extra["skipped_detection"] = True
+                task.extra[SKIPPED_DETECTION] = True
         return list(tasks)
 
     def regions(self, faces: Detections, frame_shape: tuple[int, ...]) -> tuple[list[Region], str | None]:

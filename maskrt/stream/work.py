@@ -21,6 +21,9 @@ from maskrt.stream.sources.base import Frame, Source
 REASON_QUEUE_FULL = "live queue full: dropped the oldest frame"
 REASON_STOPPED = "pipeline stopped before the frame was scored"
 REASON_REMOVED = "source removed before the frame was scored"
+#: the key of ``FrameTask.extra`` by which the face stage leaves a frame to the tracker's
+#: predictions (``detect_every``)
+SKIPPED_DETECTION = "skipped_detection"
 #: the key of ``FrameTask.extra`` that hands the tracks of a folder's previous video to the
 #: explain stage with the next video's first frame (they end once that frame is recorded)
 RETIRED_TRACKS = "retired_tracks"

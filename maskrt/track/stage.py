@@ -9,12 +9,10 @@ from typing import Any
 
 from maskrt.stream.sources.base import VIDEO_EXTENSIONS
 from maskrt.stream.stages import Stage
-from maskrt.stream.work import RETIRED_TRACKS, FrameTask
+from maskrt.stream.work import RETIRED_TRACKS, SKIPPED_DETECTION, FrameTask
 from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
-#: the key of ``task.extra`` by which the face stage says it left the frame to the tracker
-SKIPPED_DETECTION = "skipped_detection"
 #: source kinds whose frames are a sequence (tracked with track="auto")
 SEQUENCE_KINDS = ("video", "stream", "camera")
 
