@@ -1,11 +1,24 @@
-"""Choose the face presets on the scene ``val`` split: mAP (IoU 0.5 and 0.3) and without_mask
-recall for a grid of upscale x widen x score threshold, in one run.
+"""Choose the face settings on the scene splits, and measure how they hold up.
 
-Detection runs once per upscale at the lowest threshold (NMS in score order means a higher
-threshold only filters: boxes under it never suppress boxes over it), classification once per
-(upscale, widen); thresholds then only filter. Prints a table sorted by mAP@0.5.
+Default mode, a grid on one split (``--data``, default ``scenes/val``): mAP (IoU 0.5 and 0.3)
+and without_mask recall for upscale x widen x score threshold. Detection runs once per upscale
+at the lowest threshold (NMS in score order means a higher threshold only filters: boxes under
+it never suppress boxes over it), classification once per (upscale, widen); thresholds then
+only filter. Prints a table sorted by mAP@0.5.
+
+``--cv K``: the detector-scale rule (``upscale=auto``) chosen by K-fold cross-validation over
+scenes train+val, folds by photo: every candidate (``--face-target`` x ``--max-scale``) and
+the fixed ``--upscale`` factors (baselines, never chosen) score every photo once; each fold's
+held-out photos are scored with the candidate that has the best mAP@0.5 on the other folds,
+and the pooled held-out figure is the one to quote (beside each candidate's on all photos).
+
+``--robustness``: the default preset (and ``--compare`` option sets) on ``--data`` with the
+photos resized 0.5x, 2x and 3x, JPEG quality 30, a mild blur and a brightness change:
+mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the unchanged photos.
 
     python benchmarks/tune_faces.py [--data ../shared/data/scenes/val]
+    python benchmarks/tune_faces.py --cv 5
+    python benchmarks/tune_faces.py --robustness --compare upscale=2.0
 """
 
 from __future__ import annotations
@@ -26,8 +39,25 @@ def main() -> int:
     parser.add_argument("--widen", type=float, nargs="+", default=[1.0, 1.1, 1.2, 1.3])
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--min-face", type=float, nargs="+", default=[4.0])
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="choose the scale rule by K-fold cross-validation over train+val")
+    parser.add_argument("--face-target", type=float, nargs="+", default=[24.0, 32.0, 40.0, 48.0])
+    parser.add_argument("--max-scale", type=float, nargs="+", default=[2.5, 4.0])
+    parser.add_argument("--robustness", action="store_true",
+                        help="the default preset on changed photos (sizes, JPEG, blur, light)")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,...]",
+                        help="--robustness: also these face options (repeatable)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.cv:
+        from scene_study import cross_validate
+
+        return cross_validate(REPO.parent / "shared/data/scenes", args.cv, args.face_target,
+                              args.max_scale, args.upscale)
+    if args.robustness:
+        from scene_study import robustness
+
+        return robustness(args.data, args.compare)
     from maskrt.detect.regions import face_regions
     from maskrt.detect.yunet import YuNetDetector
     from maskrt.engine import Engine

@@ -134,7 +134,7 @@ class Engine:
         images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
         stage = self._face_stage()
         regions = [stage.regions(found, image.shape)[0]
-                   for found, image in zip(stage.detector.detect(images), images)]
+                   for found, image in zip(stage.detect(images), images)]
         owners = [k for k, rs in enumerate(regions) for _ in rs]
         areas = [region.area for rs in regions for region in rs]
         crops = [region.crop(image) for image, rs in zip(images, regions) for region in rs]

@@ -9,6 +9,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device and a CUDA-enabled maskrt build (skips otherwise)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "ray: runs on real local Ray clusters (skips without ray: pip install maskrt[ray])")
+    config.addinivalue_line("markers", "time_limit(seconds): a Ray test's own time limit (tests/test_ray.py)")
 
 
 @pytest.fixture

@@ -63,6 +63,9 @@ def test_odd_images_are_converted_and_huge_ones_bounded(tmp_path):
     huge = cv2.resize(face, (9000, 300))
     assert decode_image(cv2.imencode(".png", huge)[1].tobytes(), max_side=1000).shape == (33, 1000, 3)
     with pytest.raises(ImageError, match="not a decodable image"):
+        decode_image(b"GIF89a\x10\x00\x10\x00 but not really" * 10, what="odd.gif")
+    # The header is read first: this one says 25120x29813 ("bu", "t ") and is refused unread.
+    with pytest.raises(ImageError, match="image too large: its GIF header says 25120x29813"):
         decode_image(b"GIF89a but not really" * 10, what="odd.gif")
 
 

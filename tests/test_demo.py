@@ -105,3 +105,61 @@ def test_demo_counts_only_images_whose_truth_is_known(tmp_path, capsys) -> None:
     assert face["truth"] is None and face["correct"] is None
     assert summary["truth_known"] == 1
     assert f"{summary['right']} of 1 right (1 without a known label not counted)" in printed
+
+
+def _overlap(a: list[int], b: list[int]) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0, w) * max(0, h)
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_demo_finds_the_faces_of_a_photo_and_decides_an_image_without_one_whole(tmp_path,
+                                                                                  capsys) -> None:
+    """A photo of two people gets one decision per face (it used to be decided as one face); an
+    image the detector finds no face in is decided whole, as the face crop it is taken for;
+    --regions frame decides every image whole."""
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    masked = cv2.imread(str(SAMPLES_DIR / "with_mask_019fca422dfed689.jpg"))
+    bare = cv2.imread(str(SAMPLES_DIR / "without_mask_04112417f69424dd.jpg"))
+    photo = np.full((300, 420, 3), 128, np.uint8)  # the two faces pasted on a plain wall
+    photo[40:40 + masked.shape[0], 30:30 + masked.shape[1]] = masked
+    photo[100:100 + bare.shape[0], 220:220 + bare.shape[1]] = bare
+    pasted = {"with_mask": [30, 40, 30 + masked.shape[1], 40 + masked.shape[0]],
+              "without_mask": [220, 100, 220 + bare.shape[1], 100 + bare.shape[0]]}
+    cv2.imwrite(str(images / "photo.png"), photo)
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8)[None, :, None], (64, 1, 3))
+    cv2.imwrite(str(images / "ramp.png"), ramp)  # no face in it for the detector
+    out = tmp_path / "o"
+    assert cli_main(["demo", "--images", str(images), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    entries = {e["image"].rsplit("/", 1)[1]: e for e in summary["results"]}
+    found = entries["photo.png"]
+    assert found["whole_image"] is False and len(found["faces"]) >= 2
+    for truth, box in pasted.items():  # each face found where it is, with its own decision
+        face = max(found["faces"], key=lambda f: _overlap(f["box"], box))
+        assert _overlap(face["box"], box) > 0.4, (truth, found["faces"])
+        assert face["p_with_mask"] + face["p_without_mask"] == pytest.approx(1.0, abs=1e-5)
+        if has_shipped_weights():
+            assert face["label"] == truth
+    assert cv2.imread(found["overlay"]).shape == (300, 840, 3)
+    whole = entries["ramp.png"]
+    assert whole["whole_image"] is True and whole["faces"] == []
+    assert whole["label"] in ("with_mask", "without_mask")
+    assert summary["faces"] == len(found["faces"]) and summary["whole_images"] == 1
+    row = next(line for line in printed.splitlines() if line.startswith("ramp.png"))
+    assert row.split()[5] == "whole"
+    row = next(line for line in printed.splitlines() if line.startswith("photo.png"))
+    assert row.split()[5] == str(len(found["faces"]))
+
+    assert cli_main(["demo", "--images", str(images), "--out", str(out), "--regions",
+                     "frame"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["whole_image"] for e in summary["results"]] == [True, True]
+    assert summary["faces"] == 0 and summary["whole_images"] == 2

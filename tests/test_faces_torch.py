@@ -13,7 +13,8 @@ import pytest
 
 from maskrt.backends.base import BackendUnavailable
 from maskrt.backends.tensorrt import versions as trt_compat
-from maskrt.detect import make_detector, parse_face_options, preset_settings, resolve_detector_backend
+from maskrt.detect import (detector_options, make_detector, parse_face_options, preset_settings,
+                           resolve_detector_backend)
 from maskrt.detect.yunet import YuNetDetector
 
 pytest.importorskip("onnx2torch", reason="onnx2torch is not installed (pip install maskrt[gpu])")
@@ -45,8 +46,7 @@ def test_torch_detector_finds_the_faces_onnxruntime_finds(preset) -> None:
         want = reference.detect(images)
     from maskrt.detect.yunet_torch import YuNetTorchDetector
 
-    settings = preset_settings(preset)
-    options = {k: settings[k] for k in ("upscale", "score_threshold", "nms_iou")}
+    options = detector_options(preset_settings(preset))
     with YuNetTorchDetector(device="cpu", **options) as detector:
         assert "torch cpu" in detector.describe()
         got = detector.detect(images)
@@ -133,7 +133,7 @@ def test_yunet_fp16_graph_for_tensorrt_finds_the_same_faces(tmp_path) -> None:
     fp16_file = tmp_path / "yunet_fp16.onnx"
     fp16_file.write_bytes(model.SerializeToString())
     images = scene_images(12)
-    settings = {k: preset_settings("default")[k] for k in ("upscale", "score_threshold", "nms_iou")}
+    settings = detector_options(preset_settings("default", upscale=2.0))
     with YuNetDetector(**settings) as fp32, YuNetDetector(model=fp16_file, **settings) as fp16:
         got, want = fp16.detect(images), fp32.detect(images)
     assert [len(f) for f in got] == [len(f) for f in want]

@@ -14,6 +14,7 @@ import faulthandler
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,15 +43,19 @@ TIME_LIMIT_S = 90
 
 
 @pytest.fixture(autouse=True)
-def time_limit():
-    """Fail a test that runs past TIME_LIMIT_S (SIGALRM in the main thread); a test stuck where
-    no signal gets through ends the process 60 s later with every thread's stack."""
+def time_limit(request):
+    """Fail a test that runs past TIME_LIMIT_S, or its ``time_limit(seconds)`` mark (SIGALRM in
+    the main thread); a test stuck where no signal gets through ends the process 60 s later with
+    every thread's stack."""
+    mark = request.node.get_closest_marker("time_limit")
+    limit = mark.args[0] if mark is not None else TIME_LIMIT_S
+
     def expire(signum, frame):
-        raise TimeoutError(f"Ray test ran past its time limit of {TIME_LIMIT_S} s")
+        raise TimeoutError(f"Ray test ran past its time limit of {limit} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TIME_LIMIT_S)
-    faulthandler.dump_traceback_later(TIME_LIMIT_S + 60, exit=True)
+    signal.alarm(limit)
+    faulthandler.dump_traceback_later(limit + 60, exit=True)
     try:
         yield
     finally:
@@ -68,8 +73,10 @@ SERVE_PROXY_PATIENCE = {"RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A local Ray cluster: a head node (HEAD_CPUS logical CPUs), the driver connected."""
+def cluster(request):
+    """A local Ray cluster: a head node (HEAD_CPUS logical CPUs), the driver connected. Its
+    session folder (Ray's logs, about 1.5 MB a run, one more every run) is removed at the end
+    unless a test of the module failed, as pytest does with its own folders."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (pip install maskrt[ray])")
     import ray
@@ -87,9 +94,16 @@ def cluster():
             "object_store_memory": 400 * 1024 ** 2}
     local = Cluster(initialize_head=True, connect=True, head_node_args=head)
     quiet_ray()
+    session = local.head_node.get_session_dir_path()
+    failed_before = request.session.testsfailed
     yield local
     ray.shutdown()
     local.shutdown()
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(session, ignore_errors=True)
+        latest = Path(session).parent / "session_latest"
+        if latest.is_symlink() and not latest.exists():  # it pointed at the folder just removed
+            latest.unlink()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -340,24 +354,55 @@ def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served,
     serve.delete("t-flood")
 
 
+def _scored_per_source(path: Path) -> dict[str, int]:
+    """Scored records per source in the whole lines written so far to ``path``."""
+    data = path.read_bytes() if path.exists() else b""
+    rows = [json.loads(line) for line in data.split(b"\n")[:-1]]
+    scored: dict[str, int] = {}
+    for row in rows:
+        if row["status"] == "scored":
+            scored[row["source_id"]] = scored.get(row["source_id"], 0) + 1
+    return scored
+
+
+# Ray alone (a deployment, two actor processes) took 35 s of it on a loaded 2-core machine.
+@pytest.mark.time_limit(3 * TIME_LIMIT_S)
 def test_live_cameras_through_ingest_actors_keep_the_identity(served, tmp_path):
+    """Two live MJPEG cameras, one ingest actor each: every frame read has one record, per
+    source and in all, and both cameras make progress. The run ends on a count (each camera
+    has 10 scored records on disk), not after a time: starting the actors alone took 30 s on a
+    loaded 2-core machine, and a 4 s --duration then left a camera 1-2 frames. At most 8
+    requests in flight per actor: what is sent before the stop is answered before the end."""
     from ray import serve
 
     from maskrt.ray.ingest import ingest
 
     handle = _deploy("t-live", replicas=1, max_batch=8)
     frames_dir = write_frames_dir(tmp_path / "frames", 8)
+    out, stop, result = tmp_path / "live", threading.Event(), {}
     with mjpeg_server(frames_dir, fps=15) as one, mjpeg_server(frames_dir, fps=15) as two:
         urls = [f"http://127.0.0.1:{s.port}/stream.mjpg" for s in (one, two)]
-        summary = ingest(urls, tmp_path / "live", handle=handle, groups=2, duration_s=4)
-    rows = by_frame(read_jsonl(tmp_path / "live" / "records.jsonl"))
-    assert summary["accounting_ok"] and summary["stopped_by"] == "duration"
+        job = threading.Thread(target=lambda: result.update(summary=ingest(
+            urls, out, handle=handle, groups=2, max_in_flight=8, stop=stop)), daemon=True)
+        job.start()
+        try:  # (the module's time limit ends a run that never gets there)
+            while job.is_alive() and not all(
+                    _scored_per_source(out / "records.jsonl").get(url, 0) >= 10 for url in urls):
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            job.join()
+    summary = result["summary"]
+    rows = by_frame(read_jsonl(out / "records.jsonl"))
+    assert summary["accounting_ok"] and summary["stopped_by"] == "stop"
     assert summary["groups"] == 2 and len(rows) == summary["counts"]["read"]
     for url in urls:
         source = summary["sources"][url]
-        assert source["scored"] > 10 and source["read"] == sum(
+        assert source["scored"] >= 10 and source["read"] == sum(
             source[s] for s in ("scored", "dropped", "failed"))
         assert source["waiting_s"] > 0  # connecting took time: the figures are the source's
+        assert sorted(i for s, i in rows if s == url) == list(range(source["read"]))
+    assert summary["startup_s"] > 0
     serve.delete("t-live")
 
 

@@ -199,6 +199,18 @@ def test_eval_cli_bad_split_exits_2(tmp_path, capsys, mutate, message) -> None:
     assert code == 2 and "maskrt eval: error:" in err and message in err and PICK[0] in err
 
 
+@pytest.mark.parametrize("present, absent", [("images", "annotations"),
+                                             ("annotations", "images")])
+def test_half_a_voc_split_names_the_voc_layout(tmp_path, capsys, present, absent) -> None:
+    """A folder with images/ but no annotations/ (or the other way round) is not taken for a
+    class tree only: the error also says what a VOC scene split needs."""
+    (tmp_path / "val" / present).mkdir(parents=True)
+    assert cli.main(["eval", str(tmp_path / "val"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("maskrt eval: error:")
+    assert "images/ and annotations/*.xml" in err and f"found {present}/ but no {absent}/" in err
+
+
 def test_the_image_folder_path_still_works(tmp_path) -> None:
     if not FACES.is_dir():
         pytest.skip(f"shared face data not found at {FACES}")

@@ -174,3 +174,38 @@ def test_progress_prints_the_final_line_once_with_finished_sources(tmp_path):
     progress.finish()
     [line] = stream.getvalue().splitlines()
     assert "6 read, 6 scored" in line and f"{video.name}: " in line and "finished" in line
+
+
+def test_a_run_whose_cameras_were_lost_says_so_in_its_last_line(tmp_path, capsys):
+    """Files and a dead camera under the default reconnect policy (3 attempts), and two dead
+    cameras under --reconnect 1: the run ends by itself, and its last line says the cameras
+    were lost instead of ending like a finished batch job."""
+    video = write_video(tmp_path / "clip.avi", 4, fps=10)
+    url = f"rtsp://127.0.0.1:{free_port()}/stream"  # nothing listens: refused, every time
+    assert cli_main(["score", str(video), url, "--out", str(tmp_path / "a"), "--regions",
+                     "frame", "--progress-interval", "0"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"LOST: the only camera/stream, {url}, gave up reconnecting "
+                           f"(--reconnect 3); last error: "), last
+    urls = [f"http://127.0.0.1:{free_port()}/video.mjpg", f"rtsp://127.0.0.1:{free_port()}/s"]
+    assert cli_main(["score", *urls, "--reconnect", "1", "--out", str(tmp_path / "b"),
+                     "--regions", "frame", "--progress-interval", "0"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"LOST: all 2 cameras/streams gave up reconnecting (--reconnect 1): "
+                           f"{urls[0]}, {urls[1]}; last error: "), last
+
+
+def test_lost_cameras_line_names_the_lost_among_the_live_only():
+    from maskrt.cli.score_report import lost_cameras
+
+    def source(kind: str, state: str) -> dict:
+        return {"kind": kind, "state": state, "last_error": "cannot open" if state == "failed"
+                else None}
+
+    summary = {"settings": {"reconnect": "for:30"}, "sources": {
+        "a.jpg": source("image", "failed"), "rtsp://up/1": source("stream", "finished"),
+        "0": source("camera", "failed")}}
+    assert lost_cameras(summary) == ("LOST: 1 of 2 cameras/streams gave up reconnecting "
+                                     "(--reconnect for:30): 0; last error: cannot open")
+    summary["sources"]["0"]["state"] = "stopped"
+    assert lost_cameras(summary) is None  # a failed file is not a lost camera

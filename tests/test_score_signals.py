@@ -145,3 +145,32 @@ def test_records_reach_the_file_while_the_source_is_silent(tmp_path):
     summary, records = check_records_match_summary(out)
     assert summary["counts"]["scored"] == 4 and summary["stopped_by"] == "terminate"
     assert [Path(r["uri"]).name for r in records] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+
+
+def test_two_quick_sigints_still_write_every_counted_record_and_the_summary(tmp_path):
+    """Ctrl-C pressed twice (50 ms apart): the second one gives up waiting for the frames still
+    in flight, but everything the run counted reaches records.jsonl (the frames it gave up on
+    as dropped) and the summary is written, agreeing with the records."""
+    video = write_video(tmp_path / "long.avi", 3000, fps=10)
+    out = tmp_path / "out"
+    process = start_score([str(video), "--explain", "--batch-size", "16"], out)
+    try:
+        wait_for_records(out / "records.jsonl", 8, process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        rc = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert rc == 130, stderr_of(out)
+    assert (out / "summary.json").exists(), stderr_of(out)
+    summary, records = check_records_match_summary(out)
+    assert summary["stopped_by"] == "interrupt" and summary["signal"] == "SIGINT"
+    assert 0 < summary["counts"]["read"] < 3000
+    # (whether frames were still in flight when the second came depends on the machine's speed)
+    given_up = [r for r in records if "second SIGINT" in (r["reason"] or "")]
+    assert summary["aborted"] is True or not given_up
+    indices = sorted(r["frame_index"] for r in records)
+    assert indices == list(range(len(records)))  # no frame counted without its record

@@ -28,7 +28,7 @@ def task(index: int, boxes: list[list[float]], scores: list[float] | None = None
     regions = [Region(tuple(int(v) for v in b), score=s) for b, s in zip(boxes, scores)]
     image = np.zeros((240, 320, 3), np.uint8)
     return SimpleNamespace(frame=SimpleNamespace(index=index, timestamp=index / 10.0),
-                           regions=regions, tracks=None, image=image)
+                           regions=regions, tracks=None, image=image, reduction=None)
 
 
 def test_new_track_is_classified_then_reused_until_reclassify_every():

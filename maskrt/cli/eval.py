@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _hint(data_dir: str) -> str:
+    # Half a VOC split (images/ without annotations/, or the other way round) is a scene split
+    # with a folder missing far more often than a broken class tree: say what that layout needs.
+    voc = [name for name in ("images", "annotations") if Path(data_dir, name).is_dir()]
+    if len(voc) == 1:
+        missing = "annotations" if voc == ["images"] else "images"
+        return (f"; or, for a VOC scene split: images/ and annotations/*.xml (one <name>.xml per "
+                f"image); found {voc[0]}/ but no {missing}/")
     for split in ("val", "test"):
         if Path(data_dir, split).is_dir():
             return f" (did you mean {Path(data_dir, split)}?)"

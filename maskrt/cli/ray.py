@@ -96,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--groups", type=positive_int, default=1, metavar="N",
                        help="ingest actors; the sources are split among them (default 1)")
     serve.add_argument("--duration", type=non_negative_float, default=None, metavar="SECONDS",
-                       help="stop after this long (default: until Ctrl-C, or the sources end)")
+                       help="stop after this long (with --ingest: of reading, counted once "
+                            "every ingest actor reads; default: until Ctrl-C, or the sources end)")
     add_backend_arguments(serve)
 
 

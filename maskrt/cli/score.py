@@ -26,8 +26,11 @@ dropped, failed) goes to stderr.
 
 Ctrl-C (SIGINT), SIGTERM (docker stop, systemd, Kubernetes, ``timeout``) and SIGHUP stop cleanly:
 reading stops, frames in flight are recorded as ``dropped`` saying why, videos are finalised and
-the summary is written; the exit status is 130, 143 or 129. A second signal aborts. Records
-that could not be written (a disk still full at the end) or a summary that could not be written
+the summary is written; the exit status is 130, 143 or 129. A second signal stops waiting for
+the frames still at the backend: they are recorded as ``dropped`` at once (``aborted`` in the
+summary), so every frame counted still has its record, and the summary is written; a third
+ends the process at once (so does the second while the model loads, before anything is read).
+Records that could not be written (a disk still full at the end) or a summary that could not be written
 make the exit status 2, with a message naming the file.
 Live sources and drop folders run until a signal, ``--duration`` or ``--frames``; a failing live
 source reconnects per ``--reconnect`` (default: forever when every source is live, a few
@@ -39,25 +42,17 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
 log = logging.getLogger("maskrt.score")
 
-#: the signals that stop a run cleanly: what the summary calls the stop, the exit status
-_STOP_SIGNALS = {signal.SIGINT: ("interrupt", 130), signal.SIGTERM: ("terminate", 143)}
-if hasattr(signal, "SIGHUP"):  # not on Windows
-    _STOP_SIGNALS[signal.SIGHUP] = ("hangup", 129)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from maskrt.backends.registry import add_backend_arguments
     from maskrt.cli.common import add_track_arguments, non_negative_float, positive_int
     from maskrt.detect import PRESETS  # light (no torch); the help lists every key it has
+    from maskrt.image import MAX_FILE_BYTES, MAX_PIXELS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="image, folder, video, camera index, rtsp/http URL, or drop:DIR")
@@ -71,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="faces (default): detect faces and decide per face; frame: the whole "
                              "frame is one decision (inputs that already are face crops)")
     parser.add_argument("--preset", choices=("default", "fast"), default="default",
-                        help="face detection preset: default (small faces: 2x upscale) or fast")
+                        help="face detection preset: default (the detector's scale chosen per "
+                             "frame) or fast")
     parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a preset setting, repeatable: "
                              + ", ".join(PRESETS["default"]))
@@ -86,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_track_arguments(parser)
     parser.add_argument("--queue-size", type=positive_int, default=None,
                         help="per-source queue (default: 4 for live sources, max(8, batch) else)")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
+                        help="refuse (a failed record) an image whose header says it has more "
+                             f"pixels than N, before decoding it (default {MAX_PIXELS}); image "
+                             f"files over {MAX_FILE_BYTES // 2**20} MiB are refused unread")
     parser.add_argument("--reconnect", default=None, metavar="forever|N|for:SECONDS",
                         help="when a failing live source gives up: forever, after N reconnection "
                              "attempts, or after an outage of SECONDS (default: forever when every "
@@ -141,18 +141,23 @@ def _add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from maskrt.cli.score_stop import StopSignals
+
     _configure_logging()
     # Installed first: a SIGTERM while the model loads still ends with a summary, not a kill.
-    signals = _StopSignals().install()
+    signals = StopSignals().install()
     try:
-        return _run(args, signals)
+        status = _run(args, signals)
     finally:
         signals.restore()
+    signals.exit_now_if_aborted(status)
+    return status
 
 
-def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
+def _run(args: argparse.Namespace, signals: Any) -> int:
     from maskrt.cli.common import fail, track_kwargs
     from maskrt.cli.score_report import print_summary
+    from maskrt.cli.score_stop import consume
     from maskrt.detect import parse_face_options
     from maskrt.stream.pipeline import Pipeline
 
@@ -173,11 +178,12 @@ def _run(args: argparse.Namespace, signals: "_StopSignals") -> int:
                         explain=args.explain, queue_size=args.queue_size,
                         regions=args.regions, preset=args.preset, face_options=face_options,
                         max_frames=args.max_frames, sinks=sinks, **tracking,
-                        max_latency_ms=args.max_latency_ms or None)
-    stopped_by = _consume(pipeline, args, signals)
+                        max_latency_ms=args.max_latency_ms or None, max_pixels=args.max_pixels)
+    stopped_by = consume(pipeline, args, signals)
     for _ in pipeline:  # what the stop left: into the sinks, which then close
         pass
-    engine.close()
+    if not pipeline.ledger.aborted:  # else a batch may still run on it: the exit frees it
+        engine.close()
     summary_sink = pipeline.sinks[-1]
     print_summary(summary_sink.summary, args.out, summary_written=summary_sink.error is None)
     problem = _output_problem(summary_sink)
@@ -302,40 +308,6 @@ def _mqtt_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _consume(pipeline: Any, args: argparse.Namespace, signals: "_StopSignals") -> str | None:
-    """Take records (into the sinks) until the sources end, a stop signal, ``--duration`` or
-    ``--frames``; returns what stopped the run early (None: the sources ended). The summary
-    sink is told as soon as it is known: it may close inside this loop."""
-    from maskrt.cli.score_report import Progress
-
-    progress = Progress(pipeline, sys.stderr, args.progress_interval)
-    extra = pipeline.sinks[-1].extra
-    extra.update(stopped_by=None, interrupted=False, signal=None)
-    stopped_by = None
-    t0 = time.perf_counter()
-    try:
-        pipeline.start()
-        while not pipeline.finished:
-            if stopped_by is None:
-                stopped_by, why = signals.name, signals.signal_name
-                if (stopped_by is None and args.duration is not None
-                        and time.perf_counter() - t0 >= args.duration):
-                    stopped_by, why = "duration", f"--duration {args.duration:g}"
-                if stopped_by is not None:
-                    extra.update(stopped_by=stopped_by, interrupted=signals.name is not None,
-                                 signal=signals.signal_name)
-                    print(f"\nmaskrt score: stopping ({stopped_by})...", file=sys.stderr)
-                    pipeline.stop(reason=f"pipeline stopped ({why}) before the frame was scored")
-                elif pipeline.ledger.limit_reached:  # readers stop; what was read is scored
-                    stopped_by = extra["stopped_by"] = "frames"
-            pipeline.get(timeout=0.2)
-            progress.maybe_print()
-    finally:
-        pipeline.stop()
-        progress.finish()
-    return stopped_by
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is at each message, not as it was when logging was set up
     (a caller that swaps stderr, e.g. to capture it, would otherwise get a closed stream)."""
@@ -357,42 +329,3 @@ def _configure_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-
-
-class _StopSignals:
-    """SIGINT, SIGTERM and SIGHUP: the first one asks the run to stop cleanly (``name`` is set
-    and the main loop stops the pipeline); a second one aborts with KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> "_StopSignals":
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signal handlers can only be set from the main thread
-        for signum in _STOP_SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.name is not None:
-            self.restore()
-            raise KeyboardInterrupt
-        self.signum = signum
-        self.name = _STOP_SIGNALS[signal.Signals(signum)][0]
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous.clear()
-
-    @property
-    def signal_name(self) -> str | None:
-        return signal.Signals(self.signum).name if self.signum is not None else None
-
-    @property
-    def exit_status(self) -> int:
-        """128 + the signal's number, the shell's convention (0 when no signal came)."""
-        return 0 if self.signum is None else _STOP_SIGNALS[signal.Signals(self.signum)][1]

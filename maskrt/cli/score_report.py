@@ -91,3 +91,31 @@ def print_summary(summary: dict[str, Any], out: Path, summary_written: bool = Tr
               f"{outputs['records']}")
     print(f"wrote {out / 'records.jsonl'}"
           + (f" and {out / 'summary.json'}" if summary_written else " (not the summary)"))
+    lost = lost_cameras(summary)
+    if lost is not None:  # last: a run whose cameras died must not end looking like a done job
+        print(lost)
+
+
+#: the kinds of source that reconnect (and are lost when their reconnect policy gives up)
+LIVE_KINDS = ("camera", "stream")
+
+
+def lost_cameras(summary: dict[str, Any]) -> str | None:
+    """One line naming the cameras and streams that were lost (their reconnect policy gave up,
+    or their reader failed), saying whether that was all of them; None when none was."""
+    live = {s: v for s, v in summary["sources"].items() if v.get("kind") in LIVE_KINDS}
+    lost = [s for s, v in live.items() if v["state"] == "failed"]
+    if not lost:
+        return None
+    policy = (summary.get("settings") or {}).get("reconnect")
+    gave_up = "gave up reconnecting" + (f" (--reconnect {policy})" if policy else "")
+    if len(live) == 1:
+        which = f"the only camera/stream, {lost[0]},"
+    elif len(lost) == len(live):
+        which = f"all {len(live)} cameras/streams"
+    else:
+        which = f"{len(lost)} of {len(live)} cameras/streams"
+    named = "" if len(live) == 1 else ": " + ", ".join(lost[:3]) + (
+        f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+    why = live[lost[0]].get("last_error")
+    return f"LOST: {which} {gave_up}{named}" + (f"; last error: {why}" if why else "")

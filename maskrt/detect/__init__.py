@@ -6,6 +6,7 @@
 * ``yunet_torch.py``, ``yunet_tensorrt.py``: the same on a GPU, decoded with torch ops and
   torchvision's NMS, the network run as a torch module or as a TensorRT engine (built and
   cached like the classifier's).
+* ``scale.py``: the detector's input scale chosen per frame (``upscale="auto"``).
 * ``regions.py``: detections -> clipped face boxes and widened crops.
 * ``stage.py``: :class:`FaceStage`, the pipeline stage.
 
@@ -18,27 +19,33 @@ from __future__ import annotations
 from typing import Any
 
 from maskrt.detect.regions import check_box_fit
+from maskrt.detect.scale import ScaleRule
 
 #: where the detector runs (the same in every preset): its device ("auto": the classifier's CUDA
 #: device when it has one and a GPU detector can run there, else the CPU), its backend, and the
 #: folder of TensorRT engines (shared with the classifier's)
 _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backend": "auto",
                                      "detector_engine_dir": "engines"}
+#: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
+_SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
+                                   ("face_target", "min_scale", "max_scale", "probe_every")}
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
-    # Chosen on scenes/val with benchmarks/tune_faces.py: a 2x image and a low threshold find
-    # the small faces (mAP@0.5 0.863, without_mask recall 0.961), at about 13 faces classified
-    # per photo; faces under 8 px still matter there, so min_face stays small. box_fit (fitted
-    # on scenes/train, benchmarks/fit_face_boxes.py): YuNet frames brow to chin, people (and
-    # the scene annotations) mean the face with its mask, 10% wider and lower: mAP@0.5 0.886.
-    "default": {"upscale": 2.0, "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
+    # The detector's scale chosen per frame (upscale "auto", maskrt.detect.scale; face_target
+    # and max_scale by 5-fold cross-validation over scenes train+val, benchmarks/tune_faces.py
+    # --cv 5): as good as a fixed 2x on photos like scenes/, and it holds on larger ones. A low
+    # threshold keeps the small faces (about 12 classified per photo); faces under 8 px still
+    # matter there, so min_face stays small. box_fit (fitted on scenes/train,
+    # benchmarks/fit_face_boxes.py): YuNet frames brow to chin, people (and the scene
+    # annotations) mean the face with its mask, 10% wider and lower.
+    "default": {"upscale": "auto", "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
                 "min_face": 4.0, "max_faces": 200, "box_fit": (1.10, 0.95, 0.0, 0.11),
-                **_RUNTIME_DEFAULTS},
+                **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717, 0.721
     # with box_fit; at threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with INT8).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
              "min_face": 4.0, "max_faces": 200, "box_fit": (1.09, 0.94, 0.0, 0.11),
-             **_RUNTIME_DEFAULTS},
+             **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
 }
 _DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
 #: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
@@ -66,7 +73,7 @@ def make_detector(preset: str = "default", classifier_device: Any = None, **over
     :func:`resolve_detector_backend`): ONNX Runtime on the CPU; on a GPU its TensorRT engine, or
     a torch module (maskrt[gpu])."""
     settings = preset_settings(preset, **overrides)
-    options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
+    options = detector_options(settings)
     device = resolve_detector_device(str(settings["detector_device"]), classifier_device)
     backend = resolve_detector_backend(device, str(settings["detector_backend"]))
     if backend == "onnxruntime":
@@ -77,6 +84,15 @@ def make_detector(preset: str = "default", classifier_device: Any = None, **over
 
     return YuNetTorchDetector(device=device, runtime=backend,
                               engine_dir=settings["detector_engine_dir"], **options)
+
+
+def detector_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The YuNet constructor's keywords of preset ``settings`` (upscale "auto" becomes 1.0: the
+    face stage's scale rule then gives each frame's scale)."""
+    options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
+    if options["upscale"] == "auto":
+        options["upscale"] = 1.0
+    return options
 
 
 def resolve_detector_device(device: str, classifier_device: Any = None) -> str:
@@ -135,7 +151,16 @@ def face_stage(preset: str = "default", detector: Any = None, classifier_device:
     detector = detector or make_detector(preset, classifier_device,
                                          **{k: settings[k] for k in _DETECTOR_KEYS})
     return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
-                     max_faces=settings["max_faces"], box_fit=settings["box_fit"])
+                     max_faces=settings["max_faces"], box_fit=settings["box_fit"],
+                     scale_rule=scale_rule(settings))
+
+
+def scale_rule(settings: dict[str, Any]) -> ScaleRule | None:
+    """The :class:`~maskrt.detect.scale.ScaleRule` of ``settings`` when ``upscale`` is "auto",
+    else None (a fixed factor)."""
+    if settings["upscale"] != "auto":
+        return None
+    return ScaleRule(**{k: settings[k] for k in _SCALE_DEFAULTS})
 
 
 def region_stages(regions: str, preset: str = "default", detector: Any = None,
@@ -159,12 +184,15 @@ def parse_face_options(pairs: list[str]) -> dict[str, Any]:
                              f"{sorted(PRESETS['default'])}, got {pair!r}")
         kind = type(PRESETS["default"][key])
         try:
-            if kind is tuple:  # box_fit=1.1,0.95,0,0.11
+            if key == "upscale":  # a number, or "auto" (the scale rule)
+                options[key] = "auto" if text.strip() == "auto" else float(text.strip())
+            elif kind is tuple:  # box_fit=1.1,0.95,0,0.11
                 options[key] = check_box_fit(text.split(","))
             else:
                 options[key] = kind(text.strip())
         except ValueError as err:
             expected = {int: "an integer", float: "a number", tuple: str(err)}.get(kind, "a word")
+            expected = "a number or auto" if key == "upscale" else expected
             raise ValueError(f"--face-option {key}: expected {expected}, got "
                              f"{text.strip()!r}") from None
     return options

@@ -39,8 +39,11 @@ class Detector(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        """One :class:`Detections` per frame, in order."""
+    def detect(self, frames: Sequence[np.ndarray],
+               scales: Sequence[float] | None = None) -> list[Detections]:
+        """One :class:`Detections` per frame, in order, in frame pixels. ``scales``: per frame,
+        the factor it is resized by before detection (default: the detector's own setting);
+        a detector without such a setting may ignore it."""
 
     def describe(self) -> str:
         return self.name

@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 from maskrt.detect.base import Detections, Detector
 from maskrt.detect.regions import NO_BOX_FIT, check_box_fit, face_regions
+from maskrt.detect.scale import ScaleRule, SequenceScale
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import SKIPPED_DETECTION, FrameTask, Region
 
@@ -20,13 +21,17 @@ class FaceStage(Stage):
     max_faces: at most this many faces per frame, the most confident; the records say so.
     box_fit: (width factor, height factor, x shift, y shift) from the detector's boxes to the
     reported ones (see :func:`~maskrt.detect.regions.face_regions`).
+    scale_rule: the detector's input scale chosen per frame (``upscale="auto"``; see
+    :mod:`maskrt.detect.scale`), one :class:`SequenceScale` per video or live source; None:
+    the detector's own fixed ``upscale``.
     """
 
     name = "faces"
 
     def __init__(self, detector: Detector, *, widen: float = 1.2, min_face: float = 4.0,
                  max_faces: int = 200, batch_size: int = 8,
-                 box_fit: tuple[float, float, float, float] = NO_BOX_FIT) -> None:
+                 box_fit: tuple[float, float, float, float] = NO_BOX_FIT,
+                 scale_rule: ScaleRule | None = None) -> None:
         if widen < 1.0 or min_face < 1.0 or max_faces < 1 or batch_size < 1:
             raise ValueError(f"faces: expected widen >= 1, min_face >= 1, max_faces >= 1 and "
                              f"batch_size >= 1, got {widen}, {min_face}, {max_faces}, {batch_size}")
@@ -36,6 +41,10 @@ class FaceStage(Stage):
         self.max_faces = max_faces
         self.batch_size = batch_size
         self.box_fit = check_box_fit(box_fit)
+        self.scale_rule = scale_rule
+        #: per video or live source (see FrameTask.sequence_key): its detector scale; one
+        #: entry per source id (a folder's next video replaces its previous one)
+        self._sequences: dict[str, tuple[tuple[str, str | None], SequenceScale]] = {}
         #: set by the track stage (detect_every): frames it predicts instead
         self.skip_detection: Callable[[FrameTask], bool] | None = None
 
@@ -45,13 +54,57 @@ class FaceStage(Stage):
     def process_batch(self, tasks: Sequence[FrameTask]) -> list[Any]:
         skip = self.skip_detection
         searched = [task for task in tasks if skip is None or not skip(task)]
-        detections = self.detector.detect([task.image for task in searched]) if searched else []
+        detections = self._detect(searched) if searched else []
         for task, faces in zip(searched, detections):
             task.regions, task.note = self.regions(faces, task.image.shape)
         for task in tasks:
             if task.regions is None:  # left to the tracker (see TrackStage.skips_detection)
                 task.extra[SKIPPED_DETECTION] = True
         return list(tasks)
+
+    def detect(self, images: Sequence[Any]) -> list[Detections]:
+        """The faces of photos (no sequence): with a scale rule, each probed and scaled."""
+        if self.scale_rule is None:
+            return self.detector.detect(images)
+        return self.scale_rule.detect(self.detector, images)
+
+    def _detect(self, tasks: Sequence[FrameTask]) -> list[Detections]:
+        """The faces of pipeline frames: photos and sequence frames due for a probe go through
+        the rule; other sequence frames are detected at their source's scale."""
+        rule = self.scale_rule
+        if rule is None:
+            return self.detector.detect([task.image for task in tasks])
+        sequences = [self._sequence(task) for task in tasks]
+        probed, steady, claimed = [], [], set()
+        for i, seq in enumerate(sequences):  # a source's probe: its first due frame of the batch
+            if seq is None or (seq.due() and id(seq) not in claimed):
+                probed.append(i)
+                claimed.add(id(seq))
+            else:
+                steady.append(i)
+        found: list[Detections | None] = [None] * len(tasks)
+        chosen: list[float] = []
+        for i, faces, scale in zip(probed, rule.detect(self.detector, [tasks[i].image for i in probed],
+                                                      chosen), chosen):
+            found[i] = faces
+            if sequences[i] is not None:
+                sequences[i].probed(scale)  # type: ignore[union-attr]
+        if steady:
+            scales = [sequences[i].scale for i in steady]  # type: ignore[union-attr]
+            for i, faces in zip(steady, self.detector.detect([tasks[i].image for i in steady],
+                                                             scales)):
+                found[i] = faces
+                sequences[i].step()  # type: ignore[union-attr]
+        return found  # type: ignore[return-value]
+
+    def _sequence(self, task: FrameTask) -> SequenceScale | None:
+        key = task.sequence_key
+        if key is None or self.scale_rule is None:
+            return None
+        known = self._sequences.get(key[0])
+        if known is None or known[0] != key:
+            known = self._sequences[key[0]] = (key, SequenceScale(self.scale_rule))
+        return known[1]
 
     def regions(self, faces: Detections, frame_shape: tuple[int, ...]) -> tuple[list[Region], str | None]:
         """One frame's detections -> its regions with this stage's settings, and a cap note."""

@@ -54,8 +54,9 @@ class YuNetDetector(Detector):
         return (f"yunet-n onnxruntime CPU (upscale {self.upscale:g}, score >= "
                 f"{self.score_threshold:g}, nms {self.nms_iou:g})")
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        scales = [self._scale(frame.shape[:2]) for frame in frames]
+    def detect(self, frames: Sequence[np.ndarray],
+               scales: Sequence[float] | None = None) -> list[Detections]:
+        scales = input_scales(frames, scales, self.upscale, self.max_side)
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
         for indices in _by_padded_size(inputs).values():
@@ -65,9 +66,6 @@ class YuNetDetector(Detector):
                 raw = decode(outputs, slot, batch.shape[2:], self.score_threshold)
                 results[i] = _rescale(self._nms(raw), scales[i])
         return results  # type: ignore[return-value]
-
-    def _scale(self, shape: tuple[int, ...]) -> float:
-        return input_scale(shape, self.upscale, self.max_side)
 
     def _nms(self, faces: Detections) -> Detections:
         if len(faces) <= 1:
@@ -98,6 +96,18 @@ def input_scale(shape: tuple[int, ...], upscale: float, max_side: int) -> float:
     longer side would then exceed ``max_side``."""
     h, w = shape[:2]
     return min(upscale, max_side / max(h, w, 1))
+
+
+def input_scales(frames: Sequence[np.ndarray], scales: Sequence[float] | None, upscale: float,
+                 max_side: int) -> list[float]:
+    """Each frame's resize factor: its entry of ``scales`` (else ``upscale``), capped by
+    ``max_side`` (ValueError when ``scales`` does not match the frames)."""
+    if scales is None:
+        return [input_scale(frame.shape, upscale, max_side) for frame in frames]
+    if len(scales) != len(frames) or any(not s > 0 for s in scales):
+        raise ValueError(f"detect: expected one positive scale per frame ({len(frames)}), "
+                         f"got {list(scales)}")
+    return [input_scale(frame.shape, float(s), max_side) for frame, s in zip(frames, scales)]
 
 
 def decode(outputs: dict[str, np.ndarray], slot: int, padded: tuple[int, int],

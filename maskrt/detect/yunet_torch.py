@@ -24,7 +24,7 @@ import numpy as np
 from maskrt.backends.base import BackendUnavailable
 from maskrt.detect.base import Detections, Detector
 from maskrt.detect.yunet import (MODEL_PATH, STRIDES, _by_padded_size, _padded, _rescale, _resize,
-                                 input_scale, set_yunet_settings)
+                                 input_scales, set_yunet_settings)
 
 
 def _import_onnx2torch() -> Any:
@@ -77,10 +77,11 @@ class YuNetTorchDetector(Detector):
         return (f"yunet-n {runtime} {self.device} (upscale {self.upscale:g}, score >= "
                 f"{self.score_threshold:g}, nms {self.nms_iou:g})")
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, frames: Sequence[np.ndarray],
+               scales: Sequence[float] | None = None) -> list[Detections]:
         import torch
 
-        scales = [input_scale(f.shape, self.upscale, self.max_side) for f in frames]
+        scales = input_scales(frames, scales, self.upscale, self.max_side)
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
         for group in _by_padded_size(inputs).values():

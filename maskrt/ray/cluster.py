@@ -55,19 +55,21 @@ def cluster_cpus() -> float:
 
 
 def quiet_worker(cwd: str | None = None) -> None:
-    """In a Ray worker: OpenCV's and FFmpeg's own log lines off (as the command line does; what
-    they meant reaches the records' reasons) unless the environment sets them, and the working
-    folder the driver's (``cwd``), so relative paths name the same files as on the driver."""
+    """In a Ray worker: OpenCV's, FFmpeg's, libpng's and libjpeg's own log lines off (as the
+    command line does; what they meant reaches the records' reasons) unless the environment
+    sets them, and the working folder the driver's (``cwd``), so relative paths name the same
+    files as on the driver."""
     import os
 
     import cv2
 
-    from maskrt.cli.common import NATIVE_LOG_ENV
+    from maskrt.cli.common import NATIVE_LOG_ENV, quiet_decoders
 
     for name, value in NATIVE_LOG_ENV.items():
         if name not in os.environ:
             os.environ[name] = value
             if name == "OPENCV_LOG_LEVEL":
                 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    quiet_decoders()  # libpng's and libjpeg's lines too
     if cwd and os.getcwd() != cwd and os.path.isdir(cwd):
         os.chdir(cwd)

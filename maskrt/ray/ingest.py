@@ -152,11 +152,15 @@ class IngestWorker:
 def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, groups: int = 1,
            duration_s: float | None = None, max_in_flight: int = 32, retries: int = 3,
            cpus_per_actor: float = 0.25, source_options: dict[str, Any] | None = None,
-           progress: TextIO | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+           progress: TextIO | None = None, poll_s: float = 0.5,
+           stop: threading.Event | None = None) -> dict[str, Any]:
     """Run ``groups`` ingest actors over ``sources`` (split round-robin) against the deployment
-    (``handle``, default: the running ``maskrt`` application's) until every source has ended or
-    ``duration_s`` passed; writes ``out/records.jsonl`` and ``out/summary.json``; returns the
-    summary (``read`` per source is what the actors read, counted apart from the records)."""
+    (``handle``, default: the running ``maskrt`` application's) until every source has ended,
+    ``duration_s`` of reading passed (counted from when every actor reads: starting them is
+    not reading) or ``stop`` (an Event another thread may set) is set; the actors then stop
+    reading and what they sent is answered and recorded. Writes ``out/records.jsonl`` and
+    ``out/summary.json``; returns the summary (``read`` per source is what the actors read,
+    counted apart from the records; ``startup_s``: how long starting the actors took)."""
     ray = require_ray("serve")
     from maskrt.ray.records_out import RecordCounts, RecordWriter
     from maskrt.ray.serve import get_handle
@@ -180,7 +184,12 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     t0 = time.perf_counter()
     try:
         ray.get([a.start.remote() for a in actors])
-        status, stopped_by = _run(ray, actors, counts, writer, t0, duration_s, progress, poll_s)
+        # Worker processes and each caller's first answer from the replicas: 30 s on a loaded
+        # 2-core machine, which used to be the whole of a short --duration (sources read 1-2
+        # frames). The duration is reading time, so it starts once every actor reads.
+        startup_s = time.perf_counter() - t0
+        status, stopped_by = _run(ray, actors, counts, writer, time.perf_counter(), duration_s,
+                                  progress, poll_s, stop)
     finally:
         writer.close()
         for actor in actors:
@@ -191,7 +200,7 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
     connections = {source_id: c for s in status for source_id, c in s["connections"].items()}
     summary = counts.summary(read, kinds, connections, elapsed_s=time.perf_counter() - t0,
                              outputs={"records": str(writer.path)}, groups=len(actors),
-                             stopped_by=stopped_by,
+                             stopped_by=stopped_by, startup_s=round(startup_s, 3),
                              settings={"max_in_flight": max_in_flight, "retries": retries,
                                        "duration_s": duration_s})
     write_json_atomic(out / "summary.json", summary)
@@ -199,11 +208,12 @@ def ingest(sources: Sequence[Any], out: str | Path, *, handle: Any = None, group
 
 
 def _run(ray: Any, actors: list[Any], counts: Any, writer: Any, t0: float,
-         duration_s: float | None, progress: TextIO | None,
-         poll_s: float) -> tuple[list[dict[str, Any]], str | None]:
-    """Poll the actors until all are done; when the duration has passed, or on Ctrl-C, stop
-    their reading, then drain what was sent. Returns their last status and why they were
-    stopped ("duration", "interrupt", None: the sources ended)."""
+         duration_s: float | None, progress: TextIO | None, poll_s: float,
+         stop: threading.Event | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Poll the actors until all are done; when the duration (from ``t0``) has passed, ``stop``
+    is set, or on Ctrl-C, stop their reading, then drain what was sent. Returns their last
+    status and why they were stopped ("duration", "stop", "interrupt", None: the sources
+    ended)."""
     stopped_by: str | None = None
     while True:
         try:
@@ -223,6 +233,9 @@ def _run(ray: Any, actors: list[Any], counts: Any, writer: Any, t0: float,
             return status, stopped_by
         if stopped_by is None and _timed_out(t0, duration_s):
             stopped_by = _stop(ray, actors, stopped_by, "duration")
+            continue
+        if stopped_by is None and stop is not None and stop.is_set():
+            stopped_by = _stop(ray, actors, stopped_by, "stop")
             continue
         try:
             time.sleep(poll_s)

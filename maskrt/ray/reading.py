@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from maskrt.image import ImageError
-from maskrt.ray.scorer import ERROR, IMAGE, T_READ
+from maskrt.ray.scorer import ERROR, IMAGE, SIZE, T_READ
 from maskrt.stream.sources import FolderSource, ImageFileSource, Source, VideoFileSource
 from maskrt.stream.sources.base import VIDEO_EXTENSIONS, Frame
 from maskrt.stream.sources.spec import InvalidSource, open_source, open_sources
@@ -153,11 +153,14 @@ def frame_row(source_id: str, frame: Frame) -> dict[str, Any]:
     """One row: the frame's identity, and its decoded pixels or why there are none."""
     row = {"source_id": source_id, "frame_index": frame.index,
            "source_timestamp": np.nan if frame.timestamp is None else float(frame.timestamp),
-           "uri": frame.uri or "", T_READ: time.time(), IMAGE: _NO_FRAME, ERROR: frame.error or ""}
+           "uri": frame.uri or "", T_READ: time.time(), IMAGE: _NO_FRAME, SIZE: (0, 0),
+           ERROR: frame.error or ""}
     if frame.error is None:
         task = FrameTask(SourceHandle(Source(source_id)), frame)
         try:  # the pipeline's decode stage, and its reasons (stages.run_stage)
             row[IMAGE] = _DECODE.process(task).image
+            if task.reduction is not None:  # decoded smaller: records give the original's size
+                row[SIZE] = task.reduction.original
         except ImageError as err:
             row[ERROR] = str(err)
         except Exception as err:  # noqa: BLE001 - one bad frame fails alone
@@ -176,4 +179,5 @@ def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
             "uri": np.array([r["uri"] for r in rows], dtype=object),
             T_READ: np.array([r[T_READ] for r in rows], dtype=np.float64),
             ERROR: np.array([r[ERROR] for r in rows], dtype=object),
+            SIZE: np.array([r[SIZE] for r in rows], dtype=np.int64).reshape(-1, 2),
             IMAGE: images}

@@ -30,6 +30,9 @@ IMAGE = "image"
 ERROR = "error"
 #: wall-clock time (``time.time()``) at which a frame was read; latency is measured from it
 T_READ = "t_read"
+#: (width, height) of an image as stored when it was decoded smaller (over max_side), else
+#: (0, 0): the whole-frame ``box`` is given in the original's pixels, as ``maskrt score`` does
+SIZE = "original_size"
 _NO_OVERLAY = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
@@ -122,7 +125,7 @@ class RecordScorer(MaskScorer):
     :data:`maskrt.stream.records.JSON_FIELDS`, one row per frame (whole-frame region: ``box`` the
     frame, ``faces`` 1; failed frames: the reason, no region). Input columns: ``source_id``,
     ``frame_index``, ``source_timestamp`` (NaN: none), ``uri`` (empty: none), ``t_read``,
-    ``image``, ``error``."""
+    ``image``, ``error``, optionally ``original_size`` (:data:`SIZE`)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # -> pyarrow.Table
         import pyarrow as pa
@@ -145,6 +148,8 @@ def _record(batch: dict[str, np.ndarray], i: int, result: Any, frame: Any, now: 
         record.reason = result or "not scored: no frame"
         return record
     h, w = np.asarray(frame).shape[:2]
+    if SIZE in batch and batch[SIZE][i][0] > 0:
+        w, h = batch[SIZE][i]
     record.status, record.label = SCORED, result.label
     record.p_with_mask, record.p_without_mask = result.p_with_mask, result.p_without_mask
     record.region_index, record.box, record.faces = 0, [0, 0, int(w), int(h)], 1

@@ -83,6 +83,12 @@ class Ledger:
         self._read_total = 0
         self._in_flight = 0
         self._flow = FlowClock()
+        #: the frames in flight, by (source id, frame index): what abort() records as dropped
+        self._flying: dict[tuple[str, int], FrameTask] = {}
+        self._aborted = False
+        #: records counted whose put into ``output`` has not returned yet (abort waits for them)
+        self._emitting = 0
+        self._emitted = threading.Condition(self._lock)
 
     def open(self, handle: SourceHandle) -> None:
         with self._lock:
@@ -92,10 +98,11 @@ class Ledger:
         """A source yielded ``task``'s frame: it is now in flight. False (and not counted) once
         ``max_frames`` were read: the reader stops instead."""
         with self._lock:
-            if self.limit_reached:
+            if self.limit_reached or self._aborted:
                 return False
             account = self._accounts[task.source_id]
             account.counts["read"] += 1
+            self._flying[_key(task)] = task
             account.next_index = max(account.next_index, task.frame.index + 1)
             self._flow.note(time.perf_counter(), self._in_flight > 0)
             self._in_flight += 1
@@ -134,6 +141,9 @@ class Ledger:
 
     def _finish(self, task: FrameTask, status: str, records: list[Record]) -> None:
         with self._lock:
+            if self._aborted:  # abort() recorded this frame as dropped already
+                return
+            self._flying.pop(_key(task), None)
             account = self._accounts[task.source_id]
             account.counts[status] += 1
             self._flow.note(time.perf_counter(), True)
@@ -143,10 +153,47 @@ class Ledger:
                 self._latencies.append(records[0].latency_ms)
                 account.labels.update(r.label for r in records if r.label is not None)
             account.note_reason(records[0].reason)
-        # Dropped and failed records are small and never wait for the consumer, so a slow
-        # consumer makes live sources drop rather than stall; scored ones wait for room.
+            self._emitting += 1
+        try:
+            # Dropped and failed records are small and never wait for the consumer, so a slow
+            # consumer makes live sources drop rather than stall; scored ones wait for room.
+            for record in records:
+                self.output.put(record, force=status != SCORED)
+        finally:
+            with self._lock:
+                self._emitting -= 1
+                self._emitted.notify_all()
+
+    def abort(self, reason: str, timeout: float = 5.0) -> int:
+        """Give up on the frames in flight without waiting for them (a second Ctrl-C): each is
+        recorded as dropped with ``reason`` now; from then on nothing is read, counted or
+        recorded (a thread still busy with a frame finishes into nothing), and ``output`` is
+        closed once every record counted before has reached it, so the consumer gets exactly the
+        records of what the counters say. Returns the number of frames given up on."""
+        self.output.overflow()  # records on their way must not wait for room
+        with self._lock:
+            if self._aborted:
+                return 0
+            self._aborted = True
+            given_up = list(self._flying.values())
+            self._flying.clear()
+            records = []
+            for task in given_up:
+                account = self._accounts[task.source_id]
+                account.counts[DROPPED] += 1
+                account.note_reason(reason)
+                self._in_flight -= 1
+                records.append(frame_record(task, DROPPED, reason))
+            # A record counted just before is put outside the lock: it must be in before the end.
+            self._emitted.wait_for(lambda: self._emitting == 0, timeout)
         for record in records:
-            self.output.put(record, force=status != SCORED)
+            self.output.put(record, force=True)
+        self.output.close()
+        return len(given_up)
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
 
     def source_counters(self, source_id: str, t_start: float | None) -> dict[str, Any]:
         now = time.perf_counter()
@@ -190,6 +237,11 @@ class Ledger:
     def latencies(self) -> np.ndarray:
         with self._lock:
             return np.asarray(self._latencies, dtype=np.float64)
+
+
+def _key(task: FrameTask) -> tuple[str, int]:
+    """A frame's identity (its records'): a stage may pass on another FrameTask object."""
+    return task.source_id, task.frame.index
 
 
 def sum_counts(per_source: Iterable[dict[str, Any]]) -> dict[str, int]:

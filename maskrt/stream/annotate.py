@@ -41,14 +41,16 @@ def annotate(image: np.ndarray, record: Any) -> np.ndarray:
 
 def _face_text(record: Any) -> tuple[str, str]:
     """The label shown for a face and its text: a tracked person's decision with the track id
-    ("#7 NO MASK 0.91"), else the face's own decision."""
-    if record.track_label is not None:
+    ("#7 NO MASK 0.91"), else the face's own decision. ``record``: a stream Record, or an
+    Engine Result of :meth:`Engine.faces` (untracked: no track fields)."""
+    if getattr(record, "track_label", None) is not None:
         label, p = record.track_label, record.p_track_without_mask
         p = p if label == CLASSES[1] else 1.0 - p
     else:
         label, p = record.label, _probability(record)
     text = f"{'mask' if label == CLASSES[0] else 'NO MASK'} {p:.2f}"
-    return label, (f"#{record.track_id} " + text) if record.track_id is not None else text
+    track_id = getattr(record, "track_id", None)
+    return label, (f"#{track_id} " + text) if track_id is not None else text
 
 
 def annotate_faces(image: np.ndarray, records: Sequence[Any]) -> np.ndarray:
@@ -64,7 +66,7 @@ def annotate_faces(image: np.ndarray, records: Sequence[Any]) -> np.ndarray:
                     (255, 255, 255), thickness, cv2.LINE_AA)
         return out
     for record in faces:
-        x0, y0, x1, y1 = record.box
+        x0, y0, x1, y1 = getattr(record, "frame_box", None) or record.box  # pixels drawn on
         label, text = _face_text(record)
         colour = COLOURS[label]
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)

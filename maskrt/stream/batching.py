@@ -23,7 +23,7 @@ from maskrt.devices import is_tensor, to_host
 from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
 from maskrt.stream.annotate import annotate_faces
-from maskrt.stream.records import SCORED, Record
+from maskrt.stream.records import SCORED, Record, placed
 from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
@@ -293,11 +293,9 @@ class ExplainStage:
 
     def _region_record(self, task: FrameTask, index: int, face: "_Face") -> Record:
         region = face.region
-        landmarks = None if region.landmarks is None else \
-            [[round(float(x), 1), round(float(y), 1)] for x, y in region.landmarks]
-        record = frame_record(task, SCORED, task.note, region_index=index,
-                              box=[int(v) for v in region.box], face_score=region.score,
-                              faces=len(task.regions), landmarks=landmarks)  # type: ignore[arg-type]
+        record = frame_record(task, SCORED, task.note, region_index=index, face_score=region.score,
+                              faces=len(task.regions),  # type: ignore[arg-type]
+                              **placed(region.box, region.landmarks, task.reduction))
         record.classified = face.row is not None
         decision = face.decision
         result = face.result if face.result is not None else \

@@ -122,7 +122,7 @@ def face_jpeg(record: Record, frame: np.ndarray | None, overlay: np.ndarray | No
         return None
     if not whole_frame(record):
         h, w = image.shape[:2]
-        x0, y0, x1, y1 = record.box
+        x0, y0, x1, y1 = record.frame_box or record.box  # the frame's pixels, not the original's
         image = image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
     if image.size == 0:
         return None

@@ -18,7 +18,7 @@ import warnings
 from types import TracebackType
 from typing import Any, Iterable, Iterator, Sequence
 
-from maskrt.image import MAX_SIDE
+from maskrt.image import MAX_PIXELS, MAX_SIDE
 from maskrt.stream.accounting import Ledger, sum_counts
 from maskrt.stream.batching import ExplainStage, InferStage, InferredBatch
 from maskrt.stream.checks import check_settings
@@ -58,7 +58,7 @@ class Pipeline:
     queue_size: per-source queue capacity (default: 4 for live sources, max(8, batch_size) for
         others); a source's own ``queue_size`` wins.
     preprocess_threads: decode threads (1 keeps each source's records in frame order).
-    max_side: frames whose longer side exceeds this are decoded at reduced size.
+    max_side, max_pixels: frames are scaled down to max_side a side; images over max_pixels fail.
     output_capacity: scored records waiting for the consumer before scoring pauses.
     stop_when_done: end the record stream when every source has finished (False: keep running,
         for sources added later, until :meth:`stop`).
@@ -75,7 +75,7 @@ class Pipeline:
                  batch_size: int = 32, max_wait_ms: float = 20.0, explain: bool = False,
                  keep_frames: bool = False, stages: Sequence[Stage] = (),
                  sinks: Sequence[Sink] = (), queue_size: int | None = None,
-                 preprocess_threads: int = 1, max_side: int = MAX_SIDE,
+                 preprocess_threads: int = 1, max_side: int = MAX_SIDE, max_pixels: int | None = MAX_PIXELS,
                  output_capacity: int = 1024, stop_when_done: bool = True,
                  source_options: dict[str, Any] | None = None, max_batch: int | None = None,
                  regions: str = "faces", preset: str = "default", detector: Any = None,
@@ -87,7 +87,7 @@ class Pipeline:
                           stacklevel=2)
             batch_size = max_batch
         check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
-                        output_capacity, max_latency_ms, stages)
+                        output_capacity, max_latency_ms, stages, max_pixels)
         from maskrt.detect import region_stages  # the detector is loaded only when used
         from maskrt.track import TrackSettings, TrackStage
 
@@ -112,7 +112,7 @@ class Pipeline:
         self._output: BoundedQueue[Record] = BoundedQueue(output_capacity, name="records")
         self.ledger = Ledger(self._output, max_frames)
         self._sources = SourceQueues(self.ledger)
-        self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads),
+        self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads, max_pixels),
                                     *region_stages(regions, preset, detector, face_options,
                                                    getattr(engine, "input_device", None)),
                                     *stages,

@@ -39,11 +39,13 @@ class Record:
     latency_ms: from the moment the frame was read to the moment this record was made.
     uri: the file a frame came from (files, folders, drop folders), else None.
     region_index, box: which region of the frame this record scores, and where it is
-    ([x0, y0, x1, y1] in frame pixels; the whole frame when no stage made regions); None for
-    dropped and failed frames and for a scored frame without regions.
+    ([x0, y0, x1, y1] in the pixels of the image as stored, also when it was decoded reduced
+    (over ``max_side``); the whole frame when no stage made regions); None for dropped and
+    failed frames and for a scored frame without regions.
     face_score: the detector's confidence for the region, when a detector made it.
     faces: the number of regions the scored frame had (None for dropped and failed frames).
-    landmarks: the face's five points (eyes, nose tip, mouth corners) as [x, y] in frame pixels.
+    landmarks: the face's five points (eyes, nose tip, mouth corners) as [x, y], in the same
+    pixels as ``box``.
     track_id: the person's id within the source (tracked frames; None while the track is not
     confirmed, and for untracked frames). track_label, p_track_without_mask: the person's
     decision, smoothed over the track's classified faces so far; track_frames: the track's
@@ -83,6 +85,9 @@ class Record:
     frame: np.ndarray | None = field(default=None, repr=False)
     #: files sinks wrote for this record (e.g. ``{"overlay": path}``), added to its JSON line
     outputs: dict[str, str] = field(default_factory=dict, repr=False)
+    #: ``box`` in the pixels of ``frame`` and ``overlay`` (what sinks draw and cut out): the
+    #: decoded frame's, which differ from the original's when it was decoded reduced; None: box
+    frame_box: list[int] | None = field(default=None, repr=False)
 
     @property
     def frame_level(self) -> bool:
@@ -100,6 +105,45 @@ class Record:
                 value = round(value, 6) if precise else round(value, 3)
             out[name] = value
         return out
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A frame decoded smaller than the image as stored (over ``max_side``): ``original`` and
+    ``decoded`` sizes as (width, height), the original upright. Maps what was found in the
+    decoded frame back to the original's pixels, for records."""
+
+    original: tuple[int, int]
+    decoded: tuple[int, int]
+
+    @classmethod
+    def of(cls, original: tuple[int, int], image: np.ndarray) -> "Reduction | None":
+        """How ``image`` relates to an original of (width, height); None: it is that size."""
+        decoded = (int(image.shape[1]), int(image.shape[0]))
+        return None if decoded == tuple(original) else cls(tuple(original), decoded)  # type: ignore[arg-type]
+
+    def box(self, box: Any) -> list[int]:
+        """[x0, y0, x1, y1] (end-exclusive) -> original pixels, covering the same area: starts
+        rounded down, ends up (integer arithmetic: the frame's end is the original's end)."""
+        (W, H), (w, h) = self.original, self.decoded
+        x0, y0, x1, y1 = (int(v) for v in box)
+        return [x0 * W // w, y0 * H // h, -(-x1 * W // w), -(-y1 * H // h)]
+
+    def points(self, points: Any) -> list[list[float]]:
+        (W, H), (w, h) = self.original, self.decoded
+        return [[float(x) * W / w, float(y) * H / h] for x, y in points]
+
+
+def placed(box: Any, landmarks: Any, reduction: Reduction | None) -> dict[str, Any]:
+    """A region's record fields ``box`` and ``landmarks`` (rounded to 0.1) in the original's
+    pixels, and ``frame_box`` in the decoded frame's."""
+    frame_box = [int(v) for v in box]
+    points = None if landmarks is None else [[float(x), float(y)] for x, y in landmarks]
+    box = frame_box if reduction is None else reduction.box(frame_box)
+    if reduction is not None and points is not None:
+        points = reduction.points(points)
+    return {"box": box, "frame_box": frame_box,
+            "landmarks": None if points is None else [[round(x, 1), round(y, 1)] for x, y in points]}
 
 
 def whole_frame(record: Record) -> bool:

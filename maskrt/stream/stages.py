@@ -18,9 +18,11 @@ import threading
 import time
 from typing import Any
 
-from maskrt.image import ImageError, MAX_SIDE, decode_image, limit_side, resize_to_input, to_bgr8
+from maskrt.image import (MAX_PIXELS, MAX_SIDE, ImageError, decode_with_size, limit_side,
+                          resize_to_input, to_bgr8)
 from maskrt.stream.accounting import Ledger
 from maskrt.stream.queue import CLOSED, BoundedQueue
+from maskrt.stream.records import Reduction
 from maskrt.stream.work import REASON_LATE, FrameTask
 
 log = logging.getLogger("maskrt.pipeline")
@@ -48,21 +50,30 @@ class Stage:
 
 class DecodeStage(Stage):
     """Encoded bytes or a captured frame -> ``task.image``, uint8[H, W, 3] BGR, at most
-    ``max_side`` pixels per side (through :func:`maskrt.image.decode_image`, the one decoder)."""
+    ``max_side`` pixels per side (through :func:`maskrt.image.decode_image`, the one decoder;
+    an encoded image over ``max_pixels`` fails undecoded). A frame made smaller gets
+    ``task.reduction``, so its records give boxes in the original's pixels."""
 
     name = "decode"
 
-    def __init__(self, max_side: int = MAX_SIDE, threads: int = 1) -> None:
+    def __init__(self, max_side: int = MAX_SIDE, threads: int = 1,
+                 max_pixels: int | None = MAX_PIXELS) -> None:
         self.max_side = max_side
         self.threads = threads
+        self.max_pixels = max_pixels
 
     def process(self, task: FrameTask) -> FrameTask:
         frame = task.frame
         what = frame.uri or f"frame {frame.index}"
         if frame.image is not None:
-            task.image = limit_side(to_bgr8(frame.image, what=what), self.max_side)
+            image = to_bgr8(frame.image, what=what)
+            original = (image.shape[1], image.shape[0])
+            task.image = limit_side(image, self.max_side)
         else:
-            task.image = decode_image(frame.data or b"", what=what, max_side=self.max_side)
+            task.image, original = decode_with_size(frame.data or b"", what=what,
+                                                    max_side=self.max_side,
+                                                    max_pixels=self.max_pixels)
+        task.reduction = Reduction.of(original, task.image)
         frame.image = frame.data = None  # the task holds the decoded frame from now on
         return task
 

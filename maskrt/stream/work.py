@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.sources.base import VIDEO_EXTENSIONS, Frame, Source
+
+#: source kinds whose frames are a sequence (a camera's or a video's, not photos)
+SEQUENCE_KINDS = ("video", "stream", "camera")
 
 #: Reasons of the frames the pipeline itself drops.
 REASON_QUEUE_FULL = "live queue full: dropped the oldest frame"
@@ -103,10 +107,23 @@ class FrameTask:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the source's tracks (:class:`maskrt.track.source.SourceTracks`) when the frame is tracked
     tracks: Any = field(default=None, repr=False)
+    #: set by the decode stage when ``image`` is smaller than the image as stored (over
+    #: max_side): its records' boxes and landmarks are scaled back to the original's pixels
+    reduction: Any = None
 
     @property
     def source_id(self) -> str:
         return self.handle.id
+
+    @property
+    def sequence_key(self) -> tuple[str, str | None] | None:
+        """Which sequence the frame belongs to: (source id, None) for videos and live sources,
+        (source id, file uri) for a video inside a folder source; None for a photo."""
+        if self.handle.source.kind in SEQUENCE_KINDS:
+            return self.source_id, None
+        uri = self.frame.uri
+        in_video = uri is not None and Path(uri).suffix.lower() in VIDEO_EXTENSIONS
+        return (self.source_id, uri) if in_video else None
 
     @property
     def to_classify(self) -> list[Region]:

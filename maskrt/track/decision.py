@@ -72,8 +72,10 @@ class TrackDecision:
     # ------------------------------------------------------------------ results (explain stage)
 
     def add(self, result: Any, face_score: float | None, box: list[int], frame_index: int,
-            features: Any = None) -> None:
-        """A classification of one of the track's faces."""
+            features: Any = None, shown_box: list[int] | None = None) -> None:
+        """A classification of one of the track's faces: ``box`` in the decoded frame's pixels
+        (its size weighs the result), ``shown_box`` the same in the original's (the best face's
+        box, reported; default ``box``)."""
         s = self.settings
         p = float(result.probabilities[1])
         logit = math.log(max(p, 1e-12)) - math.log(max(1.0 - p, 1e-12))
@@ -88,7 +90,7 @@ class TrackDecision:
         if features is not None:
             self.features = features
         if self.best is None or weight > self.best[0]:
-            self.best = (weight, frame_index, list(box))
+            self.best = (weight, frame_index, list(shown_box or box))
 
     def note_record(self, frame_index: int, timestamp: float | None) -> None:
         """A record of the track was made for ``frame_index``."""

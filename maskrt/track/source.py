@@ -115,7 +115,8 @@ class SourceTracks:
             for region, result, feats in zip(task.regions, results, features):
                 decision: TrackDecision = region.track.data
                 if result is not None:
-                    decision.add(result, region.score, list(region.box), frame.index, feats)
+                    shown = None if task.reduction is None else task.reduction.box(region.box)
+                    decision.add(result, region.score, list(region.box), frame.index, feats, shown)
                 decision.note_record(frame.index, frame.timestamp)
                 if region.track_id is not None:
                     events.extend(self._announce(region.track, decision, frame))

@@ -4,17 +4,13 @@ faces go to the classifier; the explain stage later turns classifications into d
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
-from maskrt.stream.sources.base import VIDEO_EXTENSIONS
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import RETIRED_TRACKS, SKIPPED_DETECTION, FrameTask
 from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
-#: source kinds whose frames are a sequence (tracked with track="auto")
-SEQUENCE_KINDS = ("video", "stream", "camera")
 
 
 class TrackStage(Stage):
@@ -77,14 +73,13 @@ class TrackStage(Stage):
         """Whether ``task``'s frame is tracked."""
         if self.mode != "auto":
             return self.mode == "on"
-        return task.handle.source.kind in SEQUENCE_KINDS or _from_video(task.frame.uri)
+        return task.sequence_key is not None
 
     @staticmethod
     def _key(task: FrameTask) -> tuple[str, str | None]:
-        """Tracks live per source, and per video file inside a folder source."""
-        uri = task.frame.uri
-        folder_video = task.handle.source.kind == "folder" and _from_video(uri)
-        return task.source_id, uri if folder_video else None
+        """Tracks live per source, and per video file inside a folder source (a folder of
+        photos tracked with mode "on" is one sequence)."""
+        return task.sequence_key or (task.source_id, None)
 
     def finish(self) -> list[dict[str, Any]]:
         """Every source's remaining tracks end (the run is over); their events."""
@@ -100,7 +95,3 @@ class TrackStage(Stage):
         for tracks in sources:
             counts[tracks.source_id] = counts.get(tracks.source_id, 0) + tracks.active()
         return counts
-
-
-def _from_video(uri: str | None) -> bool:
-    return uri is not None and Path(uri).suffix.lower() in VIDEO_EXTENSIONS

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from maskrt.image import truncation_reason
+from maskrt import image
+from maskrt.image import ImageError, read_image_file, truncation_reason
 from maskrt.stream.sources.base import (DROP_PREFIX, NOT_MEDIA_EXTENSIONS, PARTIAL_SUFFIXES,
                                         VIDEO_EXTENSIONS, Frame, Source, display_path)
 
@@ -43,12 +44,15 @@ def _not_media(path: Path) -> bool:
 
 def _read_file(path: Path, index: int) -> Frame:
     # Read by the real path; named by its display form (the name may not be valid UTF-8).
+    # A file over MAX_FILE_BYTES fails unread: a folder of huge files must not fill memory.
     shown = display_path(path)
     try:
-        data = path.read_bytes()
+        data = read_image_file(path, what=shown, max_bytes=image.MAX_FILE_BYTES)
     except OSError as err:
         return Frame(index, _mtime(path), uri=shown,
                      error=f"{shown}: cannot read file ({err.strerror or err})")
+    except ImageError as err:
+        return Frame(index, _mtime(path), uri=shown, error=str(err))
     return Frame(index, _mtime(path), data=data, uri=shown)
 
 

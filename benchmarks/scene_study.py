@@ -1,0 +1,140 @@
+"""The cross-validation and robustness modes of ``tune_faces.py`` (see its docstring).
+
+Each candidate face setting scores every photo once (detection by the face stage as
+``maskrt score`` runs it, classification by the default Engine); folds and figures are then
+computed from those per-photo detections.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+#: the photo changes --robustness applies: name -> (image -> image, box scale)
+CHANGES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
+    "unchanged": (lambda im: im, 1.0),
+    "resized 0.5x": (lambda im: _resize(im, 0.5), 0.5),
+    "resized 2x": (lambda im: _resize(im, 2.0), 2.0),
+    "resized 3x": (lambda im: _resize(im, 3.0), 3.0),
+    "jpeg q30": (lambda im: _jpeg(im, 30), 1.0),
+    "blur sigma 1": (lambda im: cv2.GaussianBlur(im, (0, 0), 1.0), 1.0),
+    "brighter +40": (lambda im: cv2.convertScaleAbs(im, alpha=1.0, beta=40), 1.0),
+    "darker x0.6": (lambda im: cv2.convertScaleAbs(im, alpha=0.6, beta=0), 1.0),
+}
+
+
+def _resize(image: np.ndarray, factor: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def score_photos(images: Sequence[np.ndarray], options: dict[str, Any], engine: Any
+                 ) -> tuple[list[Any], float]:
+    """Per photo, the metric's Detections with face ``options`` (the default preset's
+    otherwise); and the mean detection time per photo in seconds."""
+    from maskrt.detect import face_stage
+    from maskrt.train.voc_metric import Detections
+
+    stage = face_stage("default", **options)
+    start = time.perf_counter()
+    found = stage.detect(images)
+    detect_s = (time.perf_counter() - start) / max(1, len(images))
+    stage.close()
+    regions = [stage.regions(faces, image.shape)[0] for faces, image in zip(found, images)]
+    crops = [r.crop(image) for image, rs in zip(images, regions) for r in rs]
+    decided = iter(engine.classify(crops) if crops else [])
+    detections = []
+    for rs in regions:
+        ds = [next(decided) for _ in rs]
+        detections.append(Detections.make(
+            [list(r.box) for r in rs], [d.label for d in ds],
+            [r.score * float(d.probabilities[d.class_index]) for r, d in zip(rs, ds)],
+            [r.score for r in rs]))
+    return detections, detect_s
+
+
+def figures(detections: Sequence[Any], truth: Sequence[Any]) -> dict[str, float]:
+    from maskrt.train.voc_metric import evaluate
+
+    s50, s30 = evaluate(detections, truth, 0.5), evaluate(detections, truth, 0.3)
+    return {"map50": s50.map, "map30": s30.map, "face_recall50": s50.face_recall,
+            "face_recall30": s30.face_recall, "without_mask_recall": s50.recall["without_mask"]}
+
+
+def _load(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Any]]:
+    from maskrt.image import decode_image
+    from maskrt.train.scenes import index_scenes
+
+    scenes = [scene for folder in folders for scene in index_scenes(folder)]
+    return [decode_image(s.image) for s in scenes], [s.truth for s in scenes]
+
+
+def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
+                   max_scales: Sequence[float], fixed: Sequence[float]) -> int:
+    from maskrt.engine import Engine
+
+    images, truth = _load([scenes_root / "train", scenes_root / "val"])
+    engine = Engine()
+    candidates = [{"upscale": "auto", "face_target": t, "max_scale": m}
+                  for t in targets for m in max_scales] + [{"upscale": u} for u in fixed]
+    scored = {}
+    print(f"{len(images)} photos of scenes train+val, {len(candidates)} candidates, {k} folds")
+    print(f"{'map50':>6} {'map30':>6} {'rec50':>6} {'rec30':>6} {'no rec':>6} {'det ms':>6}  "
+          "candidate (all photos)")
+    for n, options in enumerate(candidates):
+        detections, detect_s = score_photos(images, options, engine)
+        scored[n] = detections
+        f = figures(detections, truth)
+        print(f"{f['map50']:6.3f} {f['map30']:6.3f} {f['face_recall50']:6.3f} "
+              f"{f['face_recall30']:6.3f} {f['without_mask_recall']:6.3f} {detect_s * 1e3:6.1f}  "
+              f"{options}", flush=True)
+    folds = np.random.default_rng(0).permutation(len(images)) % k  # folds by photo
+    held_out: list[Any] = [None] * len(images)
+    rules = [n for n, options in enumerate(candidates) if options["upscale"] == "auto"]
+    for fold in range(k):  # the fixed factors are baselines, not candidates
+        train = np.nonzero(folds != fold)[0]
+        best = max(rules, key=lambda c: figures([scored[c][i] for i in train],
+                                                [truth[i] for i in train])["map50"])
+        print(f"fold {fold}: chose {candidates[best]}")
+        for i in np.nonzero(folds == fold)[0]:
+            held_out[i] = scored[best][i]
+    f = figures(held_out, truth)
+    print(f"cross-validated (pooled held-out folds): mAP@0.5 {f['map50']:.3f}, mAP@0.3 "
+          f"{f['map30']:.3f}, face recall@0.5 {f['face_recall50']:.3f}, without_mask recall "
+          f"{f['without_mask_recall']:.3f}")
+    return 0
+
+
+def robustness(data: Path, compare: Sequence[str]) -> int:
+    from maskrt.detect import parse_face_options
+    from maskrt.engine import Engine
+    from maskrt.train.voc_metric import GroundTruth
+
+    images, truth = _load([data])
+    engine = Engine()
+    settings = [("default preset", {})] + [(c, parse_face_options(c.split(","))) for c in compare]
+    print(f"{len(images)} photos of {data}")
+    print(f"{'map50':>6} {'loss':>6} {'map30':>6} {'rec50':>6} {'det ms':>6}  change, setting")
+    for name, options in settings:
+        base = None
+        for change, (apply, factor) in CHANGES.items():
+            changed = [apply(image) for image in images]
+            boxes = [GroundTruth(np.asarray(t.boxes) * factor, t.labels, t.difficult) for t in truth]
+            detections, detect_s = score_photos(changed, options, engine)
+            f = figures(detections, boxes)
+            base = f["map50"] if base is None else base
+            print(f"{f['map50']:6.3f} {base - f['map50']:6.3f} {f['map30']:6.3f} "
+                  f"{f['face_recall50']:6.3f} {detect_s * 1e3:6.1f}  {change}, {name}", flush=True)
+    return 0

@@ -1,0 +1,124 @@
+"""The detector's input scale chosen per frame (``upscale="auto"``, the default preset).
+
+Why: YuNet-n finds faces best when they are roughly 24-160 px in its input (below, recall
+falls fast; far above, it loses a little and costs the square of the scale). A fixed factor
+suits one collection only: 2x is right for the 25 px faces of 400 px photos, but enlarges the
+large faces of 900 px photos past what the detector finds best, and detects a 720p camera frame
+at 2560x1440 whatever its faces.
+
+The rule (:class:`ScaleRule`): a cheap probe pass at no more than the frame's size (its longer
+side at most ``probe_side``) finds the faces that are already large enough; the frame is then
+detected at
+
+    scale = clamp(face_target / small, min_scale, max_scale)
+
+where ``small`` is the ``quantile`` of the sides (frame pixels) of the probe's confident faces
+(score >= ``probe_score``), so that the frame's small faces reach ``face_target`` px in the
+detector's input. A probe without a confident face (only small faces, or none) gives
+``max_scale``. When the chosen scale is within 25% of the probe's, the probe's faces are the
+answer and the frame costs one pass. The detector's ``max_side`` caps every pass.
+
+Videos and live sources (:class:`SequenceScale`, one per source): the scale changes slowly
+(geometric mean with the last, weight ``smoothing``) and the probe runs on the first frame and
+every ``probe_every`` frames after; other frames cost one pass at the source's scale.
+The values are chosen by cross-validation over scenes train+val (``benchmarks/tune_faces.py
+--scale``; README, "Faces in scenes").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from maskrt.detect.base import Detections, Detector
+
+#: a chosen scale this close (ratio) to the probe's reuses the probe's faces
+_SAME_SCALE = 1.25
+
+
+@dataclass(frozen=True)
+class ScaleRule:
+    """See the module docstring; every field is a ``--face-option`` (``scale_`` prefixed where
+    the name alone would be unclear)."""
+
+    face_target: float = 40.0
+    quantile: float = 0.2
+    min_scale: float = 0.5
+    max_scale: float = 2.5
+    probe_side: int = 640
+    probe_score: float = 0.5
+    probe_every: int = 30
+    smoothing: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.face_target > 0 and 0.0 <= self.quantile <= 1.0
+                and 0 < self.min_scale <= self.max_scale and self.probe_side >= 32
+                and 0.0 <= self.probe_score <= 1.0 and self.probe_every >= 1
+                and 0.0 <= self.smoothing < 1.0):
+            raise ValueError(f"scale rule: expected face_target > 0, quantile in [0, 1], "
+                             f"0 < min_scale <= max_scale, probe_side >= 32, probe_score in "
+                             f"[0, 1], probe_every >= 1, smoothing in [0, 1), got {self}")
+
+    def probe_scale(self, shape: tuple[int, ...]) -> float:
+        """The probe pass's factor: the frame as it is, or reduced to ``probe_side``."""
+        return min(1.0, self.probe_side / max(shape[0], shape[1], 1))
+
+    def choose(self, probe: Detections) -> float:
+        """The scale for a frame whose probe pass found ``probe`` (frame pixels)."""
+        confident = probe.boxes[probe.scores >= self.probe_score]
+        if not len(confident):
+            return self.max_scale
+        sides = np.sqrt(np.prod(np.maximum(confident[:, 2:] - confident[:, :2], 1.0), axis=1))
+        small = float(np.quantile(sides, self.quantile))
+        return float(np.clip(self.face_target / small, self.min_scale, self.max_scale))
+
+    def detect(self, detector: Detector, frames: Sequence[np.ndarray],
+               chosen: list[float] | None = None) -> list[Detections]:
+        """Every frame probed, then detected again where its chosen scale differs from the
+        probe's; ``chosen`` (when given) receives each frame's chosen scale."""
+        probes = [self.probe_scale(frame.shape) for frame in frames]
+        found = detector.detect(frames, probes)
+        scales = [self.choose(faces) for faces in found]
+        again = [i for i, (s, p) in enumerate(zip(scales, probes)) if not same_scale(s, p)]
+        if again:
+            for i, faces in zip(again, detector.detect([frames[i] for i in again],
+                                                       [scales[i] for i in again])):
+                found[i] = faces
+        if chosen is not None:
+            chosen.extend(scales)
+        return found
+
+
+def same_scale(a: float, b: float) -> bool:
+    """Whether two scales are close enough for one pass to stand for the other."""
+    return abs(math.log(a / b)) < math.log(_SAME_SCALE)
+
+
+class SequenceScale:
+    """The detector's scale for one video or live source: probed on its first frame and every
+    ``rule.probe_every`` frames, smoothed in between (handed the source's frames in order)."""
+
+    def __init__(self, rule: ScaleRule) -> None:
+        self.rule = rule
+        self.scale: float | None = None
+        self._since_probe = 0
+
+    def due(self) -> bool:
+        """Whether the next frame is probed."""
+        return self.scale is None or self._since_probe >= self.rule.probe_every
+
+    def probed(self, chosen: float) -> None:
+        """A probe chose ``chosen``: the source's scale moves towards it."""
+        if self.scale is None:
+            self.scale = chosen
+        else:
+            w = self.rule.smoothing
+            self.scale = math.exp(w * math.log(self.scale) + (1.0 - w) * math.log(chosen))
+        self._since_probe = 0
+
+    def step(self) -> None:
+        """A frame was detected at the source's scale."""
+        self._since_probe += 1

@@ -1,0 +1,125 @@
+"""The detector's scale chosen per frame (upscale="auto"): the rule on synthetic probes, the same
+faces found in a photo and in its enlarged copy, one probe per ``probe_every`` frames of a video,
+and the option's parsing."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from maskrt.detect import face_stage, parse_face_options, preset_settings, scale_rule
+from maskrt.detect.base import Detections
+from maskrt.detect.scale import ScaleRule, SequenceScale, same_scale
+from maskrt.detect.stage import FaceStage
+from maskrt.detect.yunet import YuNetDetector
+from maskrt.stream.pipeline import Pipeline
+from streaming_fixtures import check_accounting, run_pipeline, shared_engine
+from test_faces import annotated_boxes, recall_at_half_iou, scene_paths
+
+
+def probe_of(sides: list[float], scores: list[float]) -> Detections:
+    boxes = np.array([[10.0, 10.0, 10.0 + s, 10.0 + s] for s in sides], np.float32).reshape(-1, 4)
+    return Detections(boxes, np.array(scores, np.float32), np.zeros((len(sides), 5, 2), np.float32),
+                      len(sides))
+
+
+def test_the_rule_brings_the_small_confident_faces_to_the_target_size():
+    rule = ScaleRule(face_target=32.0, quantile=0.0, min_scale=0.5, max_scale=2.5)
+    assert rule.choose(probe_of([16.0, 64.0], [0.9, 0.9])) == pytest.approx(2.0)
+    # a face under probe_score does not count: the confident 64 px face sets the scale
+    assert rule.choose(probe_of([8.0, 64.0], [0.3, 0.9])) == pytest.approx(0.5)
+    assert rule.choose(probe_of([400.0], [0.9])) == 0.5  # clamped to min_scale
+    assert rule.choose(probe_of([4.0], [0.9])) == 2.5  # and to max_scale
+    assert rule.choose(probe_of([], [])) == 2.5  # nothing sure: small faces or none
+    assert rule.probe_scale((280, 400, 3)) == 1.0  # never enlarged
+    assert rule.probe_scale((720, 1280, 3)) == pytest.approx(0.5)
+    assert same_scale(1.0, 1.2) and not same_scale(1.0, 1.3)
+    with pytest.raises(ValueError, match="expected face_target > 0"):
+        ScaleRule(face_target=0.0)
+
+
+def test_a_sequence_probes_its_first_frame_then_every_probe_every_frames_and_moves_slowly():
+    sequence = SequenceScale(ScaleRule(probe_every=3, smoothing=0.5))
+    assert sequence.due()
+    sequence.probed(2.0)
+    assert sequence.scale == 2.0
+    for _ in range(3):
+        assert not sequence.due()
+        sequence.step()
+    assert sequence.due()
+    sequence.probed(0.5)
+    assert sequence.scale == pytest.approx(math.sqrt(2.0 * 0.5))  # geometric mean
+
+
+@pytest.fixture(scope="module")
+def auto_stage():
+    stage = face_stage("default", upscale="auto")
+    yield stage
+    stage.close()
+
+
+def test_a_photo_and_its_enlarged_copy_give_the_same_faces(auto_stage):
+    """What a fixed 2x upscale cannot do: a 3x copy of a scene photo is detected at a third of
+    the scale, so its faces are found as in the original (within resampling)."""
+    paths = scene_paths(12)
+    images = [cv2.imread(str(p)) for p in paths]
+    large = [cv2.resize(im, None, fx=3.0, fy=3.0, interpolation=cv2.INTER_LINEAR) for im in images]
+    truth = [annotated_boxes(p) for p in paths]
+    total = sum(len(t) for t in truth)
+    small_found = auto_stage.detect(images)
+    large_found = auto_stage.detect(large)
+    small = sum(recall_at_half_iou(t, f.boxes) for t, f in zip(truth, small_found)) / total
+    large_recall = sum(recall_at_half_iou(t * 3.0, f.boxes) for t, f in zip(truth, large_found))
+    assert small > 0.8, small
+    assert abs(large_recall / total - small) < 0.05, (small, large_recall / total)
+    fixed = YuNetDetector(upscale=2.0, score_threshold=0.1, max_side=8192)
+    fixed_recall = sum(recall_at_half_iou(t * 3.0, f.boxes)
+                       for t, f in zip(truth, fixed.detect(large))) / total
+    assert large_recall / total > fixed_recall, "the rule should beat 2x on large photos"
+
+
+class CountingDetector(YuNetDetector):
+    """The real detector, counting the frames it detects at each scale."""
+
+    def __init__(self) -> None:
+        super().__init__(score_threshold=0.1)
+        self.frames_at: dict[float, int] = {}
+
+    def detect(self, frames, scales=None):  # type: ignore[no-untyped-def]
+        for scale in scales or [self.upscale] * len(frames):
+            self.frames_at[scale] = self.frames_at.get(scale, 0) + 1
+        return super().detect(frames, scales)
+
+
+def test_a_video_is_probed_on_its_first_frame_and_every_probe_every_frames(tmp_path):
+    image = cv2.imread(str(scene_paths(1)[0]))  # about 400 px wide: probed at 200/400
+    path = tmp_path / "people.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (image.shape[1], image.shape[0]))
+    for k in range(12):
+        writer.write(np.roll(image, 3 * k, axis=1))
+    writer.release()
+    detector = CountingDetector()
+    # probes at 0.5, the rule always chooses 1.5 (min_scale = max_scale): two passes per probe
+    stage = FaceStage(detector, scale_rule=ScaleRule(probe_side=200, min_scale=1.5,
+                                                     max_scale=1.5, probe_every=5))
+    probe_scale = stage.scale_rule.probe_scale(image.shape)
+    records, counters = run_pipeline(Pipeline(shared_engine(), [str(path)], stages=[stage],
+                                              regions="frame", track="off"))
+    check_accounting(records, counters)
+    assert counters["total"]["scored"] == 12
+    # every frame detected once at the source's scale; probes on frame 0 and about every 5th
+    # frame after (how frames batch shifts a probe by at most the batch)
+    assert detector.frames_at[1.5] == 12, detector.frames_at
+    assert 2 <= detector.frames_at[probe_scale] <= 3, detector.frames_at
+
+
+def test_upscale_takes_a_number_or_auto():
+    assert parse_face_options(["upscale=auto", "max_scale=3"]) == {"upscale": "auto",
+                                                                     "max_scale": 3.0}
+    with pytest.raises(ValueError, match="upscale: expected a number or auto, got 'big'"):
+        parse_face_options(["upscale=big"])
+    assert scale_rule(preset_settings("default", upscale=1.5)) is None
