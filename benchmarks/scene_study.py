@@ -1,4 +1,5 @@
-"""The cross-validation and robustness modes of ``tune_faces.py`` (see its docstring).
+"""The cross-validation, report-threshold and robustness modes of ``tune_faces.py`` (see its
+docstring).
 
 Each candidate face setting scores every photo once (detection by the face stage as
 ``maskrt score`` runs it, classification by the default Engine); folds and figures are then
@@ -115,6 +116,72 @@ def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
           f"{f['map30']:.3f}, face recall@0.5 {f['face_recall50']:.3f}, without_mask recall "
           f"{f['without_mask_recall']:.3f}")
     return 0
+
+
+def report_threshold_cv(scenes_root: Path, k: int, thresholds: Sequence[float]) -> int:
+    """The default ``report_threshold`` by K-fold cross-validation over scenes train+val (folds
+    by photo, as :func:`cross_validate`'s): every photo is scored once with the default preset
+    (every candidate kept); each threshold then only filters, so its reported faces are judged
+    per photo (class-aware, IoU 0.5) and summed. Each fold's held-out photos are reported at the
+    threshold with the best F1 on the other folds; the pooled held-out figures are the ones to
+    quote. The default: the threshold with the best F1 on all photos."""
+    from maskrt.engine import Engine
+    from maskrt.train.voc_metric import operating_point
+
+    images, truth = _load([scenes_root / "train", scenes_root / "val"])
+    with Engine() as engine:
+        detections, detect_s = score_photos(images, {}, engine)
+    print(f"{len(images)} photos of scenes train+val scored once ({detect_s * 1e3:.0f} ms "
+          f"detection a photo); {len(thresholds)} thresholds, {k} folds")
+    # Per photo: its matching never looks at another photo, so counts add up over any folds.
+    per_photo = {t: [operating_point([d], [g], t) for d, g in zip(detections, truth)]
+                 for t in thresholds}
+    everyone = np.arange(len(images))
+    print(f"{'thr':>5} {'prec':>6} {'recall':>6} {'F1':>6} {'alarms/100':>10}  (all photos)")
+    for t in thresholds:
+        _print_point(f"{t:5.2f}", _pooled(per_photo[t], everyone))
+    folds = np.random.default_rng(0).permutation(len(images)) % k  # folds by photo
+    held_out = []
+    for fold in range(k):
+        train, test = np.nonzero(folds != fold)[0], np.nonzero(folds == fold)[0]
+        best = max(thresholds, key=lambda t: _f1(_pooled(per_photo[t], train)))
+        print(f"fold {fold}: chose report_threshold {best:.2f}")
+        held_out.extend(per_photo[best][i] for i in test)
+    print("cross-validated (pooled held-out folds):")
+    _print_point("  cv ", _pooled(held_out, np.arange(len(held_out))), per_class=True)
+    chosen = max(thresholds, key=lambda t: _f1(_pooled(per_photo[t], everyone)))
+    print(f"default: report_threshold {chosen:.2f} (best F1 on all {len(images)} photos)")
+    _print_point(f"{chosen:5.2f}", _pooled(per_photo[chosen], everyone), per_class=True)
+    return 0
+
+
+def _pooled(points: Sequence[Any], rows: Sequence[int]) -> Any:
+    """The photos ``rows`` of per-photo operating points as one (counts summed)."""
+    from maskrt.train.voc_metric import OperatingPoint
+
+    chosen = [points[i] for i in rows]
+    keys = list(chosen[0].reported)
+    total = {name: {c: sum(getattr(p, name)[c] for p in chosen) for c in keys}
+             for name in ("reported", "right", "positives")}
+    return OperatingPoint(chosen[0].report_threshold, chosen[0].threshold, len(chosen),
+                          total["reported"], total["right"], total["positives"],
+                          sum(p.false_alarms for p in chosen))
+
+
+def _f1(point: Any) -> float:
+    f1 = point.f1()
+    return -1.0 if np.isnan(f1) else f1
+
+
+def _print_point(name: str, point: Any, per_class: bool = False) -> None:
+    print(f"{name} {point.precision():6.3f} {point.recall():6.3f} {point.f1():6.3f} "
+          f"{point.false_alarms_per_100:10.2f}  ({point.right['all']} right of "
+          f"{point.reported['all']} reported, {point.positives['all']} annotated; "
+          f"{point.false_alarms} false without_mask alarms in {point.images} photos)", flush=True)
+    if per_class:
+        for c in [c for c in point.reported if c != "all"]:
+            print(f"      {c}: precision {point.precision(c):.3f}, recall {point.recall(c):.3f}, "
+                  f"F1 {point.f1(c):.3f}")
 
 
 def robustness(data: Path, compare: Sequence[str]) -> int:

@@ -12,12 +12,20 @@ the fixed ``--upscale`` factors (baselines, never chosen) score every photo once
 held-out photos are scored with the candidate that has the best mAP@0.5 on the other folds,
 and the pooled held-out figure is the one to quote (beside each candidate's on all photos).
 
+``--report-threshold --cv K``: the default ``report_threshold`` (the least face score of a face
+reported to people) by K-fold cross-validation over scenes train+val, folds by photo, for the
+best F1 of reported faces (class-aware, IoU 0.5): every photo is scored once with the default
+preset, then the ``--report-thresholds`` only filter. Prints precision, recall, F1 and false
+without_mask alarms per 100 photos for each threshold, the folds' choices and the pooled
+held-out figures (the ones to quote).
+
 ``--robustness``: the default preset (and ``--compare`` option sets) on ``--data`` with the
 photos resized 0.5x, 2x and 3x, JPEG quality 30, a mild blur and a brightness change:
 mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the unchanged photos.
 
     python benchmarks/tune_faces.py [--data ../shared/data/scenes/val]
     python benchmarks/tune_faces.py --cv 5
+    python benchmarks/tune_faces.py --report-threshold --cv 5
     python benchmarks/tune_faces.py --robustness --compare upscale=2.0
 """
 
@@ -43,12 +51,23 @@ def main() -> int:
                         help="choose the scale rule by K-fold cross-validation over train+val")
     parser.add_argument("--face-target", type=float, nargs="+", default=[24.0, 32.0, 40.0, 48.0])
     parser.add_argument("--max-scale", type=float, nargs="+", default=[2.5, 4.0])
+    parser.add_argument("--report-threshold", action="store_true",
+                        help="with --cv K: choose the default report_threshold")
+    parser.add_argument("--report-thresholds", type=float, nargs="+",
+                        default=[round(0.1 + 0.02 * i, 2) for i in range(43)])
     parser.add_argument("--robustness", action="store_true",
                         help="the default preset on changed photos (sizes, JPEG, blur, light)")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="--robustness: also these face options (repeatable)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.report_threshold:
+        from scene_study import report_threshold_cv
+
+        if not args.cv:
+            parser.error("--report-threshold: expected --cv K (K >= 2) with it")
+        return report_threshold_cv(REPO.parent / "shared/data/scenes", args.cv,
+                                   args.report_thresholds)
     if args.cv:
         from scene_study import cross_validate
 

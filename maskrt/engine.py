@@ -122,18 +122,21 @@ class Engine:
             results.extend(self.results_from(*self.infer(batch), chunk, classes=chunk_classes))
         return results[0] if single else results
 
-    def faces(self, frames: Frames, *, explain: bool = False) -> list[Result] | list[list[Result]]:
+    def faces(self, frames: Frames, *, explain: bool = False,
+              report_threshold: float | None = None) -> list[Result] | list[list[Result]]:
         """Detect the faces of each frame and decide for each: per frame, the list of face
         Results (best detector score first) with ``box``, ``face_score``, ``landmarks`` and
         ``crop_box``; with ``explain``, every face of a frame shares one ``overlay``: the frame
         with each face's CAM (drawn into its crop box by one kernel call per batch), box and
-        label. A frame without faces gives an empty list; one frame gives one list."""
+        label. A frame without faces gives an empty list; one frame gives one list.
+        report_threshold: only faces scored at least this are found (default: the preset's,
+        :attr:`report_threshold`; 0 gives every candidate, as ``maskrt eval`` ranks them)."""
         from maskrt.stream.annotate import annotate_faces
 
         images, single = self._images(frames)
         images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
         stage = self._face_stage()
-        regions = [stage.regions(found, image.shape)[0]
+        regions = [stage.reported(stage.regions(found, image.shape)[0], report_threshold)
                    for found, image in zip(stage.detect(images), images)]
         owners = [k for k, rs in enumerate(regions) for _ in rs]
         areas = [region.area for rs in regions for region in rs]
@@ -169,6 +172,16 @@ class Engine:
             [slot[o] for o in owners], areas, [canvases[f] for f in frames])
         for frame, image in zip(frames, drawn):
             canvases[frame] = image
+
+    @property
+    def report_threshold(self) -> float:
+        """The least face score of a face :meth:`faces` reports (the preset's
+        ``report_threshold``, or the one of ``face_options``)."""
+        from maskrt.detect import preset_settings
+        from maskrt.detect.regions import check_report_threshold
+
+        value = preset_settings(self.preset, **self.face_options)["report_threshold"]
+        return check_report_threshold(value)
 
     def _face_stage(self) -> Any:
         if self._faces is None:

@@ -63,7 +63,9 @@ def oracle(split: Path, spoil: bool = False) -> Any:
         frame = decode_image(scene.image)
         truth[hashlib.sha1(frame.tobytes()).hexdigest()] = (k, scene.truth)
 
-    def faces(self: Engine, frames: list[np.ndarray], *, explain: bool = False) -> list[list[Face]]:
+    def faces(self: Engine, frames: list[np.ndarray], *, explain: bool = False,
+              report_threshold: float | None = None) -> list[list[Face]]:
+        assert report_threshold == 0.0  # eval ranks every candidate
         out = []
         for frame in frames:
             k, gt = truth[hashlib.sha1(frame.tobytes()).hexdigest()]
@@ -235,3 +237,91 @@ def test_eval_cli_with_the_real_detector(tmp_path) -> None:
     assert report["map30"] >= report["map50"] - 1e-9
     assert set(report["recall50"]) == set(CLASSES)
     assert report["counts"]["images"] == len(PICK) and report["counts"]["faces_detected"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The operating point, on a hand-made split with known answers
+
+#: (image fill, annotated faces (label, box, difficult), found faces (label, box, face score))
+HAND_MADE = [
+    (40, [("with_mask", [10, 10, 50, 50], 0), ("without_mask", [100, 10, 140, 50], 0),
+          ("mask_worn_incorrectly", [10, 100, 50, 140], 1)],
+     [("with_mask", [10, 10, 50, 50], 0.9),          # right
+      ("without_mask", [100, 10, 140, 50], 0.3),     # right, but not reported at 0.5
+      ("without_mask", [10, 100, 50, 140], 0.8),     # on a difficult face: neither
+      ("without_mask", [150, 150, 190, 190], 0.6)]),  # a false alarm
+    (160, [("without_mask", [10, 10, 50, 50], 0)],
+     [("without_mask", [10, 10, 50, 50], 0.95),      # right
+      ("with_mask", [100, 100, 140, 140], 0.7),      # no face there
+      ("without_mask", [11, 10, 50, 50], 0.55)]),    # a second box on a face: a false alarm
+]
+
+
+def hand_made_split(root: Path) -> tuple[Path, Any]:
+    """The HAND_MADE split on disk (VOC boxes 1-based, inclusive) and its Engine.faces."""
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    answers = {}
+    for k, (fill, truth, found) in enumerate(HAND_MADE):
+        image = np.full((200, 200, 3), fill, np.uint8)
+        cv2.imwrite(str(root / "images" / f"p{k}.png"), image)
+        objects = "".join(
+            f"<object><name>{name}</name><difficult>{hard}</difficult><bndbox><xmin>{x0 + 1}"
+            f"</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            for name, (x0, y0, x1, y1), hard in truth)
+        (root / "annotations" / f"p{k}.xml").write_text(f"<annotation>{objects}</annotation>")
+        answers[hashlib.sha1(image.tobytes()).hexdigest()] = [
+            Face(label, CLASSES.index(label), np.array([0.1, 0.9] if label == CLASSES[1]
+                                                       else [0.9, 0.1], np.float32), box, score)
+            for label, box, score in found]
+
+    def faces(self: Engine, frames: list[np.ndarray], *, explain: bool = False,
+              report_threshold: float | None = None) -> list[list[Face]]:
+        threshold = self.report_threshold if report_threshold is None else report_threshold
+        return [[f for f in answers[hashlib.sha1(frame.tobytes()).hexdigest()]
+                 if f.face_score >= threshold] for frame in frames]
+    return root, faces
+
+
+def test_eval_reports_the_operating_point_of_the_faces_people_see(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    split, faces = hand_made_split(tmp_path / "hand")
+    monkeypatch.setattr(Engine, "faces", faces, raising=False)
+    runs = {}
+    for threshold in ("0.5", "0"):
+        out = tmp_path / f"at{threshold}.json"
+        assert cli.main(["eval", str(split), "--json", str(out), "--no-progress",
+                         "--face-option", f"report_threshold={threshold}"]) == 0
+        runs[threshold] = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "operating point: faces reported at face score >= 0" in printed
+    assert "false without_mask alarms: 2 in 2 images (100.00 per 100 images)" in printed
+    # mAP ranks every candidate, whatever the report threshold
+    assert runs["0.5"]["map50"] == runs["0"]["map50"]
+    assert runs["0.5"]["recall50"] == runs["0"]["recall50"] == {"with_mask": 1.0,
+                                                                "without_mask": 1.0}
+    at = runs["0.5"]["operating_point"]
+    assert at["report_threshold"] == 0.5 and at["iou"] == 0.5
+    assert at["reported"] == {"with_mask": 2, "without_mask": 3, "all": 5}
+    assert at["right"] == {"with_mask": 1, "without_mask": 1, "all": 2}
+    assert at["positives"] == {"with_mask": 1, "without_mask": 2, "all": 3}
+    assert at["precision"] == {"with_mask": 0.5, "without_mask": pytest.approx(1 / 3),
+                               "all": 0.4}
+    assert at["recall"] == {"with_mask": 1.0, "without_mask": 0.5, "all": pytest.approx(2 / 3)}
+    assert at["f1"] == {"with_mask": pytest.approx(2 / 3), "without_mask": pytest.approx(0.4),
+                        "all": pytest.approx(0.5)}
+    assert at["false_without_mask_alarms"] == 2 and at["false_alarms_per_100_images"] == 100.0
+    every = runs["0"]["operating_point"]  # the low face is reported, and right
+    assert every["right"]["without_mask"] == 2 and every["reported"]["without_mask"] == 4
+    assert every["recall"]["without_mask"] == 1.0 and every["false_without_mask_alarms"] == 2
+
+
+def test_the_default_operating_point_is_the_presets(tmp_path, monkeypatch) -> None:
+    from maskrt.detect import preset_settings
+
+    split, faces = hand_made_split(tmp_path / "hand")
+    monkeypatch.setattr(Engine, "faces", faces, raising=False)
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", str(split), "--json", str(out), "--no-progress"]) == 0
+    point = json.loads(out.read_text())["operating_point"]
+    assert point["report_threshold"] == preset_settings("default")["report_threshold"]

@@ -1,5 +1,6 @@
 """``maskrt eval``: accuracy, sensitivity and specificity on an ImageFolder tree; on a VOC scene
-split (``images/`` + ``annotations/``), face detection + classification mAP, AP and recall; on a
+split (``images/`` + ``annotations/``), face detection + classification mAP, AP and recall over
+every candidate face, and the operating point of the faces reported to people; on a
 clip set of make_clips.py (``clips.json``, ``gt/``, ``*.avi``), the clip metrics (tracking and
 per-person decisions, see eval_clips.py)."""
 
@@ -130,6 +131,7 @@ def _folder_summary(report: Any) -> str:
 
 def _main_scenes(args: argparse.Namespace) -> int:
     from maskrt.cli.common import fail, open_engine
+    from maskrt.detect import parse_face_options, preset_settings
     from maskrt.train.data import DatasetError
     from maskrt.train.scenes import index_scenes
 
@@ -138,7 +140,11 @@ def _main_scenes(args: argparse.Namespace) -> int:
     except DatasetError as err:
         return fail("eval", err, args, prefix="error: ")
     try:
-        engine, _ = open_engine(args, chunk_size=args.batch_size)
+        # --preset and --face-option choose the faces (report_threshold: the operating point)
+        face_options = parse_face_options(args.face_option)
+        preset_settings(args.preset, **face_options)  # checked before the model loads
+        engine, _ = open_engine(args, chunk_size=args.batch_size, preset=args.preset,
+                                face_options=face_options)
     except ValueError as err:
         return fail("eval", err, args, prefix="error: ")
     with engine:
@@ -206,10 +212,32 @@ def _scene_summary(report: Any) -> str:
                  + f"   ({s50.faces_found}/{s50.faces} at 0.5)")
     lines.append(f"speed: {report.images_per_second:.1f} images/s, {report.faces_per_second:.1f} "
                  f"faces/s ({counts['faces_detected']} faces detected; decoding not counted)")
+    if report.operating is not None:
+        lines.extend(_operating_lines(report.operating))
     return "\n".join(lines)
 
 
+def _operating_lines(point: Any) -> list[str]:
+    """The operating point: what people are shown (faces at face score >= report_threshold)."""
+    lines = [(f"operating point: faces reported at face score >= {point.report_threshold:g} "
+              f"(IoU {point.threshold:g}, right = an annotated face of its label)"),
+             f"{'':24s}{'precision':>10s}{'recall':>9s}{'F1':>9s}"]
+    for c in (*CLASSES, "all"):
+        lines.append(f"{'reported ' + c:24s}{_cell(point.precision(c), 10)}"
+                     f"{_cell(point.recall(c))}{_cell(point.f1(c))}   ({point.right[c]} right of "
+                     f"{point.reported[c]} reported, {point.positives[c]} annotated)")
+    lines.append(f"false {CLASSES[1]} alarms: {point.false_alarms} in {point.images} images "
+                 f"({_per_100(point.false_alarms_per_100)} per 100 images)")
+    return lines
+
+
+def _cell(v: float, width: int = 9) -> str:
+    return f"{'n/a':>{width}s}" if math.isnan(v) else f"{100 * v:{width - 1}.2f}%"
+
+
+def _per_100(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.2f}"
+
+
 def _row(name: str, a: float, b: float) -> str:
-    def cell(v: float) -> str:
-        return f"{'n/a':>9s}" if math.isnan(v) else f"{100 * v:8.2f}%"  # NaN: no positives
-    return f"{name:24s}{cell(a)}{cell(b)}"
+    return f"{name:24s}{_cell(a)}{_cell(b)}"  # NaN (no positives): n/a

@@ -32,10 +32,12 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--records-out", type=Path, default=None, metavar="FILE",
                        help="also write the records of the run here (JSON lines)")
     group.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                       help="face detection preset (default %(default)s)")
+                       help="face detection preset, also for VOC scene splits (default "
+                            "%(default)s)")
     group.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset setting, repeatable: score_threshold, nms_iou, "
-                            "upscale, widen, min_face, max_faces, ...")
+                            "upscale, widen, min_face, max_faces, report_threshold (on a scene "
+                            "split: the operating point's), ...")
     group.add_argument("--frames", dest="max_frames", type=positive_int, default=None,
                        metavar="N", help="stop reading after N frames in all; each clip is then "
                        "evaluated up to its last frame read")

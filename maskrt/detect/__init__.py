@@ -11,14 +11,16 @@
 * ``stage.py``: :class:`FaceStage`, the pipeline stage.
 
 Presets (chosen on the scene ``val`` split; see README, "Faces in scenes"): ``default`` favours
-finding the small faces of camera scenes, ``fast`` favours images per second.
+finding the small faces of camera scenes, ``fast`` favours images per second. Both report as
+faces only candidates at or above ``report_threshold`` (or on a confirmed track): the lower ones
+rank faces for ``maskrt eval``'s mAP and keep tracks alive, but are not shown to people.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from maskrt.detect.regions import check_box_fit
+from maskrt.detect.regions import check_box_fit, check_report_threshold
 from maskrt.detect.scale import ScaleRule
 
 #: where the detector runs (the same in every preset): its device ("auto": the classifier's CUDA
@@ -29,23 +31,29 @@ _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backen
 #: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
 _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
                                    ("face_target", "min_scale", "max_scale", "probe_every")}
+#: the least face score of a reported face (records, overlays, events, metrics), chosen by
+#: 5-fold cross-validation over scenes train+val for the best F1 of reported faces, class-aware
+#: at IoU 0.5 (benchmarks/tune_faces.py --report-threshold --cv 5). The detector's lower
+#: candidates stay: mAP ranks them, and the tracker keeps a known person's track with them.
+REPORT_THRESHOLD = 0.7
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
     # The detector's scale chosen per frame (upscale "auto", maskrt.detect.scale; face_target
     # and max_scale by 5-fold cross-validation over scenes train+val, benchmarks/tune_faces.py
     # --cv 5): as good as a fixed 2x on photos like scenes/, and it holds on larger ones. A low
-    # threshold keeps the small faces (about 12 classified per photo); faces under 8 px still
-    # matter there, so min_face stays small. box_fit (fitted on scenes/train,
+    # threshold keeps the small faces as candidates (about 12 per photo, ranked by eval's mAP;
+    # about 4 reported and classified); faces under 8 px still matter there, so min_face
+    # stays small. box_fit (fitted on scenes/train,
     # benchmarks/fit_face_boxes.py): YuNet frames brow to chin, people (and the scene
     # annotations) mean the face with its mask, 10% wider and lower.
     "default": {"upscale": "auto", "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
                 "min_face": 4.0, "max_faces": 200, "box_fit": (1.10, 0.95, 0.0, 0.11),
-                **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
+                "report_threshold": REPORT_THRESHOLD, **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717, 0.721
     # with box_fit; at threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with INT8).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
              "min_face": 4.0, "max_faces": 200, "box_fit": (1.09, 0.94, 0.0, 0.11),
-             **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
+             "report_threshold": REPORT_THRESHOLD, **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
 }
 _DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
 #: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
@@ -64,6 +72,7 @@ def preset_settings(preset: str = "default", **overrides: Any) -> dict[str, Any]
     if unknown:
         raise ValueError(f"face options: unknown {unknown}; expected some of {sorted(settings)}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["report_threshold"] = check_report_threshold(settings["report_threshold"])
     return settings
 
 
@@ -144,7 +153,7 @@ def face_stage(preset: str = "default", detector: Any = None, classifier_device:
                **overrides: Any) -> Any:
     """The pipeline stage that finds faces: ``detector`` (default: YuNet of ``preset``, beside
     the classifier's ``classifier_device`` when ``detector_device`` is "auto") and the preset's
-    region settings (widen, min_face, max_faces, box_fit)."""
+    region settings (widen, min_face, max_faces, box_fit, report_threshold)."""
     from maskrt.detect.stage import FaceStage
 
     settings = preset_settings(preset, **overrides)
@@ -152,7 +161,8 @@ def face_stage(preset: str = "default", detector: Any = None, classifier_device:
                                          **{k: settings[k] for k in _DETECTOR_KEYS})
     return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
                      max_faces=settings["max_faces"], box_fit=settings["box_fit"],
-                     scale_rule=scale_rule(settings))
+                     scale_rule=scale_rule(settings),
+                     report_threshold=settings["report_threshold"])
 
 
 def scale_rule(settings: dict[str, Any]) -> ScaleRule | None:

@@ -43,6 +43,28 @@ def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: floa
     return regions, note
 
 
+def split_reported(regions: list[Region], report_threshold: float
+                   ) -> tuple[list[Region], list[Region]]:
+    """``regions`` -> (those with a score >= ``report_threshold``, the others), each in order.
+    A region without a score (not a detector's) is always reported."""
+    reported, unreported = [], []
+    for region in regions:
+        low = region.score is not None and region.score < report_threshold
+        (unreported if low else reported).append(region)
+    return reported, unreported
+
+
+def check_report_threshold(value: object) -> float:
+    """``report_threshold`` as a float in [0, 1] (ValueError naming what came)."""
+    try:
+        threshold = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        threshold = math.nan
+    if not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise ValueError(f"report_threshold: expected a face score in [0, 1], got {value!r}")
+    return threshold
+
+
 def _fitted(box: np.ndarray, box_fit: tuple[float, float, float, float]) -> np.ndarray:
     if tuple(box_fit) == NO_BOX_FIT:
         return box

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from maskrt.detect.base import Detections, Detector
-from maskrt.detect.regions import NO_BOX_FIT, check_box_fit, face_regions
+from maskrt.detect.regions import (NO_BOX_FIT, check_box_fit, check_report_threshold,
+                                   face_regions, split_reported)
 from maskrt.detect.scale import ScaleRule, SequenceScale
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import SKIPPED_DETECTION, FrameTask, Region
@@ -24,6 +25,9 @@ class FaceStage(Stage):
     scale_rule: the detector's input scale chosen per frame (``upscale="auto"``; see
     :mod:`maskrt.detect.scale`), one :class:`SequenceScale` per video or live source; None:
     the detector's own fixed ``upscale``.
+    report_threshold: faces scored below it are not reported: they go to ``task.unreported``,
+    where only the tracker sees them (it keeps a known person's track with them), not to
+    ``task.regions``; the classifier never sees them.
     """
 
     name = "faces"
@@ -31,7 +35,7 @@ class FaceStage(Stage):
     def __init__(self, detector: Detector, *, widen: float = 1.2, min_face: float = 4.0,
                  max_faces: int = 200, batch_size: int = 8,
                  box_fit: tuple[float, float, float, float] = NO_BOX_FIT,
-                 scale_rule: ScaleRule | None = None) -> None:
+                 scale_rule: ScaleRule | None = None, report_threshold: float = 0.0) -> None:
         if widen < 1.0 or min_face < 1.0 or max_faces < 1 or batch_size < 1:
             raise ValueError(f"faces: expected widen >= 1, min_face >= 1, max_faces >= 1 and "
                              f"batch_size >= 1, got {widen}, {min_face}, {max_faces}, {batch_size}")
@@ -42,6 +46,7 @@ class FaceStage(Stage):
         self.batch_size = batch_size
         self.box_fit = check_box_fit(box_fit)
         self.scale_rule = scale_rule
+        self.report_threshold = check_report_threshold(report_threshold)
         #: per video or live source (see FrameTask.sequence_key): its detector scale; one
         #: entry per source id (a folder's next video replaces its previous one)
         self._sequences: dict[str, tuple[tuple[str, str | None], SequenceScale]] = {}
@@ -56,7 +61,8 @@ class FaceStage(Stage):
         searched = [task for task in tasks if skip is None or not skip(task)]
         detections = self._detect(searched) if searched else []
         for task, faces in zip(searched, detections):
-            task.regions, task.note = self.regions(faces, task.image.shape)
+            found, task.note = self.regions(faces, task.image.shape)
+            task.regions, task.unreported = split_reported(found, self.report_threshold)
         for task in tasks:
             if task.regions is None:  # left to the tracker (see TrackStage.skips_detection)
                 task.extra[SKIPPED_DETECTION] = True
@@ -107,9 +113,18 @@ class FaceStage(Stage):
         return known[1]
 
     def regions(self, faces: Detections, frame_shape: tuple[int, ...]) -> tuple[list[Region], str | None]:
-        """One frame's detections -> its regions with this stage's settings, and a cap note."""
+        """One frame's detections -> its regions with this stage's settings, and a cap note:
+        every candidate, reported or not (see :meth:`reported`)."""
         return face_regions(faces, frame_shape, widen=self.widen, min_face=self.min_face,
                             max_faces=self.max_faces, box_fit=self.box_fit)
+
+    def reported(self, regions: list[Region], report_threshold: float | None = None
+                 ) -> list[Region]:
+        """The regions reported as faces: score >= ``report_threshold`` (default: the
+        stage's). Photos only; in a tracked sequence a confirmed track's face is reported too."""
+        threshold = self.report_threshold if report_threshold is None else \
+            check_report_threshold(report_threshold)
+        return split_reported(regions, threshold)[0]
 
     def close(self) -> None:
         self.detector.close()

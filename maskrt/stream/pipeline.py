@@ -52,8 +52,8 @@ class Pipeline:
     stages: user :class:`~maskrt.stream.stages.Stage` objects run, in order, on each decoded frame.
     sinks: :class:`~maskrt.stream.sinks.Sink` objects given every record the consumer takes.
     regions: "faces" (default: a face detector makes one region per face, ``preset`` "default"
-        or "fast", or your ``detector``; ``face_options`` override the preset's score_threshold,
-        nms_iou, upscale, widen, min_face, max_faces) or "frame" (the whole frame is the one
+        or "fast", or your ``detector``; ``face_options`` override the preset's report_threshold,
+        score_threshold, nms_iou, upscale, widen, ...) or "frame" (the whole frame is the one
         region: inputs that already are face crops).
     queue_size: per-source queue capacity (default: 4 for live sources, max(8, batch_size) for
         others); a source's own ``queue_size`` wins.

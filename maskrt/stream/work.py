@@ -92,6 +92,8 @@ class FrameTask:
     image: the decoded uint8[H, W, 3] BGR frame (set by the decode stage).
     regions: None until a stage sets them (then the whole frame is the one region); [] is a
     frame with nothing to score, recorded as scored with ``faces`` 0.
+    unreported: the face stage's candidates below ``report_threshold``: never classified or
+    recorded, but the tracker sees them (a confirmed track's face among them joins ``regions``).
     extra: free room for user stages to pass data along.
     """
 
@@ -99,6 +101,7 @@ class FrameTask:
     frame: Frame
     image: np.ndarray | None = field(default=None, repr=False)
     regions: list[Region] | None = None
+    unreported: list[Region] = field(default_factory=list)
     #: a remark for the frame's records (e.g. that faces were capped)
     note: str | None = None
     #: True when no stage set regions and the whole frame is the one region

@@ -51,20 +51,29 @@ class SourceTracks:
 
     def assign(self, task: Any) -> None:
         """Give each region of ``task`` its track (``region.track``, ``region.track_id``) and
-        decide whether it is classified (``region.classify``)."""
-        regions = task.regions
-        boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([1.0 if r.score is None else r.score for r in regions])
+        decide whether it is classified (``region.classify``). The tracker also sees the
+        candidates below the report threshold (``task.unreported``): those on a confirmed track
+        (a known person whose face scored low in this frame) join ``task.regions``, after the
+        reported ones; the others stay unreported and unclassified."""
+        regions = list(task.regions)
+        # a task without unreported candidates (not a FrameTask) tracks its regions alone
+        candidates = regions + list(getattr(task, "unreported", None) or ())
+        boxes = np.array([r.box for r in candidates], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([1.0 if r.score is None else r.score for r in candidates])
         index = task.frame.index
         # Estimated on every frame, faces or not, so the next frame's motion is known.
         motion = self.motion.estimate(task.image) if self.motion is not None else None
         with self.lock:
             update = self.tracker.update(boxes, scores, index, motion)
-            for region, track in zip(regions, update.tracks):
+            for region, track in zip(candidates, update.tracks):
                 if track.data is None:
                     track.data = TrackDecision(self.settings)
                 region.track = track
                 region.track_id = track.track_id  # as it is now: confirmation may come later
+            regions += [r for r in candidates[len(regions):] if r.track_id is not None]
+            task.regions, task.unreported = regions, []
+            for region in regions:
+                track = region.track
                 side = shorter_side(region.box)
                 region.classify = self._classify(track, index, side)
                 if region.classify:

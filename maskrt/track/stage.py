@@ -15,7 +15,9 @@ from maskrt.track.source import SourceTracks
 
 class TrackStage(Stage):
     """Sets ``region.track``, ``region.track_id`` and ``region.classify`` on the frames it
-    tracks, and ``task.tracks`` (the source's :class:`SourceTracks`).
+    tracks, and ``task.tracks`` (the source's :class:`SourceTracks`). The tracker also sees the
+    face stage's unreported candidates (below ``report_threshold``); those on a confirmed track
+    are reported, the others are let go here (see :meth:`SourceTracks.assign`).
 
     mode: "auto" tracks videos (also those inside folders) and live sources, not photos; "on"
     tracks every source (a folder of photos becomes a sequence); "off" none. Frames without
@@ -35,6 +37,7 @@ class TrackStage(Stage):
     def process(self, task: FrameTask) -> FrameTask:
         predict = task.extra.pop(SKIPPED_DETECTION, False)
         if (task.regions is None and not predict) or not self.tracks(task):
+            task.unreported = []  # an untracked frame: nothing needs its unreported candidates
             return task
         key = self._key(task)
         with self._lock:

@@ -237,7 +237,9 @@ def draw_scene_gallery(mistakes: Sequence[Any], path: str | os.PathLike[str], *,
     for image in dict.fromkeys(m.image for m in shown):  # each photo decoded and explained once
         frames[image] = decode_image(image)
         if any(m.face >= 0 for m in shown if m.image == image):
-            explained[image] = engine.faces([frames[image]], explain=True)[0]
+            # every candidate, as eval ranked them: m.face indexes that list
+            explained[image] = engine.faces([frames[image]], explain=True,
+                                            report_threshold=0.0)[0]
     cells = []
     for m in shown:
         frame = frames[m.image]

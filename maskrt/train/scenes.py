@@ -26,8 +26,10 @@ from maskrt.train.voc_metric import (
     THRESHOLDS,
     Detections,
     GroundTruth,
+    OperatingPoint,
     ThresholdScores,
     evaluate,
+    operating_point,
 )
 
 #: Object names a scene annotation may use. mask_worn_incorrectly boxes are marked difficult.
@@ -129,17 +131,19 @@ def _files(folder: Path) -> list[Path]:
 
 @dataclass
 class SceneReport:
-    """What ``maskrt eval`` measured on a scene split; ``scores`` by IoU threshold."""
+    """What ``maskrt eval`` measured on a scene split: ``scores`` by IoU threshold over every
+    candidate face (the ranking), ``operating`` over the faces reported to people."""
 
     data_dir: Path
     scenes: list[SceneImage]          # the images evaluated (unreadable ones left out)
-    detections: list[Detections]      # one per scene
+    detections: list[Detections]      # one per scene, every candidate (report threshold 0)
     scores: dict[float, ThresholdScores]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     backend: str = ""
     model: str = ""
     seconds: float = 0.0              # everything, decoding included
     infer_seconds: float = 0.0        # inside engine.faces only
+    operating: OperatingPoint | None = None  # at the engine's report_threshold, IoU 0.5
 
     @property
     def faces_detected(self) -> int:
@@ -166,6 +170,7 @@ class SceneReport:
             "faces_per_second": round(self.faces_per_second, 3),
             "seconds": round(self.seconds, 2), "infer_seconds": round(self.infer_seconds, 2),
             "skipped_files": [{"path": str(p), "reason": r} for p, r in self.skipped],
+            "operating_point": operating_dict(self.operating) if self.operating else None,
         }
 
     def counts(self) -> dict[str, Any]:
@@ -181,12 +186,28 @@ class SceneReport:
                 "faces_detected": self.faces_detected, "detections": dict(s50.detections)}
 
 
+def operating_dict(point: OperatingPoint) -> dict[str, Any]:
+    """The operating point as JSON: per class and pooled ("all")."""
+    keys = [*point.reported]
+    return {"report_threshold": point.report_threshold, "iou": point.threshold,
+            "precision": {c: _num(point.precision(c)) for c in keys},
+            "recall": {c: _num(point.recall(c)) for c in keys},
+            "f1": {c: _num(point.f1(c)) for c in keys},
+            "reported": dict(point.reported), "right": dict(point.right),
+            "positives": dict(point.positives),
+            "false_without_mask_alarms": point.false_alarms,
+            "false_alarms_per_100_images": _num(point.false_alarms_per_100)}
+
+
 def evaluate_scenes(data_dir: str | os.PathLike[str], engine: Any, *, batch_size: int = 16,
                     progress: bool = False, model: str = "shipped",
-                    scenes: list[SceneImage] | None = None) -> SceneReport:
+                    scenes: list[SceneImage] | None = None,
+                    report_threshold: float | None = None) -> SceneReport:
     """Run ``engine.faces`` over every image of a VOC split, in batches, and score it at the
     IoU thresholds of :data:`~maskrt.train.voc_metric.THRESHOLDS`. ``scenes``: the split's
-    :func:`index_scenes`, when the caller has read it already."""
+    :func:`index_scenes`, when the caller has read it already. Every candidate face is ranked
+    (``engine.faces(..., report_threshold=0)``); the operating point is measured on those at
+    ``report_threshold`` (default: the engine's, else 0)."""
     t0 = time.perf_counter()
     scenes = index_scenes(data_dir) if scenes is None else scenes
     kept: list[SceneImage] = []
@@ -207,7 +228,7 @@ def evaluate_scenes(data_dir: str | os.PathLike[str], engine: Any, *, batch_size
                 batch.append(scene)
             if frames:
                 t = time.perf_counter()
-                faces = engine.faces(frames)
+                faces = engine.faces(frames, report_threshold=0.0)
                 infer += time.perf_counter() - t
                 kept.extend(batch)
                 found.extend(detections_of(f) for f in faces)
@@ -218,10 +239,14 @@ def evaluate_scenes(data_dir: str | os.PathLike[str], engine: Any, *, batch_size
             bar.close()
     if not kept:
         raise DatasetError(f"{data_dir}: none of the {len(scenes)} images could be decoded")
-    scores = {t: evaluate(found, [s.truth for s in kept], t) for t in THRESHOLDS}
+    truth = [s.truth for s in kept]
+    scores = {t: evaluate(found, truth, t) for t in THRESHOLDS}
+    if report_threshold is None:
+        report_threshold = float(getattr(engine, "report_threshold", 0.0))
+    point = operating_point(found, truth, report_threshold, 0.5)
     describe = engine.backend.describe() if hasattr(engine, "backend") else type(engine).__name__
     return SceneReport(Path(data_dir), kept, found, scores, skipped, describe, model,
-                       time.perf_counter() - t0, infer)
+                       time.perf_counter() - t0, infer, point)
 
 
 def detections_of(faces: list[Any]) -> Detections:

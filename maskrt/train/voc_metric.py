@@ -216,6 +216,69 @@ def evaluate(detections: Sequence[Detections], ground_truth: Sequence[GroundTrut
                            found / faces if faces else math.nan, found, faces, matchings)
 
 
+@dataclass
+class OperatingPoint:
+    """What a person is shown at ``report_threshold``: the faces with a face score at least
+    that, judged at IoU ``threshold`` with the matching of :func:`match_image` (class-aware: a
+    reported face is right when it takes an annotated face of its label; one whose best overlap
+    is a difficult box is neither right nor wrong; a second box on a face is wrong).
+
+    Per class and pooled ("all"): ``reported`` (judged faces), ``right``, ``positives``
+    (annotated faces), precision = right / reported, recall = right / positives, F1. NaN where
+    there is nothing to divide by. ``false_alarms``: reported without_mask faces that are wrong.
+    """
+
+    report_threshold: float
+    threshold: float
+    images: int
+    reported: dict[str, int]
+    right: dict[str, int]
+    positives: dict[str, int]
+    false_alarms: int
+
+    def precision(self, cls: str = "all") -> float:
+        return self.right[cls] / self.reported[cls] if self.reported[cls] else math.nan
+
+    def recall(self, cls: str = "all") -> float:
+        return self.right[cls] / self.positives[cls] if self.positives[cls] else math.nan
+
+    def f1(self, cls: str = "all") -> float:
+        p, r = self.precision(cls), self.recall(cls)
+        if math.isnan(p) or math.isnan(r):
+            return math.nan
+        return 2.0 * p * r / (p + r) if p + r > 0 else 0.0
+
+    @property
+    def false_alarms_per_100(self) -> float:
+        """False without_mask alarms per 100 images."""
+        return 100.0 * self.false_alarms / self.images if self.images else math.nan
+
+
+def reported_only(det: Detections, report_threshold: float) -> Detections:
+    """The detections with a face score at least ``report_threshold``, in order."""
+    keep = det.face_score >= report_threshold
+    return Detections(det.boxes[keep], tuple(np.asarray(det.labels, object)[keep]),
+                      det.confidence[keep], det.face_score[keep])
+
+
+def operating_point(detections: Sequence[Detections], ground_truth: Sequence[GroundTruth],
+                    report_threshold: float, threshold: float = 0.5,
+                    classes: Sequence[str] = CLASSES) -> OperatingPoint:
+    """The :class:`OperatingPoint` of the faces reported at ``report_threshold`` (the others
+    are left out before matching, so they take no annotated face from a reported one)."""
+    scores = evaluate([reported_only(d, report_threshold) for d in detections], ground_truth,
+                      threshold, classes)
+    reported = {c: scores.detections[c] for c in classes}
+    right = {c: scores.true_positives[c] for c in classes}
+    positives = {c: scores.positives[c] for c in classes}
+    for counts in (reported, right, positives):
+        counts["all"] = sum(counts[c] for c in classes)
+    alarm = CLASSES[1]
+    false_alarms = reported.get(alarm, 0) - right.get(alarm, 0)
+    return OperatingPoint(float(report_threshold), threshold, len(ground_truth), reported,
+                          right, positives, false_alarms)
+
+
 def _boxes(boxes: Sequence[Sequence[float]] | np.ndarray, what: str) -> np.ndarray:
     array = np.asarray(boxes, np.float64)
     if array.size == 0:
