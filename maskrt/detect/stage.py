@@ -83,7 +83,9 @@ class FaceStage(Stage):
         sequences = [self._sequence(task) for task in tasks]
         probed, steady, claimed = [], [], set()
         for i, seq in enumerate(sequences):  # a source's probe: its first due frame of the batch
-            if seq is None or (seq.due() and id(seq) not in claimed):
+            if seq is None:
+                probed.append(i)
+            elif seq.due() and id(seq) not in claimed:
                 probed.append(i)
                 claimed.add(id(seq))
             else:

@@ -12,7 +12,6 @@ from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
 
-
 class TrackStage(Stage):
     """Sets ``region.track``, ``region.track_id`` and ``region.classify`` on the frames it
     tracks, and ``task.tracks`` (the source's :class:`SourceTracks`). The tracker also sees the
