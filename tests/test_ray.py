@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from maskrt.image import decode_image
-from ray_helpers import (DieOnFirstBatch, NoteNode, assert_same_records, by_frame, encode_jpeg,
-                         make_media, read_jsonl)
+from ray_helpers import (DieMidUnit, DieOnFirstBatch, NoteNode, assert_same_face_records,
+                         assert_same_records, by_face, by_frame, encode_jpeg, make_media,
+                         read_jsonl)
 from streaming_fixtures import REPO, face_frames, face_paths, shared_engine, write_frames_dir
 from streaming_servers import free_port, mjpeg_server
 
@@ -210,7 +211,9 @@ def test_offline_rows_equal_maskrt_score_records(cluster, media, tmp_path):
     from maskrt.ray import score_dataset
 
     sources = [str(media[k]) for k in ("folder", "video", "garbage", "unknown")]
-    summary = score_dataset(sources, tmp_path / "ray", actors=(1, 2), batch_size=8)
+    summary = score_dataset(sources, tmp_path / "ray", actors=(1, 2), batch_size=8,
+                            regions="frame")
+    assert summary["settings"]["regions"] == "frame"
     assert _score_cli(["score", *sources, "--out", str(tmp_path / "score"), "--regions", "frame",
                        "--progress-interval", "0"]) == 0
     ray_rows = read_jsonl(tmp_path / "ray" / "records.jsonl")
@@ -232,7 +235,7 @@ def test_cli_ray_score_writes_parquet_with_the_same_rows(cluster, media, tmp_pat
 
     out = tmp_path / "pq"
     assert _score_cli(["ray", "score", str(media["folder"]), "--out", str(out), "--format",
-                       "parquet", "--actors", "1,1", "--batch", "4"]) == 0
+                       "parquet", "--actors", "1,1", "--batch", "4", "--regions", "frame"]) == 0
     printed = capsys.readouterr()
     assert "13 frames read: 12 scored, 0 dropped, 1 failed (accounting ok)" in printed.out
     assert "rows:" in printed.err  # the progress line
@@ -248,12 +251,126 @@ def test_an_actor_that_dies_on_its_first_batch_loses_no_frame(cluster, media, tm
     marker = tmp_path / "died"
     sources = [str(media["folder"]), str(media["video"])]
     summary = score_dataset(sources, tmp_path / "out", actors=(1, 2), batch_size=4,
-                            scorer=DieOnFirstBatch, scorer_options={"marker": str(marker)})
+                            regions="frame", scorer=DieOnFirstBatch,
+                            scorer_options={"marker": str(marker)})
     assert marker.exists(), "no actor died: the test did not test anything"
     rows = by_frame(read_jsonl(tmp_path / "out" / "records.jsonl"))  # fails on a second row
     assert len(rows) == 13 + 24 and summary["accounting_ok"] and summary["duplicate_rows"] == 0
     assert {k for k in rows if k[0] == str(media["video"])} == \
         {(str(media["video"]), i) for i in range(24)}
+
+
+# ---------------------------------------------------------------------------- faces (the default)
+
+SCENES = REPO.parent / "shared" / "data" / "scenes" / "val" / "images"
+MAKE_CLIPS = REPO.parent / "shared" / "tools" / "make_clips.py"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """A folder of 5 scene photos and a corrupt image, and a 12-frame 480x270 camera clip made
+    of scene photos (shared/tools/make_clips.py: about 16 faces a frame, people moving)."""
+    if not SCENES.is_dir() or not MAKE_CLIPS.is_file():
+        pytest.skip(f"scene photos or make_clips.py not found under {REPO.parent / 'shared'}")
+    root = tmp_path_factory.mktemp("ray-scenes")
+    photos = root / "photos"
+    photos.mkdir()
+    for path in sorted(SCENES.glob("*.jpg"))[:5]:
+        shutil.copy(path, photos / path.name)
+    (photos / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 600 + b"\xff\xd9")
+    subprocess.run([sys.executable, str(MAKE_CLIPS), str(SCENES.parent), str(root / "clips"),
+                    "--clips", "1", "--seconds", "1.2", "--size", "480x270", "--seed", "3"],
+                   check=True, capture_output=True, timeout=120)
+    return {"photos": photos, "clip": root / "clips" / "clip_000.avi"}
+
+
+@pytest.fixture(scope="module")
+def scene_reference(scenes, tmp_path_factory):
+    """``maskrt score``'s records and summary of the photos and the clip (faces, the default)."""
+    out = tmp_path_factory.mktemp("ray-scene-reference")
+    assert _score_cli(["score", str(scenes["photos"]), str(scenes["clip"]), "--out", str(out),
+                       "--progress-interval", "0"]) == 0
+    return read_jsonl(out / "records.jsonl"), json.loads((out / "summary.json").read_text())
+
+
+def test_a_folder_tracked_as_one_sequence_is_one_unit(tmp_path):
+    from maskrt.ray.reading import plan_units
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert len(plan_units([str(tmp_path)], 2)[0]) == 2
+    units, _ = plan_units([str(tmp_path)], 2, whole_folders=True)
+    assert len(units) == 1 and units[0]["spec"] == str(tmp_path) and units[0]["files"] == "[]"
+
+
+@pytest.mark.time_limit(3 * TIME_LIMIT_S)
+def test_offline_face_rows_equal_maskrt_score_records(cluster, scenes, scene_reference, tmp_path):
+    """Faces by default: per face the same box, landmarks, label, track and accounting as
+    ``maskrt score``; the photos split into units of 2 over two actors, the clip tracked
+    within one actor."""
+    from maskrt.ray import score_dataset
+
+    sources = [str(scenes["photos"]), str(scenes["clip"])]
+    summary = score_dataset(sources, tmp_path / "ray", actors=(1, 2), files_per_unit=2)
+    rows = read_jsonl(tmp_path / "ray" / "records.jsonl")
+    reference, expected = scene_reference
+    assert_same_face_records(rows, reference)
+    assert summary["accounting_ok"] and summary["duplicate_rows"] == 0
+    assert summary["counts"] == expected["counts"] == {"read": 6 + 12, "scored": 5 + 12,
+                                                       "dropped": 0, "failed": 1}
+    assert summary["labels"] == expected["labels"]
+    assert summary["classified_faces"] == expected["classified_faces"]
+    assert summary["reused_faces"] == expected["reused_faces"] > 0  # the clip was tracked
+    for source_id, entry in expected["sources"].items():
+        assert {k: summary["sources"][source_id][k] for k in ("read", "scored", "failed")} == \
+            {k: entry[k] for k in ("read", "scored", "failed")}
+    clip_faces = [r for r in rows if r["source_id"] == str(scenes["clip"]) and r["faces"]]
+    assert clip_faces and any(r["track_id"] is not None for r in clip_faces)
+    assert all(r["track_id"] is None for r in rows if r["source_id"] == str(scenes["photos"]))
+    assert summary["settings"]["regions"] == "faces" and summary["settings"]["units"] == 3 + 1
+
+
+def test_cli_ray_score_takes_maskrt_scores_face_and_track_flags(cluster, scenes, tmp_path,
+                                                                capsys):
+    """--preset, --face-option, --track on (the folder one sequence: one unit, one actor) and
+    --format parquet give maskrt score's records with the same flags."""
+    import pyarrow.parquet as pq
+
+    flags = ["--preset", "fast", "--face-option", "report_threshold=0.5", "--track", "on",
+             "--reuse", "off"]
+    out = tmp_path / "pq"
+    assert _score_cli(["ray", "score", str(scenes["photos"]), "--out", str(out), "--format",
+                       "parquet", "--actors", "1,1", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "6 frames read: 5 scored, 0 dropped, 1 failed (accounting ok)" in printed
+    assert "faces:" in printed
+    rows = pq.read_table(out / "records.parquet").to_pylist()
+    assert _score_cli(["score", str(scenes["photos"]), "--out", str(tmp_path / "s"),
+                       "--progress-interval", "0", *flags]) == 0
+    assert_same_face_records(rows, read_jsonl(tmp_path / "s" / "records.jsonl"))
+    assert any(r["track_id"] is not None for r in rows)  # tracked: one sequence
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["units"] == 1 and summary["settings"]["preset"] == "fast"
+
+
+@pytest.mark.time_limit(3 * TIME_LIMIT_S)
+def test_an_actor_killed_mid_video_leaves_every_face_record_once(cluster, scenes,
+                                                                 scene_reference, tmp_path):
+    """The actor scoring the clip exits after handing on 2 tables of 4 records: the unit is
+    scored again from its first frame by a new actor; each face record is written once (the
+    repeats are counted in duplicate_rows, not written) and they equal maskrt score's."""
+    from maskrt.ray import score_dataset
+
+    marker = tmp_path / "died"
+    clip = str(scenes["clip"])
+    summary = score_dataset([clip], tmp_path / "out", actors=(1, 2), scorer=DieMidUnit,
+                            scorer_options={"marker": str(marker)})
+    assert marker.exists(), "no actor died: the test did not test anything"
+    rows = read_jsonl(tmp_path / "out" / "records.jsonl")
+    by_face(rows)  # fails on a face with two rows
+    assert_same_face_records(rows, [r for r in scene_reference[0] if r["source_id"] == clip])
+    assert summary["accounting_ok"] and summary["counts"]["read"] == 12
+    assert summary["counts"]["scored"] == 12 and len(rows) > 8
 
 
 # ---------------------------------------------------------------------------- serving
@@ -436,7 +553,7 @@ def test_a_worker_node_removed_mid_job_loses_and_duplicates_no_frame(cluster, tm
 
     def job() -> None:
         result["summary"] = score_dataset(
-            [str(video)], out, actors=(2, 2), batch_size=8, scorer=NoteNode,
+            [str(video)], out, actors=(2, 2), batch_size=8, regions="frame", scorer=NoteNode,
             scorer_options={"folder": str(notes)},
             ray_remote_args={"scheduling_strategy": "SPREAD"})
 

@@ -2,9 +2,10 @@
 (:mod:`maskrt.ray`; needs ``pip install maskrt[ray]``).
 
 * ``score``: image files, folders and video files scored offline by a pool of actors (Ray Data),
-  one row per frame read in ``DIR/records.jsonl`` (``--format parquet``: ``records.parquet``)
-  with ``maskrt score``'s fields, and ``DIR/summary.json`` with the accounting identity; the
-  whole frame is the one region (``maskrt score --regions frame``).
+  ``maskrt score``'s records in ``DIR/records.jsonl`` (``--format parquet``:
+  ``records.parquet``): every face found, tracked and decided as ``maskrt score`` does (same
+  ``--regions``, ``--preset``, ``--face-option``, ``--track``, ``--reuse``, ``--track-option``;
+  each video scored in one actor), and ``DIR/summary.json`` with the accounting identity.
 * ``serve``: the Ray Serve deployment (HTTP ``POST /`` with an encoded image -> the decision
   JSON); with ``--ingest SOURCE... --out DIR`` also ingest actors sending live sources' frames to
   it, every frame recorded (Serve's back-pressure -> ``dropped``), until the sources end,
@@ -46,21 +47,40 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show the traceback of a failure")
 
 
+def _face_arguments(parser: argparse.ArgumentParser) -> None:
+    """maskrt score's --regions, --preset, --face-option, --track, --reuse, --track-option."""
+    from maskrt.cli.common import add_track_arguments
+    from maskrt.detect import PRESETS
+
+    parser.add_argument("--regions", choices=("faces", "frame"), default="faces",
+                        help="faces (default): detect faces and decide per face, as maskrt score "
+                             "does (a video is scored in one actor); frame: the whole frame is "
+                             "one decision (inputs that already are face crops)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                        help="face detection preset (as maskrt score's)")
+    parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset setting, repeatable: "
+                             + ", ".join(PRESETS["default"]))
+    add_track_arguments(parser)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from maskrt.backends.registry import add_backend_arguments
     from maskrt.cli.common import non_negative_float, positive_int
 
     sub = parser.add_subparsers(dest="ray_command", metavar="COMMAND", required=True)
     score = sub.add_parser("score", help="score files, folders and videos on a pool of actors",
-                           description="offline scoring with Ray Data (whole-frame regions)")
+                           description="offline scoring with Ray Data: maskrt score's records")
     score.add_argument("sources", nargs="+", metavar="SOURCE",
                        help="image file, folder (recursive; videos in it too) or video file")
     score.add_argument("--out", type=Path, required=True, help="output folder")
     _cluster_arguments(score)
     score.add_argument("--actors", type=_pair, default=(1, 2), metavar="MIN,MAX",
                        help="scoring actors, autoscaled between MIN and MAX (default 1,2)")
-    score.add_argument("--batch", type=positive_int, default=16, metavar="N",
-                       help="frames per scoring batch (default 16)")
+    score.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                       help="faces per classifier call (default 32, as maskrt score's "
+                            "--batch-size); --regions frame: frames per scoring batch (default 16)")
+    _face_arguments(score)
     score.add_argument("--cpus-per-actor", type=non_negative_float, default=0.5, metavar="C",
                        help="logical CPUs each actor holds (default 0.5: reading is never starved)")
     score.add_argument("--gpus-per-actor", type=non_negative_float, default=None, metavar="G",
@@ -122,14 +142,17 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from maskrt.cli.common import track_kwargs
+    from maskrt.detect import parse_face_options
     from maskrt.ray.dataset import score_dataset
 
     summary = score_dataset(
         args.sources, args.out, address=args.address, num_cpus=args.num_cpus,
         actors=args.actors, batch_size=args.batch, cpus_per_actor=args.cpus_per_actor,
         gpus_per_actor=args.gpus_per_actor, format=args.format, model=args.model,
-        backend=args.backend, backend_options=args.backend_options, progress=sys.stderr,
-        progress_interval=args.progress_interval)
+        backend=args.backend, backend_options=args.backend_options, regions=args.regions,
+        preset=args.preset, face_options=parse_face_options(args.face_option),
+        **track_kwargs(args), progress=sys.stderr, progress_interval=args.progress_interval)
     print_summary(summary, args.out)
     return 0 if summary["accounting_ok"] else 1
 
@@ -190,4 +213,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         print(f"throughput {summary['throughput_fps']} frames/s over {summary['elapsed_s']} s; "
               f"latency ms p50 {latency['p50']} p95 {latency['p95']} p99 {latency['p99']}")
     print(f"labels: {summary['labels']}")
+    if summary.get("settings", {}).get("regions") == "faces":
+        print(f"faces: {summary['classified_faces'] or 0} classified, "
+              f"{summary['reused_faces'] or 0} took their track's decision")
     print(f"wrote {summary['outputs']['records']} and {out / 'summary.json'}")

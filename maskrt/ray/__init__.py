@@ -5,12 +5,16 @@ Ray is an optional dependency (``pip install maskrt[ray]``) and is imported only
 that uses it, so ``import maskrt`` and ``import maskrt.ray`` work without it; calling anything
 here that needs Ray raises :class:`RayNotInstalled` saying what to install.
 
+* :class:`UnitScorer` (:mod:`maskrt.ray.units`): loads the classifier and the face detector once
+  per actor and runs each unit of work (a run of photos, a whole video) through ``maskrt
+  score``'s pipeline (faces found, tracked and decided): ``maskrt score``'s records.
 * :class:`MaskScorer` (:mod:`maskrt.ray.scorer`): loads the graph once per actor and scores a
   batch ``dict[str, np.ndarray]`` of uint8 BGR frames of any size with the decode, resize and
   decision code of ``maskrt score --regions frame`` (the whole frame is the one region).
 * :func:`score_dataset` (:mod:`maskrt.ray.dataset`): ``map_batches`` over an actor pool, one row
-  per frame read (scored, or failed with the reason), ``records.jsonl`` (or Parquet) and a
-  ``summary.json`` with the accounting identity, like ``maskrt score``'s.
+  per face (``regions="frame"``: per frame) and per frame dropped or failed with the reason,
+  ``records.jsonl`` (or Parquet) and a ``summary.json`` with the accounting identity, like
+  ``maskrt score``'s.
 * :mod:`maskrt.ray.serve`: the Ray Serve deployment (``serve run maskrt.ray.serve:app``).
 * :func:`ingest` (:mod:`maskrt.ray.ingest`): ingest actors reading maskrt's stream sources and
   sending frames to the deployment; Serve's back-pressure becomes ``dropped`` records.
@@ -45,6 +49,7 @@ def require_ray(part: str = "") -> Any:
 _EXPORTS = {
     "MaskScorer": "maskrt.ray.scorer",
     "RecordScorer": "maskrt.ray.scorer",
+    "UnitScorer": "maskrt.ray.units",
     "score_dataset": "maskrt.ray.dataset",
     "ingest": "maskrt.ray.ingest",
     "build_app": "maskrt.ray.serve",

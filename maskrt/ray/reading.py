@@ -63,10 +63,13 @@ def unique_ids(ids: list[str]) -> list[str]:
     return unique
 
 
-def plan_units(specs: list[Any], files_per_unit: int = FILES_PER_UNIT) -> tuple[list[dict[str, Any]], list[Source]]:
+def plan_units(specs: list[Any], files_per_unit: int = FILES_PER_UNIT, *,
+               whole_folders: bool = False) -> tuple[list[dict[str, Any]], list[Source]]:
     """The units of work of ``specs`` (files, folders, videos) and the sources they came from
     (ids made unique as the pipeline does). A spec naming nothing usable is one unit that yields
-    one failed frame; a live source (camera, stream, drop folder) is a ValueError."""
+    one failed frame; a live source (camera, stream, drop folder) is a ValueError.
+    whole_folders: every folder is one unit, read in order (a folder of photos tracked as one
+    sequence, ``track="on"``); else a folder without videos is split into runs of files."""
     if files_per_unit < 1:
         raise ValueError(f"files_per_unit: expected >= 1, got {files_per_unit}")
     sources, _ = open_sources(list(specs))
@@ -78,13 +81,14 @@ def plan_units(specs: list[Any], files_per_unit: int = FILES_PER_UNIT) -> tuple[
             raise ValueError(f"source {source.id!r}: expected image files, folders or video files "
                              f"for offline scoring, got a live {source.kind} source (send live "
                              "sources to the Serve deployment: maskrt ray serve --ingest)")
-        for files, spec in _source_units(source, files_per_unit):
+        for files, spec in _source_units(source, files_per_unit, whole_folders):
             units.append({"unit_id": len(units), "source_id": source.id, "kind": source.kind,
                           "spec": spec, "files": json.dumps(files)})
     return units, sources
 
 
-def _source_units(source: Source, per_unit: int) -> Iterator[tuple[list[list[Any]], str]]:
+def _source_units(source: Source, per_unit: int,
+                  whole_folders: bool = False) -> Iterator[tuple[list[list[Any]], str]]:
     """(files as [[index, path], ...], "") for runs of image files; ([], spec) for a source read
     whole; ([], "") for an invalid spec (its reason is the source's)."""
     if isinstance(source, InvalidSource):
@@ -93,7 +97,7 @@ def _source_units(source: Source, per_unit: int) -> Iterator[tuple[list[list[Any
         yield [[0, str(source.path)]], ""
     elif isinstance(source, FolderSource):
         files = [str(p) for p in source.files()]
-        if any(Path(p).suffix.lower() in VIDEO_EXTENSIONS for p in files):
+        if whole_folders or any(Path(p).suffix.lower() in VIDEO_EXTENSIONS for p in files):
             yield [], str(source.path)  # frame indices run on through the videos: read in order
             return
         for start in range(0, len(files), per_unit):
@@ -131,11 +135,14 @@ def read_units(batch: dict[str, np.ndarray], *, ledger: Any = None, rows_per_bat
             ray.get(ledger.note.remote(unit_id, source_id, count))
 
 
-def unit_frames(kind: str, spec: str, files: list[list[Any]]) -> Iterator[Frame]:
-    """The frames of a unit, read by maskrt's sources."""
-    stop = threading.Event()
+def unit_frames(kind: str, spec: str, files: list[list[Any]],
+                stop: threading.Event | None = None) -> Iterator[Frame]:
+    """The frames of a unit, read by maskrt's sources (until ``stop`` is set)."""
+    stop = stop or threading.Event()
     if files:
         for index, path in files:
+            if stop.is_set():
+                return
             for frame in ImageFileSource(path).frames(stop):
                 frame.index = int(index)
                 yield frame
@@ -144,6 +151,23 @@ def unit_frames(kind: str, spec: str, files: list[list[Any]]) -> Iterator[Frame]
         yield from InvalidSource(invalid["invalid"], invalid["reason"]).frames(stop)
     else:
         yield from open_source(spec).frames(stop)
+
+
+class UnitSource(Source):
+    """A unit of work as a pipeline source (the actors that run ``maskrt score``'s pipeline):
+    its frames under its source's id and kind, so frame indices, uris, timestamps and what is
+    tracked (``FrameTask.sequence_key``) are those of ``maskrt score``'s source."""
+
+    def __init__(self, unit: dict[str, Any]) -> None:
+        super().__init__(str(unit["source_id"]))
+        self.kind = str(unit["kind"])
+        self.spec = str(unit["spec"])
+        self.files = json.loads(str(unit["files"]))
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self.state = "reading"
+        yield from unit_frames(self.kind, self.spec, self.files, stop)
+        self.state = "finished"
 
 
 _DECODE = DecodeStage()

@@ -64,35 +64,51 @@ class _SourceCounts:
 
 
 class RecordCounts:
-    """Rows per source and status, labels, reasons and latencies; each (source, frame) once."""
+    """Frames per source and status, labels, reasons and latencies, counted as the pipeline's
+    ledger counts them: a frame's status, reason and latency once (its frame-level row: a
+    dropped or failed row, or region 0 of a scored frame, or its row with ``faces`` 0), the
+    label of every face; each row (source, frame, region) kept once."""
 
     def __init__(self, source_ids: list[str]) -> None:
         self.sources = {source_id: _SourceCounts() for source_id in source_ids}
         self.latencies: list[float] = []
         self.duplicates = 0
-        self._seen: set[tuple[str, int]] = set()
+        #: faces that went through the classifier, and those that took their track's decision
+        self.classified = self.reused = 0
+        self._seen: set[tuple[str, int, Any]] = set()
 
     def add(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Count ``rows``; returns those not seen before (a frame's second row is not kept)."""
+        """Count ``rows``; returns those not seen before (a row's second copy, from a retried
+        task whose first output had arrived, is not kept)."""
         fresh = []
         for row in rows:
-            key = (row["source_id"], row["frame_index"])
+            key = (row["source_id"], row["frame_index"], row["region_index"])
             if key in self._seen:
                 self.duplicates += 1
                 continue
             self._seen.add(key)
             fresh.append(row)
             counts = self.sources.setdefault(row["source_id"], _SourceCounts())
+            if row["label"] is not None and row["status"] == SCORED:
+                counts.labels[row["label"]] += 1
+            if row["region_index"] is not None:
+                self.classified += bool(row["classified"])
+                self.reused += row["classified"] is False
+            if row["status"] == SCORED and row["region_index"]:
+                continue  # a frame's second face onwards: the frame is counted with region 0
             counts.statuses[row["status"]] += 1
             reason = row["reason"]
             if reason is not None and (len(counts.reasons) < MAX_REASONS or reason in counts.reasons):
                 counts.reasons[reason] += 1
             if row["status"] == SCORED:
-                counts.labels[row["label"]] += 1
                 self.latencies.append(float(row["latency_ms"]))
             elif row["status"] == FAILED:
                 counts.last_error = reason
         return fresh
+
+    def __len__(self) -> int:
+        """Rows kept so far (one per face of a scored frame)."""
+        return len(self._seen)
 
     def totals(self) -> Counter[str]:
         total: Counter[str] = Counter({status: 0 for status in STATUSES})
@@ -126,5 +142,7 @@ class RecordCounts:
         total = {k: sum(p[k] for p in per.values()) for k in ("read", *STATUSES, "in_flight")}
         counters = {"total": total, "sources": per, "elapsed_s": elapsed_s,
                     "flowing_s": elapsed_s}
+        if self.classified or self.reused:  # rows that say (the Serve path's do not)
+            counters.update(classified=self.classified, reused=self.reused)
         return build_summary(counters, np.asarray(self.latencies, dtype=np.float64),
                              duplicate_rows=self.duplicates, **extra)

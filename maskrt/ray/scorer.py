@@ -1,5 +1,6 @@
-"""The scoring class of Ray actors: the graph loaded once per actor, batches of frames scored with
-the decode, resize and decision code of ``maskrt score --regions frame``.
+"""The scoring class of Ray actors for whole frames (``regions="frame"``; faces are scored by
+:mod:`maskrt.ray.units`): the graph loaded once per actor, batches of frames scored with the
+decode, resize and decision code of ``maskrt score --regions frame``.
 
 A batch is a ``dict[str, np.ndarray]`` (Ray Data's ``numpy`` batch format): ``image`` holds uint8
 BGR frames of any size (an object array of ``[H, W, 3]`` arrays, or one ``[N, H, W, 3]`` array),
@@ -153,6 +154,7 @@ def _record(batch: dict[str, np.ndarray], i: int, result: Any, frame: Any, now: 
     record.status, record.label = SCORED, result.label
     record.p_with_mask, record.p_without_mask = result.p_with_mask, result.p_without_mask
     record.region_index, record.box, record.faces = 0, [0, 0, int(w), int(h)], 1
+    record.classified = True
     return record
 
 
@@ -164,5 +166,6 @@ def record_schema() -> Any:
              "box": pa.list_(pa.int64()), "landmarks": pa.list_(pa.list_(pa.float64())),
              "source_timestamp": pa.float64(), "p_with_mask": pa.float64(),
              "p_without_mask": pa.float64(), "latency_ms": pa.float64(),
-             "face_score": pa.float64()}
+             "face_score": pa.float64(), "track_id": pa.int64(), "track_frames": pa.int64(),
+             "p_track_without_mask": pa.float64(), "classified": pa.bool_()}
     return pa.schema([(name, types.get(name, pa.string())) for name in JSON_FIELDS])
