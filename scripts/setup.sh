@@ -3,8 +3,9 @@
 #
 #   bash scripts/setup.sh           the base install (what the demo needs): NumPy, OpenCV,
 #                                   ONNX Runtime; no PyTorch (the shipped model is an ONNX graph)
-#   bash scripts/setup.sh --test    everything: PyTorch, training, the test dependencies and the
-#                                   system tools the streaming tests serve real streams with
+#   bash scripts/setup.sh --test    everything: PyTorch, training, the test dependencies, the
+#                                   system tools the streaming tests serve real streams with and
+#                                   the headless Chromium the live view's page is tested in
 #
 # Idempotent: a second run only rebuilds what changed. A --test .venv stays complete when the
 # base setup runs in it later (nothing is uninstalled).
@@ -61,7 +62,7 @@ if [[ $with_tests == 1 ]]; then
   "${pip[@]}" install -q --no-deps "grad-cam>=1.5,<2"
   step "installing nvidia-pytriton 0.7.0 (its tritonserver binary serves the Triton tests; --no-deps: it pins numpy<2)"
   "${pip[@]}" install -q --no-deps "nvidia-pytriton==0.7.0"
-  step "installing FFmpeg, the GStreamer RTSP server and mosquitto (real servers for the streaming tests)"
+  step "installing FFmpeg, the GStreamer RTSP server, mosquitto (real servers for the streaming tests) and chromium (the live view's browser test)"
   bash scripts/install_stream_tools.sh
 fi
 

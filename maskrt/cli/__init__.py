@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from maskrt.cli import bench, build, check, demo, eval, export, quantize, ray, score, train
+from maskrt.cli import bench, build, check, demo, eval, export, quantize, ray, score, train, view
 from maskrt.cli.common import expected_errors, fail, quiet_native_logs
 
 #: verb -> (module with ``add_arguments(parser)`` and ``main(args) -> int``, one-line help)
@@ -37,6 +37,7 @@ VERBS: dict[str, tuple[ModuleType, str]] = {
     "quantize": (quantize, "the INT8 graph for ONNX Runtime on the CPU (static quantization)"),
     "train": (train, "train a model on an ImageFolder tree"),
     "ray": (ray, "scale out on Ray: offline scoring (ray score), serving (ray serve)"),
+    "view": (view, "the live view's page over a finished score run, in the browser"),
 }
 
 

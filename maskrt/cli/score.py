@@ -111,6 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "to anyone who can reach this host, so Prometheus can scrape it "
                              "from another host; give 127.0.0.1 to keep it local")
     _add_mqtt_arguments(parser)
+    from maskrt.web.cli import add_web_arguments
+
+    add_web_arguments(parser)
 
 
 def _add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +189,9 @@ def _run(args: argparse.Namespace, signals: Any) -> int:
         engine.close()
     summary_sink = pipeline.sinks[-1]
     print_summary(summary_sink.summary, args.out, summary_written=summary_sink.error is None)
+    from maskrt.web.cli import linger
+
+    linger(pipeline.sinks, signals)  # --web-linger: the page with the final figures
     problem = _output_problem(summary_sink)
     if problem is not None:  # outputs missing: a non-zero status, whatever stopped the run
         print(f"maskrt score: {problem}", file=sys.stderr)
@@ -268,14 +274,31 @@ def _open_engine(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def _sinks(args: argparse.Namespace, sources: list[Any], engine: Any, untrained: bool,
            reconnect: Any) -> list[Any]:
-    from maskrt.detect import parse_face_options
-    from maskrt.stream.sinks import build_sinks
-    from maskrt.track.settings import parse_track_options
     from maskrt.stream.sources import VideoFileSource
+    from maskrt.web.cli import check_web_arguments, make_web_sink
 
+    check_web_arguments(args)
     args.out.mkdir(parents=True, exist_ok=True)
     videos = [s for s in sources if isinstance(s, VideoFileSource)] if args.video else []
     fps = {s.id: s for s in videos}  # ids are final once the pipeline has the sources
+    web = make_web_sink(args)  # serving from here: a port in use fails before any file opens
+    try:
+        sinks = _build_sinks(args, engine, untrained, reconnect, videos, fps)
+    except BaseException:
+        if web is not None:
+            web.stop()
+        raise
+    if web is not None:
+        sinks.insert(len(sinks) - 1, web)  # before the summary sink, which closes last
+    return sinks
+
+
+def _build_sinks(args: argparse.Namespace, engine: Any, untrained: bool, reconnect: Any,
+                 videos: list[Any], fps: dict[str, Any]) -> list[Any]:
+    from maskrt.detect import parse_face_options
+    from maskrt.stream.sinks import build_sinks
+    from maskrt.track.settings import parse_track_options
+
     return build_sinks(
         args.out, explain=args.explain, video_sources=[s.id for s in videos],
         fps_of=lambda source_id: fps[source_id].fps if source_id in fps else None,
