@@ -23,6 +23,7 @@ from maskrt.stream.accounting import Ledger, sum_counts
 from maskrt.stream.batching import ExplainStage, InferStage, InferredBatch
 from maskrt.stream.checks import check_settings
 from maskrt.stream.consumer import SinkFanout
+from maskrt.stream.ending import RecordsEnd
 from maskrt.stream.queue import BoundedQueue
 from maskrt.stream.readers import LIVE_QUEUE_SIZE, SourceQueues, run_reader
 from maskrt.stream.records import Record
@@ -127,9 +128,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._state = "new"  # new -> running -> stopping -> finished
-        self._explain_done = False
+        self._end = RecordsEnd(self._output, self._readers_done)
         self._t_start: float | None = None
-        self._t_end: float | None = None
         self._fanout = SinkFanout(self.sinks, self.tracking.finish)
         for source in opened:
             self._register(source)
@@ -159,7 +159,8 @@ class Pipeline:
                 supersede=FrameTask.replaces if first else FrameTask.supersedes,
                 drop_reason=REASON_SUPERSEDED)
             self._stage_queues.append(outbox)
-            self._threads.append(start_stage(stage, inbox, outbox, self.ledger))
+            self._end.enter()  # the stream ends only after the stage (and its frames)
+            self._threads.append(start_stage(stage, inbox, outbox, self.ledger, self._end.leave))
             inbox = outbox
         results: BoundedQueue[InferredBatch] = BoundedQueue(2, name="results")
         self._spawn(lambda: self._infer.run(inbox, results), "maskrt-infer")
@@ -178,9 +179,7 @@ class Pipeline:
         try:
             self._explain.run(results)
         finally:
-            with self._lock:
-                self._explain_done = True
-            self._check_finished()
+            self._end.explain_ended()
 
     def stop(self, *, drain: bool = False, timeout: float = 15.0,
              reason: str = REASON_STOPPED) -> None:
@@ -188,7 +187,8 @@ class Pipeline:
 
         drain=False: frames still queued are recorded as ``dropped`` with ``reason`` (default:
         pipeline stopped); batches already at the backend finish. drain=True: everything read
-        so far is scored first. Records not yet taken stay available to iteration.
+        so far is scored first. Records not yet taken stay available to iteration; they end once
+        each frame read has its record (those in flight after ``timeout`` s: dropped, then).
         """
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -204,9 +204,10 @@ class Pipeline:
                 if not handle.removed:
                     handle.discard_reason = reason
             if not drain:
-                self._abort_queues(handles)
+                with self._end.discarding():
+                    self._abort_queues(handles)
             self._output.overflow()  # records must not wait for a consumer that stopped
-            self._join(handles, deadline, timeout)
+            self._join(handles, deadline, timeout, reason)
         self._output.close()
         if self._owns_engine:
             self.engine.close()
@@ -221,18 +222,20 @@ class Pipeline:
             for task in queue.abort():
                 self.ledger.drop(task, task.handle.discard_reason)
 
-    def _join(self, handles: list[SourceHandle], deadline: float, timeout: float) -> None:
+    def _join(self, handles: list[SourceHandle], deadline: float, timeout: float,
+              reason: str) -> None:
         self._check_input_closed()
         for thread in [h.thread for h in handles if h.thread] + self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in [*self._threads, *(h.thread for h in handles if h.thread)]
                  if t.is_alive()]
-        if alive:
-            log.warning("pipeline threads %s still running after %.1f s; their frames will be "
-                        "recorded when they end", alive, timeout)
+        if alive:  # the records must end: their frames are recorded as dropped now
+            given_up = self.ledger.abort(f"{reason} (given up {timeout:g} s after the stop)")
+            log.warning("pipeline threads %s still running after %.1f s; their %d frames in "
+                        "flight are recorded as dropped", alive, timeout, given_up)
         with self._lock:
             self._state = "finished"
-            self._t_end = self._t_end or time.perf_counter()
+        self._end.stamp()
         for stage in self._chain:
             stage.close()
 
@@ -265,15 +268,17 @@ class Pipeline:
         handle.stop.set()
         queue = self._sources.queue(source_id)
         if not drain:
-            for task in queue.abort():
-                self.ledger.drop(task, REASON_REMOVED)
+            with self._end.discarding():
+                for task in queue.abort():
+                    self.ledger.drop(task, REASON_REMOVED)
         if handle.thread is not None:
             handle.thread.join(timeout)
             if handle.thread.is_alive():
                 log.warning("%s: reader still busy %.1f s after removal; its frames will be "
                             "recorded as dropped", source_id, timeout)
-                for task in queue.abort():
-                    self.ledger.drop(task, REASON_REMOVED)
+                with self._end.discarding():
+                    for task in queue.abort():
+                        self.ledger.drop(task, REASON_REMOVED)
         handle.source.state = "removed"
         self._check_input_closed()
         return self.ledger.source_counters(source_id, self._t_start)
@@ -303,7 +308,11 @@ class Pipeline:
     def _reader_done(self, handle: SourceHandle) -> None:
         handle.reader_done = True
         self._check_input_closed()
-        self._check_finished()
+        self._end.check()
+
+    def _readers_done(self) -> bool:
+        with self._lock:
+            return all(h.reader_done or h.thread is None for h in self._handles.values())
 
     def _input_closed(self) -> bool:
         """No frame will be read any more: every reader is done and the pipeline is stopping or
@@ -315,15 +324,6 @@ class Pipeline:
     def _check_input_closed(self) -> None:
         if self._input_closed():
             self._sources.close_input()
-
-    def _check_finished(self) -> None:
-        with self._lock:
-            done = self._explain_done and all(h.reader_done or h.thread is None
-                                              for h in self._handles.values())
-            if done and self._t_end is None:
-                self._t_end = time.perf_counter()
-        if done:
-            self._output.close()
 
     # ------------------------------------------------------------------ records
 
@@ -389,7 +389,7 @@ class Pipeline:
             per[source_id] = self.ledger.source_counters(source_id, self._t_start)
             per[source_id]["queued"] = len(self._sources.queue(source_id))
         total = sum_counts(per.values())
-        elapsed = ((self._t_end or now) - self._t_start) if self._t_start else 0.0
+        elapsed = ((self._end.t_end or now) - self._t_start) if self._t_start else 0.0
         # fps: over the recent window (what is flowing now), never a whole-run average that
         # decays while a source is idle; flowing_s: the time frames were flowing (throughput)
         return {"sources": per, "total": total, "elapsed_s": elapsed,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from maskrt.image import (MAX_PIXELS, MAX_SIDE, ImageError, decode_with_size, limit_side,
                           resize_to_input, to_bgr8)
@@ -169,10 +169,11 @@ def _process(stage: Stage, tasks: list[FrameTask]) -> list[Any]:
     return results
 
 
-def start_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask],
-                ledger: Ledger) -> threading.Thread:
+def start_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask], ledger: Ledger,
+                on_done: Callable[[], None] | None = None) -> threading.Thread:
     """Start ``stage.threads`` workers of ``stage`` and a supervisor that closes ``outbox`` when
-    the last of them ends, so "no more input" flows down the chain. Returns the supervisor."""
+    the last of them ends, so "no more input" flows down the chain, and then calls ``on_done``
+    (every frame the stage had is recorded or passed on). Returns the supervisor."""
     workers = [threading.Thread(target=run_stage, args=(stage, inbox, outbox, ledger),
                                 name=f"maskrt-{stage.name}-{i}", daemon=True)
                for i in range(max(1, int(getattr(stage, "threads", 1))))]
@@ -183,6 +184,8 @@ def start_stage(stage: Stage, inbox: Any, outbox: BoundedQueue[FrameTask],
         for worker in workers:
             worker.join()
         outbox.close()
+        if on_done is not None:
+            on_done()
 
     supervisor = threading.Thread(target=supervise, name=f"maskrt-{stage.name}", daemon=True)
     supervisor.start()
