@@ -18,6 +18,7 @@ rank faces for ``maskrt eval``'s mAP and keep tracks alive, but are not shown to
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from maskrt.detect.regions import check_box_fit, check_report_threshold
@@ -27,7 +28,10 @@ from maskrt.detect.scale import ScaleRule
 #: device when it has one and a GPU detector can run there, else the CPU), its backend, and the
 #: folder of TensorRT engines (shared with the classifier's)
 _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backend": "auto",
-                                     "detector_engine_dir": "engines"}
+                                     "detector_engine_dir": "engines", "detector_model": "yunet"}
+#: the detector graphs shipped in maskrt/models/yunet, by the name ``detector_model`` takes (any
+#: other value is the path of a YuNet-compatible ONNX graph)
+DETECTOR_MODELS = {"yunet": "yunet_n_dynamic.onnx"}
 #: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
 _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
                                    ("face_target", "min_scale", "max_scale", "probe_every")}
@@ -36,6 +40,7 @@ _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
 #: at IoU 0.5 (benchmarks/tune_faces.py --report-threshold --cv 5). The detector's lower
 #: candidates stay: mAP ranks them, and the tracker keeps a known person's track with them.
 REPORT_THRESHOLD = 0.7
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "yunet"
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
     # The detector's scale chosen per frame (upscale "auto", maskrt.detect.scale; face_target
@@ -101,7 +106,20 @@ def detector_options(settings: dict[str, Any]) -> dict[str, Any]:
     options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
     if options["upscale"] == "auto":
         options["upscale"] = 1.0
+    options["model"] = detector_model_path(str(settings["detector_model"]))
     return options
+
+
+def detector_model_path(name: str) -> Path:
+    """The ONNX graph of ``detector_model`` ``name``: a shipped one (:data:`DETECTOR_MODELS`) or a
+    file (FileNotFoundError naming both choices when it is neither)."""
+    if name in DETECTOR_MODELS:
+        return MODELS_DIR / DETECTOR_MODELS[name]
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"detector_model: expected one of {sorted(DETECTOR_MODELS)} or the "
+                                f"path of a YuNet ONNX graph, got {name!r} (no such file)")
+    return path
 
 
 def resolve_detector_device(device: str, classifier_device: Any = None) -> str:
