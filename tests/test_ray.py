@@ -25,6 +25,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maskrt.image import decode_image
@@ -188,6 +189,53 @@ def test_mask_scorer_decides_and_explains_like_the_engine():
         assert out["label"][i] == result.label
         assert abs(out["p_without_mask"][i] - result.p_without_mask) < 1e-5
         assert np.abs(out["overlay"][i].astype(int) - result.overlay.astype(int)).max() <= 1
+
+
+def test_an_ingest_source_records_answers_in_frame_order_and_tracks_them():
+    """No Ray needed: answers arriving in any order become records in reading order, a camera's
+    faces are tracked (maskrt score's SourceTracks, every face classified), a dropped frame is
+    a gap the tracker steps over, and the tracks end once the reader ended and all is recorded."""
+    import numpy as np
+
+    from maskrt.ray.live_tracks import SourceOrder
+    from maskrt.stream.sources.base import Frame, Source
+
+    class Camera(Source):
+        kind = "camera"
+
+    from maskrt.ray.reading import frame_row
+
+    order = SourceOrder(Camera("cam"), "auto")
+    image = np.zeros((240, 320, 3), np.uint8)
+    rows = []
+    for i in range(6):
+        rows.append(frame_row("cam", Frame(i, float(i), image=image)))
+        rows[-1]["n"] = order.number()
+
+    def answer(i: int) -> dict:
+        box = [100 + 2 * i, 80, 160 + 2 * i, 150]
+        return {"status": "scored", "faces": [{
+            "region_index": 0, "box": box, "face_score": 0.9, "landmarks": None,
+            "label": "without_mask", "class_index": 1, "p_with_mask": 0.2,
+            "p_without_mask": 0.8}]}
+
+    records, events = [], []
+    for i in reversed(range(6)):  # the last answer first: nothing is ready before frame 0
+        if i == 3:
+            made = order.outcome(i, rows[i], "dropped", "ingest: full")
+        else:
+            made = order.outcome(i, rows[i], "scored", None, answer(i))
+        records += made[0]
+        events += made[1]
+        assert bool(records) == (i == 0)
+    events += order.end()
+    assert [r["frame_index"] for r in records] == list(range(6))
+    scored = [r for r in records if r["status"] == "scored"]
+    assert [r["track_id"] for r in scored] == [1] * 5
+    assert [r["track_frames"] for r in scored] == [1, 2, 3, 4, 5]
+    assert all(r["classified"] and r["track_label"] == "without_mask" for r in scored)
+    assert records[3]["status"] == "dropped" and records[3]["track_id"] is None
+    assert [e["event"] for e in events] == ["track_started", "decision", "track_ended"]
 
 
 def test_serve_options_parse_serve_run_strings_and_refuse_bad_ones():
@@ -384,9 +432,10 @@ def _deploy(name: str, **options):
 
 
 def test_serve_http_and_handle_give_the_engine_decisions_in_batches(served, tmp_path):
+    """``regions="frame"``: the whole frame's one decision, as before faces were served."""
     from ray import serve
 
-    handle = _deploy("t-http", replicas=2, max_batch=8, batch_wait_ms=30)
+    handle = _deploy("t-http", replicas=2, max_batch=8, batch_wait_ms=30, regions="frame")
     frames = face_frames(6)
     data = encode_jpeg(frames[0])
     url = f"http://127.0.0.1:{served}/t-http"
@@ -408,7 +457,78 @@ def test_serve_http_and_handle_give_the_engine_decisions_in_batches(served, tmp_
     assert all(r.result(timeout_s=60)["status"] == "scored" for r in responses)
     stats = [handle.stats.remote().result() for _ in range(8)]
     assert max(s["largest"] for s in stats) > 1, stats  # requests were batched
+    explained = handle.score.remote(frames[0], explain=True).result(timeout_s=60)
+    assert decode_image(base64.b64decode(explained["overlay"])).shape == frames[0].shape
+    assert {s["regions"] for s in stats} == {"frame"}
     serve.delete("t-http")
+
+
+#: how far a served face's box may be from the in-process one (pixels): the same YuNet graph on
+#: ONNX Runtime, whose thread count may differ (the replica's and the test's)
+BOX_TOLERANCE_PX = 1
+
+
+def _assert_same_faces(answer: dict, results: list, where: str) -> None:
+    """A served answer's faces equal ``Engine.faces``' Results: same count and order, boxes
+    within BOX_TOLERANCE_PX, same labels, probabilities and face scores within 1e-4."""
+    assert answer["status"] == "scored", (where, answer)
+    faces = answer["faces"]
+    assert len(faces) == len(results), (where, len(faces), len(results))
+    for face, result in zip(faces, results):
+        assert max(abs(a - b) for a, b in zip(face["box"], result.box)) <= BOX_TOLERANCE_PX, \
+            (where, face["box"], result.box)
+        assert face["label"] == result.label, (where, face, result)
+        assert abs(face["p_without_mask"] - result.p_without_mask) < 1e-4, (where, face)
+        assert abs(face["face_score"] - result.face_score) < 1e-4, (where, face)
+
+
+@pytest.mark.time_limit(2 * TIME_LIMIT_S)
+def test_serve_faces_over_http_and_the_handle_equal_engine_faces_and_maskrt_score(
+        served, scenes, scene_reference):
+    """Faces (the default): per photo every face, as in-process ``Engine.faces(image)`` finds
+    and decides them and as ``maskrt score``'s records give them (box, face score, label);
+    ``?explain=1`` adds the frame's overlay; a JSON batch; an undecodable body is HTTP 400."""
+    from ray import serve
+
+    handle = _deploy("t-faces", replicas=1, max_batch=4, batch_wait_ms=20)
+    url = f"http://127.0.0.1:{served}/t-faces"
+    photos = sorted(p for p in scenes["photos"].glob("*.jpg") if p.name != "zz_corrupt.jpg")
+    records = [r for r in scene_reference[0] if r["source_id"] == str(scenes["photos"])]
+    engine = shared_engine()
+    for path in photos:
+        data = path.read_bytes()
+        image = decode_image(data)
+        answer = json.loads(urllib.request.urlopen(urllib.request.Request(url, data=data)).read())
+        expected = engine.faces(image)
+        _assert_same_faces(answer, expected, f"HTTP {path.name}")
+        _assert_same_faces(handle.score.remote(image).result(timeout_s=60), expected,
+                           f"handle {path.name}")
+        mine = sorted((r for r in records if r["uri"] == str(path) and r["faces"]),
+                      key=lambda r: r["region_index"])
+        assert [(f["box"], f["label"]) for f in answer["faces"]] == \
+            [(r["box"], r["label"]) for r in mine], path.name
+        for face, record in zip(answer["faces"], mine):
+            assert abs(face["face_score"] - record["face_score"]) < 1e-4, (path.name, face)
+            assert np.allclose(face["landmarks"], record["landmarks"], atol=0.1001), path.name
+    assert any(json.loads(urllib.request.urlopen(urllib.request.Request(
+        url, data=p.read_bytes())).read())["faces"] for p in photos[:2]), "no face found at all"
+    data = photos[0].read_bytes()
+    explained = json.loads(urllib.request.urlopen(
+        urllib.request.Request(url + "?explain=1", data=data)).read())
+    overlay = decode_image(base64.b64decode(explained["overlay"]))
+    assert overlay.shape == decode_image(data).shape
+    assert [f["box"] for f in explained["faces"]] == [r.box for r in engine.faces(decode_image(data))]
+    batch = {"images": [base64.b64encode(p.read_bytes()).decode() for p in photos[:3]]}
+    request = urllib.request.Request(url, data=json.dumps(batch).encode(),
+                                     headers={"Content-Type": "application/json"})
+    results = json.loads(urllib.request.urlopen(request).read())["results"]
+    assert [len(r["faces"]) for r in results] == \
+        [len(engine.faces(decode_image(p.read_bytes()))) for p in photos[:3]]
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"\x00garbage"))
+    assert bad.value.code == 400 and "not a decodable image" in json.loads(bad.value.read())["reason"]
+    assert handle.stats.remote().result()["regions"] == "faces"
+    serve.delete("t-faces")
 
 
 def test_a_replica_killed_mid_load_fails_no_request_after_the_retry(served):
@@ -416,7 +536,7 @@ def test_a_replica_killed_mid_load_fails_no_request_after_the_retry(served):
 
     from maskrt.ray.serve import score_with_retry
 
-    handle = _deploy("t-kill", replicas=2, max_batch=4, batch_wait_ms=5)
+    handle = _deploy("t-kill", replicas=2, max_batch=4, batch_wait_ms=5, regions="frame")
     pids = set()
     for _ in range(40):
         pids.add(handle.stats.remote().result()["pid"])
@@ -452,7 +572,7 @@ def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served,
     from maskrt.ray.ingest import REASON_BACK_PRESSURE, ingest
 
     handle = _deploy("t-flood", replicas=1, max_batch=2, max_ongoing_requests=2,
-                     max_queued_requests=3)
+                     max_queued_requests=3, regions="frame")
     frames = face_frames(2)
     outcomes = []
     for response in [handle.score.remote(frames[i % 2]) for i in range(60)]:
@@ -472,32 +592,57 @@ def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served,
 
 
 def _scored_per_source(path: Path) -> dict[str, int]:
-    """Scored records per source in the whole lines written so far to ``path``."""
+    """Scored frames per source in the whole lines written so far to ``path`` (a frame counts
+    once: its frame-level record, region 0 or the one with ``faces`` 0)."""
     data = path.read_bytes() if path.exists() else b""
     rows = [json.loads(line) for line in data.split(b"\n")[:-1]]
     scored: dict[str, int] = {}
     for row in rows:
-        if row["status"] == "scored":
+        if row["status"] == "scored" and not row["region_index"]:
             scored[row["source_id"]] = scored.get(row["source_id"], 0) + 1
     return scored
 
 
+def _frame_rows(rows: list[dict]) -> dict:
+    """The frame-level rows by (source, frame): one per frame (ray_helpers.by_frame)."""
+    return by_frame([r for r in rows if r["status"] != "scored" or not r["region_index"]])
+
+
+@pytest.fixture(scope="module")
+def clip_frames(scenes, tmp_path_factory):
+    """The scene clip's 12 frames as JPEGs (what the MJPEG cameras serve, in a loop)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("ray-clip-frames")
+    capture = cv2.VideoCapture(str(scenes["clip"]))
+    n = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(str(folder / f"{n:03d}.jpg"), frame)
+        n += 1
+    capture.release()
+    assert n == 12, n
+    return folder
+
+
 # Ray alone (a deployment, two actor processes) took 35 s of it on a loaded 2-core machine.
 @pytest.mark.time_limit(3 * TIME_LIMIT_S)
-def test_live_cameras_through_ingest_actors_keep_the_identity(served, tmp_path):
-    """Two live MJPEG cameras, one ingest actor each: every frame read has one record, per
-    source and in all, and both cameras make progress. The run ends on a count (each camera
-    has 10 scored records on disk), not after a time: starting the actors alone took 30 s on a
-    loaded 2-core machine, and a 4 s --duration then left a camera 1-2 frames. At most 8
-    requests in flight per actor: what is sent before the stop is answered before the end."""
+def test_live_cameras_through_ingest_actors_are_tracked(served, clip_frames, tmp_path):
+    """Two live MJPEG cameras of scene frames, one ingest actor each: every frame read has one
+    frame-level record, per source and in all, in frame order; its faces are tracked in the
+    actor (track ids, track events in events.jsonl). The run ends on a count (each camera has
+    10 scored frames on disk), not after a time: starting the actors alone took 30 s on a
+    loaded 2-core machine. At most 8 requests in flight per actor: what is sent before the stop
+    is answered before the end, and the tracks end with it (track_ended events)."""
     from ray import serve
 
     from maskrt.ray.ingest import ingest
 
     handle = _deploy("t-live", replicas=1, max_batch=8)
-    frames_dir = write_frames_dir(tmp_path / "frames", 8)
     out, stop, result = tmp_path / "live", threading.Event(), {}
-    with mjpeg_server(frames_dir, fps=15) as one, mjpeg_server(frames_dir, fps=15) as two:
+    with mjpeg_server(clip_frames, fps=10) as one, mjpeg_server(clip_frames, fps=10) as two:
         urls = [f"http://127.0.0.1:{s.port}/stream.mjpg" for s in (one, two)]
         job = threading.Thread(target=lambda: result.update(summary=ingest(
             urls, out, handle=handle, groups=2, max_in_flight=8, stop=stop)), daemon=True)
@@ -510,30 +655,51 @@ def test_live_cameras_through_ingest_actors_keep_the_identity(served, tmp_path):
             stop.set()
             job.join()
     summary = result["summary"]
-    rows = by_frame(read_jsonl(out / "records.jsonl"))
+    rows = read_jsonl(out / "records.jsonl")
+    frames = _frame_rows(rows)
     assert summary["accounting_ok"] and summary["stopped_by"] == "stop"
-    assert summary["groups"] == 2 and len(rows) == summary["counts"]["read"]
+    assert summary["groups"] == 2 and len(frames) == summary["counts"]["read"]
+    assert summary["settings"]["regions"] == "faces" and summary["settings"]["track"] == "auto"
     for url in urls:
         source = summary["sources"][url]
         assert source["scored"] >= 10 and source["read"] == sum(
             source[s] for s in ("scored", "dropped", "failed"))
         assert source["waiting_s"] > 0  # connecting took time: the figures are the source's
-        assert sorted(i for s, i in rows if s == url) == list(range(source["read"]))
+        assert sorted(i for s, i in frames if s == url) == list(range(source["read"]))
+        mine = [(r["frame_index"], r["region_index"] or 0) for r in rows if r["source_id"] == url]
+        assert mine == sorted(mine)  # records in frame order: the tracker saw them so
+        faces = [r for r in rows if r["source_id"] == url and r["faces"]]
+        assert faces and all(r["classified"] and r["face_score"] is not None for r in faces)
+        assert any(r["track_id"] is not None and r["track_label"] is not None for r in faces)
+    events = read_jsonl(out / "events.jsonl")
+    kinds = {(e["source_id"], e["event"]) for e in events}
+    assert {(url, k) for url in urls for k in ("track_started", "track_ended")} <= kinds
+    assert summary["tracks_ended"] == sum(e["event"] == "track_ended" for e in events) > 0
     assert summary["startup_s"] > 0
     serve.delete("t-live")
 
 
 def test_cli_ray_serve_with_ingest_records_every_frame(served, media, tmp_path, capsys):
-    """``maskrt ray serve --ingest``: the deployment up on the port, a video's frames sent by an
-    ingest actor, a summary like maskrt score's; Serve is shut down at the end."""
+    """``maskrt ray serve --ingest``: the deployment up on the port (faces), a video's frames
+    sent by an ingest actor, a summary like maskrt score's; Serve is shut down at the end.
+    ``--regions frame``: one record per frame, the whole frame decided."""
     out = tmp_path / "served"
     assert _score_cli(["ray", "serve", "--port", str(served), "--replicas", "1", "--max-batch",
                        "4", "--ingest", str(media["video"]), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"http://127.0.0.1:{served}/ (1 replica(s), batches of up to 4" in printed
     assert "24 frames read: 24 scored, 0 dropped, 0 failed (accounting ok)" in printed
-    assert sorted(by_frame(read_jsonl(out / "records.jsonl"))) == \
+    assert "faces:" in printed
+    assert sorted(_frame_rows(read_jsonl(out / "records.jsonl"))) == \
         [(str(media["video"]), i) for i in range(24)]
+    frame_out = tmp_path / "served-frame"
+    assert _score_cli(["ray", "serve", "--port", str(served), "--replicas", "1", "--regions",
+                       "frame", "--ingest", str(media["video"]), "--out", str(frame_out)]) == 0
+    assert "24 frames read: 24 scored, 0 dropped, 0 failed (accounting ok)" in \
+        capsys.readouterr().out
+    rows = read_jsonl(frame_out / "records.jsonl")
+    assert sorted(by_frame(rows)) == [(str(media["video"]), i) for i in range(24)]
+    assert all(r["box"] == [0, 0, 160, 120] and r["faces"] == 1 and r["label"] for r in rows)
 
 
 # ---------------------------------------------------------------------------- node failure

@@ -6,10 +6,12 @@
   ``records.parquet``): every face found, tracked and decided as ``maskrt score`` does (same
   ``--regions``, ``--preset``, ``--face-option``, ``--track``, ``--reuse``, ``--track-option``;
   each video scored in one actor), and ``DIR/summary.json`` with the accounting identity.
-* ``serve``: the Ray Serve deployment (HTTP ``POST /`` with an encoded image -> the decision
-  JSON); with ``--ingest SOURCE... --out DIR`` also ingest actors sending live sources' frames to
-  it, every frame recorded (Serve's back-pressure -> ``dropped``), until the sources end,
-  ``--duration`` or Ctrl-C.
+* ``serve``: the Ray Serve deployment (HTTP ``POST /`` with an encoded image -> every face as
+  JSON, ``?explain=1`` with the overlay; ``--regions frame``: the whole frame's one decision);
+  with ``--ingest SOURCE... --out DIR`` also ingest actors sending live sources' frames to it,
+  every frame recorded (Serve's back-pressure -> ``dropped``) and each source's faces tracked
+  in its actor (``--track``, ``--track-option``), until the sources end, ``--duration`` or
+  Ctrl-C.
 
 ``--address`` joins a running cluster (``auto``, ``HOST:PORT``); without it a local one is
 started with ``--num-cpus`` logical CPUs. Paths must be readable at the same place on every node.
@@ -48,7 +50,8 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _face_arguments(parser: argparse.ArgumentParser) -> None:
-    """maskrt score's --regions, --preset, --face-option, --track, --reuse, --track-option."""
+    """maskrt score's --regions, --preset, --face-option, --track, --reuse, --track-option (on
+    ``serve``, --reuse has no effect: the deployment classifies every face it reports)."""
     from maskrt.cli.common import add_track_arguments
     from maskrt.detect import PRESETS
 
@@ -118,6 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--duration", type=non_negative_float, default=None, metavar="SECONDS",
                        help="stop after this long (with --ingest: of reading, counted once "
                             "every ingest actor reads; default: until Ctrl-C, or the sources end)")
+    _face_arguments(serve)
     add_backend_arguments(serve)
 
 
@@ -158,8 +162,14 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from maskrt.cli.common import track_kwargs
+    from maskrt.detect import parse_face_options
+
     if args.ingest and args.out is None:
         raise ValueError("--ingest: expected --out DIR for the records of the ingested frames")
+    tracking = track_kwargs(args)
+    options = {"regions": args.regions, "preset": args.preset,
+               "face_options": parse_face_options(args.face_option)}
     from maskrt.ray.cluster import connect
 
     connect(args.address, num_cpus=args.num_cpus)
@@ -171,20 +181,23 @@ def _serve(args: argparse.Namespace) -> int:
                      "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
                      "max_ongoing_requests": args.max_ongoing,
                      "max_queued_requests": args.max_queued, "model": args.model,
-                     "backend": args.backend, "backend_options": args.backend_options})
+                     "backend": args.backend, "backend_options": args.backend_options,
+                     **options})
     serve.start(http_options={"host": args.host, "port": args.port})
     try:  # from here on Serve is shut down however this ends (serve.run failing too)
         handle = serve.run(app, name=APP_NAME, route_prefix="/")
         scale = (f"autoscaling {args.autoscale[0]}-{args.autoscale[1]} replicas"
                  if args.autoscale else f"{args.replicas} replica(s)")
+        what = "every face" if args.regions == "faces" else "the whole frame's decision"
         print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
-              f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image",
-              flush=True)
+              f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image for "
+              f"{what} (?explain=1: with the overlay)", flush=True)
         if args.ingest:
             from maskrt.ray.ingest import ingest
 
             summary = ingest(args.ingest, args.out, handle=handle, groups=args.groups,
-                             duration_s=args.duration, progress=sys.stderr)
+                             duration_s=args.duration, progress=sys.stderr,
+                             track=tracking["track"], track_options=tracking["track_options"])
             print_summary(summary, args.out)
             return 0 if summary["accounting_ok"] else 1
         _wait(args.duration)
@@ -216,4 +229,6 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary.get("settings", {}).get("regions") == "faces":
         print(f"faces: {summary['classified_faces'] or 0} classified, "
               f"{summary['reused_faces'] or 0} took their track's decision")
+    if summary.get("tracks_ended"):
+        print(f"people: {summary['tracks_ended']} tracks ended, {summary['track_labels']}")
     print(f"wrote {summary['outputs']['records']} and {out / 'summary.json'}")

@@ -15,9 +15,11 @@ here that needs Ray raises :class:`RayNotInstalled` saying what to install.
   per face (``regions="frame"``: per frame) and per frame dropped or failed with the reason,
   ``records.jsonl`` (or Parquet) and a ``summary.json`` with the accounting identity, like
   ``maskrt score``'s.
-* :mod:`maskrt.ray.serve`: the Ray Serve deployment (``serve run maskrt.ray.serve:app``).
+* :mod:`maskrt.ray.serve`: the Ray Serve deployment (``serve run maskrt.ray.serve:app``): every
+  face of a frame, as :meth:`maskrt.Engine.faces` gives them (``regions="frame"``: one decision).
 * :func:`ingest` (:mod:`maskrt.ray.ingest`): ingest actors reading maskrt's stream sources and
-  sending frames to the deployment; Serve's back-pressure becomes ``dropped`` records.
+  sending frames to the deployment, each source's faces tracked in its actor
+  (:mod:`maskrt.ray.live_tracks`); Serve's back-pressure becomes ``dropped`` records.
 """
 
 from __future__ import annotations

@@ -56,9 +56,11 @@ class MaskScorer:
         self.explain = explain
         self.image_column = image_column
 
-    def decide(self, frames: Sequence[Any]) -> list[Any]:
-        """Per frame, its :class:`maskrt.Result` (with ``overlay`` when explaining), or the reason
-        (a str) it could not be scored: not a usable image, or the backend failed on its chunk."""
+    def decide(self, frames: Sequence[Any], explain: bool | None = None) -> list[Any]:
+        """Per frame, its :class:`maskrt.Result` (with ``overlay`` when explaining: ``explain``,
+        default the scorer's), or the reason (a str) it could not be scored: not a usable image,
+        or the backend failed on its chunk."""
+        explain = self.explain if explain is None else explain
         decided: list[Any] = [None] * len(frames)
         images: list[np.ndarray] = []
         rows: list[int] = []
@@ -74,12 +76,12 @@ class MaskScorer:
             try:
                 logits, features = self.engine.infer(np.stack([resize_to_input(im) for im in chunk]))
                 results = (self.engine.results_from(logits, features, chunk, heatmaps=False)
-                           if self.explain else self.engine.results_from(logits))
+                           if explain else self.engine.results_from(logits))
             except Exception as err:  # noqa: BLE001 - a backend error fails this chunk only
                 log.exception("backend error on a chunk of %d frames", len(chunk))
                 results = [f"backend error: {type(err).__name__}: {err}"] * len(chunk)
             for row, result in zip(owners, results):
-                if self.explain and not isinstance(result, str):
+                if explain and not isinstance(result, str):
                     result.overlay = to_host(result.overlay)
                 decided[row] = result
         return decided
