@@ -118,20 +118,23 @@ def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
     return 0
 
 
-def report_threshold_cv(scenes_root: Path, k: int, thresholds: Sequence[float]) -> int:
+def report_threshold_cv(scenes_root: Path, k: int, thresholds: Sequence[float],
+                        splits: Sequence[str] = ("train", "val"),
+                        options: dict[str, Any] | None = None) -> int:
     """The default ``report_threshold`` by K-fold cross-validation over scenes train+val (folds
     by photo, as :func:`cross_validate`'s): every photo is scored once with the default preset
     (every candidate kept); each threshold then only filters, so its reported faces are judged
     per photo (class-aware, IoU 0.5) and summed. Each fold's held-out photos are reported at the
     threshold with the best F1 on the other folds; the pooled held-out figures are the ones to
-    quote. The default: the threshold with the best F1 on all photos."""
+    quote. The default: the threshold with the best F1 on all photos. ``splits``: val alone
+    for a detector fine-tuned on train; ``options``: face options (e.g. detector_model)."""
     from maskrt.engine import Engine
     from maskrt.train.voc_metric import operating_point
 
-    images, truth = _load([scenes_root / "train", scenes_root / "val"])
+    images, truth = _load([scenes_root / split for split in splits])
     with Engine() as engine:
-        detections, detect_s = score_photos(images, {}, engine)
-    print(f"{len(images)} photos of scenes train+val scored once ({detect_s * 1e3:.0f} ms "
+        detections, detect_s = score_photos(images, dict(options or {}), engine)
+    print(f"{len(images)} photos of scenes {'+'.join(splits)} scored once ({detect_s * 1e3:.0f} ms "
           f"detection a photo); {len(thresholds)} thresholds, {k} folds")
     # Per photo: its matching never looks at another photo, so counts add up over any folds.
     per_photo = {t: [operating_point([d], [g], t) for d, g in zip(detections, truth)]

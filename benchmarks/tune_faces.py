@@ -59,6 +59,11 @@ def main() -> int:
                         help="the default preset on changed photos (sizes, JPEG, blur, light)")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="--robustness: also these face options (repeatable)")
+    parser.add_argument("--cv-splits", default="train,val",
+                        help="--report-threshold: the scene splits the folds are cut from (val "
+                             "alone for a detector fine-tuned on train)")
+    parser.add_argument("--face-options", default="", metavar="KEY=VALUE[,...]",
+                        help="--report-threshold: face options to score with (detector_model=...)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     if args.report_threshold:
@@ -66,8 +71,11 @@ def main() -> int:
 
         if not args.cv:
             parser.error("--report-threshold: expected --cv K (K >= 2) with it")
+        from maskrt.detect import parse_face_options
+
+        options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
         return report_threshold_cv(REPO.parent / "shared/data/scenes", args.cv,
-                                   args.report_thresholds)
+                                   args.report_thresholds, args.cv_splits.split(","), options)
     if args.cv:
         from scene_study import cross_validate
 

@@ -89,7 +89,7 @@ def crowd() -> np.ndarray:
 @pytest.mark.parametrize("report_threshold", [None, 0.0])
 def test_labels_never_cover_one_another_in_a_crowd(crowd, report_threshold):
     faces = shared_engine().faces(crowd, report_threshold=report_threshold)
-    assert len(faces) >= 30  # a crowd: nine copies of a scene's faces
+    assert len(faces) >= 25  # a crowd: nine copies of a scene's faces
     labels = face_labels(faces, crowd.shape)
     check_placement(labels, [f.box for f in faces], (crowd.shape[1], crowd.shape[0]))
     placed = [label for label in labels if label is not None]

@@ -410,7 +410,9 @@ def test_face_boxes_and_landmarks_of_a_reduced_photo_scale_back(tmp_path):
         (folder / name).write_bytes(big.read_bytes())
     records, _ = run_pipeline(Pipeline(engine, [folder], track="on"))
     ended = [e for r in records for e in r.events if e["event"] == "track_ended"]
-    assert ended and all(e["best_box"] in [reduction.box(f.box) for f in expected] for e in ended)
+    # (a confirmed track reports its faces below report_threshold too: every candidate counts)
+    candidates = [reduction.box(f.box) for f in engine.faces(decoded, report_threshold=0)]
+    assert ended and all(e["best_box"] in candidates for e in ended)
 
 
 def test_sinks_draw_and_cut_with_the_frame_box():

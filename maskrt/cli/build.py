@@ -97,9 +97,9 @@ def _default_onnx(args: argparse.Namespace) -> Path:
     """The detector's shipped graph, or the classifier's, exported once into the export cache
     (what the backends run)."""
     if args.graph == "detector":
-        from maskrt.detect.yunet import MODEL_PATH
+        from maskrt.detect import PRESETS, detector_model_path
 
-        return MODEL_PATH
+        return detector_model_path(PRESETS["default"]["detector_model"])
     from maskrt.graph import Graph
 
     return Graph(args.model).onnx_path()

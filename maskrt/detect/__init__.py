@@ -28,18 +28,21 @@ from maskrt.detect.scale import ScaleRule
 #: device when it has one and a GPU detector can run there, else the CPU), its backend, and the
 #: folder of TensorRT engines (shared with the classifier's)
 _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backend": "auto",
-                                     "detector_engine_dir": "engines", "detector_model": "yunet"}
+                                     "detector_engine_dir": "engines", "detector_model": "yunet-masks"}
 #: the detector graphs shipped in maskrt/models/yunet, by the name ``detector_model`` takes (any
-#: other value is the path of a YuNet-compatible ONNX graph)
-DETECTOR_MODELS = {"yunet": "yunet_n_dynamic.onnx"}
+#: other value is the path of a YuNet-compatible ONNX graph): "yunet-masks", the default, is
+#: YuNet-n fine-tuned on scenes train (python -m maskrt.train.detector; MODEL.md, "The face
+#: detector"); "yunet" the published YuNet-n
+DETECTOR_MODELS = {"yunet-masks": "yunet_n_masks.onnx", "yunet": "yunet_n_dynamic.onnx"}
 #: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
 _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
                                    ("face_target", "min_scale", "max_scale", "probe_every")}
-#: the least face score of a reported face (records, overlays, events, metrics), chosen by
-#: 5-fold cross-validation over scenes train+val for the best F1 of reported faces, class-aware
-#: at IoU 0.5 (benchmarks/tune_faces.py --report-threshold --cv 5). The detector's lower
-#: candidates stay: mAP ranks them, and the tracker keeps a known person's track with them.
-REPORT_THRESHOLD = 0.7
+#: the least face score of a reported face (records, overlays, events, metrics), chosen for the
+#: fine-tuned detector by 5-fold cross-validation over scenes val (the detector trained on
+#: train) for the best F1 of reported faces, class-aware at IoU 0.5 (benchmarks/tune_faces.py
+#: --report-threshold --cv 5 --cv-splits val). The detector's lower candidates stay: mAP ranks
+#: them, and the tracker keeps a known person's track with them.
+REPORT_THRESHOLD = 0.82
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "yunet"
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
