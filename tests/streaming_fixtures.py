@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from collections import defaultdict
 from functools import lru_cache
@@ -105,6 +106,14 @@ def write_frames_dir(directory: Path, n: int, size: tuple[int, int] = (160, 120)
 
 def maskrt_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("maskrt-") and t.is_alive()]
+
+
+def assert_threads_end(patience_s: float) -> None:
+    """Every pipeline thread ends within ``patience_s`` (a test's pipelines left nothing running)."""
+    deadline = time.monotonic() + patience_s
+    while maskrt_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert maskrt_threads() == [], f"pipeline threads left running: {maskrt_threads()}"
 
 
 def check_accounting(records: Iterable[Any], counters: dict[str, Any]) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ from maskrt.stream.stages import Stage
 from maskrt.stream.work import (REASON_LATE, REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED,
                                REASON_SUPERSEDED)
 from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
-from streaming_fixtures import (run_pipeline, check_accounting, face_frames, face_paths, maskrt_threads,
+from streaming_fixtures import (assert_threads_end, run_pipeline, check_accounting, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_frames_dir, write_video)
 from streaming_servers import free_port, mjpeg_server, rtsp_server, rtsp_unavailable_reason
 
@@ -40,10 +40,7 @@ def engine():
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
     yield
-    deadline = time.monotonic() + 5
-    while maskrt_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert maskrt_threads() == [], f"pipeline threads left running: {maskrt_threads()}"
+    assert_threads_end(5)
 
 
 

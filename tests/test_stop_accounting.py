@@ -26,7 +26,7 @@ from maskrt.stream.pipeline import Pipeline as FacesPipeline
 from maskrt.stream.sinks import Sink
 from maskrt.stream.sources import Frame, Source
 from maskrt.stream.stages import Stage
-from streaming_fixtures import check_accounting, maskrt_threads, shared_engine, write_video
+from streaming_fixtures import assert_threads_end, check_accounting, maskrt_threads, shared_engine, write_video
 
 Pipeline = functools.partial(FacesPipeline, regions="frame")
 
@@ -43,10 +43,7 @@ def engine():
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
     yield
-    deadline = time.monotonic() + 10
-    while maskrt_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert maskrt_threads() == [], f"pipeline threads left running: {maskrt_threads()}"
+    assert_threads_end(10)
 
 
 class _Camera(Source):
