@@ -48,3 +48,20 @@ def test_abort_records_the_frames_in_flight_and_counts_nothing_after() -> None:
     assert sorted((r.frame_index, r.status) for r in records) == [
         (0, "dropped"), (1, "scored"), (2, "dropped"), (3, "dropped")]
     assert {r.reason for r in records if r.frame_index in (2, 3)} == {"aborted (second SIGINT)"}
+
+
+def test_latencies_are_a_copy_that_scoring_can_go_on_past() -> None:
+    # The live view asks for the summary (latencies) from its own threads while frames are
+    # scored: a view of the ledger's array would make the next append raise BufferError.
+    output: BoundedQueue = BoundedQueue(8, name="records")
+    ledger = Ledger(output)
+    handle = SourceHandle(Source("cam"))
+    ledger.open(handle)
+    tasks = [FrameTask(handle, Frame(i, time.time(), image=np.zeros((4, 4, 3), np.uint8)))
+             for i in range(2)]
+    for task in tasks:
+        assert ledger.read(task)
+    ledger.scored(tasks[0], [frame_record(tasks[0], SCORED, None)])
+    held = ledger.latencies()
+    ledger.scored(tasks[1], [frame_record(tasks[1], SCORED, None)])
+    assert len(held) == 1 and len(ledger.latencies()) == 2

@@ -236,7 +236,9 @@ class Ledger:
 
     def latencies(self) -> np.ndarray:
         with self._lock:
-            return np.asarray(self._latencies, dtype=np.float64)
+            # a copy: a view would pin the array, and the next scored frame could not append
+            # to it (BufferError) while the caller holds the view
+            return np.array(self._latencies, dtype=np.float64)
 
 
 def _key(task: FrameTask) -> tuple[str, int]:
