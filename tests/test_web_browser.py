@@ -214,16 +214,15 @@ def _watch_the_run(browser: DevTools, port: int, camera: str, clip: str, out: Pa
     for source_id, entry in summary["sources"].items():
         shown = {k: int(tiles[source_id][k]) for k in ("read", "scored", "dropped", "failed")}
         assert shown["read"] == shown["scored"] + shown["dropped"] + shown["failed"], shown
-        if entry["read"] != entry["scored"] + entry["dropped"] + entry["failed"]:
-            # A known race of the stop path (not the view's): a camera frame dropped by the
-            # stop after the summary was made; the page shows it, summary.json does not.
-            entry = {**entry, "dropped": entry["read"] - entry["scored"] - entry["failed"]}
+        # (this test found a race of the stop path: a frame dropped after summary.json was
+        # written; tests/test_stop_accounting.py holds its fix)
+        assert entry["read"] == entry["scored"] + entry["dropped"] + entry["failed"], entry
         assert shown == {k: entry[k] for k in shown}, (source_id, shown, entry)
     assert tiles[clip]["state"] == "finished" and int(tiles[clip]["scored"]) == 80
     counts = browser.evaluate(COUNTS)
+    assert summary["accounting_ok"], summary
     for key, value in {**summary["counts"], **summary["labels"]}.items():
-        if key != "dropped" or summary["accounting_ok"]:
-            assert int(counts[key]) == value, (key, counts, summary)
+        assert int(counts[key]) == value, (key, counts, summary)
     shown_faces = browser.evaluate("document.querySelectorAll('#faces li').length")
     assert shown_faces == min(60, int(counts["people without mask"]))
 
