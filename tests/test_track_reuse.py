@@ -13,7 +13,9 @@ from maskrt.stream.queue import BoundedQueue
 from maskrt.track.decision import TrackDecision
 from maskrt.track.settings import TrackSettings, check_track_mode, parse_track_options
 from maskrt.track.source import DECISION, TRACK_ENDED, TRACK_STARTED, SourceTracks
-from maskrt.stream.work import Region
+from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.work import FrameTask, Region, SourceHandle
+from maskrt.track.stage import TrackStage
 
 
 def result(p_without: float) -> SimpleNamespace:
@@ -242,3 +244,29 @@ def test_live_frames_give_way_to_newer_ones_before_the_detector_and_when_aging_a
     queue.put(frame(other, 10.1))
     queue.put(new)
     assert dropped == [old] and len(queue) == 2
+
+
+class _Camera(Source):
+    kind, live = "camera", True
+
+
+class _Video(Source):
+    kind, live = "video", False
+
+
+def test_live_sources_detect_every_second_frame_even_when_frames_are_dropped():
+    """live_detect_every (2): counted in the frames that arrive, so a camera whose even frames
+    were all dropped is still detected on every second frame that arrives (by index modulo 2,
+    never); a video (detect_every 1) is detected on every frame."""
+    stage = TrackStage(settings=TrackSettings())
+    camera, dropping = SourceHandle(_Camera("cam")), SourceHandle(_Camera("cam2"))
+    video = SourceHandle(_Video("clip"))
+
+    def skipped(handle, indices):
+        return [stage.skips_detection(FrameTask(handle, Frame(i, 0.0))) for i in indices]
+
+    assert skipped(camera, [0, 1, 2, 3, 4]) == [False, True, False, True, False]
+    assert skipped(dropping, [1, 3, 5, 7]) == [False, True, False, True]  # the even ones dropped
+    assert skipped(video, [0, 1, 2, 3]) == [False] * 4
+    with pytest.raises(ValueError, match="live_detect_every >= 1"):
+        TrackSettings(live_detect_every=0)

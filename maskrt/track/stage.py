@@ -32,6 +32,8 @@ class TrackStage(Stage):
         self.settings = settings or TrackSettings()
         self._lock = threading.Lock()
         self._sources: dict[tuple[str, str | None], SourceTracks] = {}
+        #: per sequence, the frames that arrived since the last one left to the detector
+        self._since_detected: dict[tuple[str, str | None], int] = {}
 
     def process(self, task: FrameTask) -> FrameTask:
         predict = task.extra.pop(SKIPPED_DETECTION, False)
@@ -60,13 +62,26 @@ class TrackStage(Stage):
 
     def skips_detection(self, task: FrameTask) -> bool:
         """Whether the face stage may leave ``task``'s frame to the tracker's predictions
-        (``detect_every`` > 1, a tracked source, and not a frame the detector must see)."""
-        every = self.settings.detect_every
-        return every > 1 and task.frame.index % every != 0 and self.tracks(task)
+        (``detect_every``, or ``live_detect_every`` for a live source, > 1, a tracked source,
+        and not a frame the detector must see)."""
+        live = getattr(task.handle.source, "live", False)
+        every = self.settings.live_detect_every if live else self.settings.detect_every
+        if every <= 1 or not self.tracks(task):
+            return False
+        # Counted in the frames that arrive, not by index modulo every: a live source drops
+        # frames, and the ones left could all fall between the detected indices.
+        key = self._key(task)
+        with self._lock:
+            since = self._since_detected.get(key)
+            if since is not None and since + 1 < every:
+                self._since_detected[key] = since + 1
+                return True
+            self._since_detected[key] = 0
+        return False
 
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
-        if self.settings.detect_every > 1:
+        if max(self.settings.detect_every, self.settings.live_detect_every) > 1:
             for stage in stages:
                 if hasattr(stage, "skip_detection"):
                     stage.skip_detection = self.skips_detection
