@@ -140,13 +140,19 @@ def _check_ended_with_every_frame(pipeline: Any, sink: _EndSink,
     assert all(r.reason for r in dropped)
 
 
-@pytest.mark.parametrize("repeat", range(3))
-def test_a_frame_a_stage_holds_when_the_stop_comes_is_recorded_before_the_end(
-        engine, tmp_path, repeat):
+def _gated_pipeline(engine, tmp_path):
+    """A live camera and a 40-frame video through a gate stage, with a sink that notes the end."""
     video = str(write_video(tmp_path / "clip.avi", 40))
     gate, sink = _Gate(), _EndSink()
     pipeline = Pipeline(engine, [_Camera(id="camera"), video], stages=[gate], sinks=[sink],
                         batch_size=4, max_wait_ms=5)
+    return pipeline, gate, sink
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_a_frame_a_stage_holds_when_the_stop_comes_is_recorded_before_the_end(
+        engine, tmp_path, repeat):
+    pipeline, gate, sink = _gated_pipeline(engine, tmp_path)
     pipeline.start()
     try:
         assert gate.holding.wait(PATIENCE_S)
@@ -168,10 +174,7 @@ def test_a_frame_a_stage_holds_when_the_stop_comes_is_recorded_before_the_end(
 @pytest.mark.parametrize("repeat", range(3))
 def test_frames_the_stop_takes_out_of_the_queues_are_recorded_before_the_end(
         engine, tmp_path, repeat, monkeypatch):
-    video = str(write_video(tmp_path / "clip.avi", 40))
-    gate, sink = _Gate(), _EndSink()
-    pipeline = Pipeline(engine, [_Camera(id="camera"), video], stages=[gate], sinks=[sink],
-                        batch_size=4, max_wait_ms=5)
+    pipeline, gate, sink = _gated_pipeline(engine, tmp_path)
     resume = threading.Event()
     drop = pipeline.ledger.drop
 
@@ -207,10 +210,7 @@ def test_frames_the_stop_takes_out_of_the_queues_are_recorded_before_the_end(
 
 def test_a_frame_still_held_when_the_stop_gives_up_waiting_is_recorded_as_dropped(
         engine, tmp_path):
-    video = str(write_video(tmp_path / "clip.avi", 40))
-    gate, sink = _Gate(), _EndSink()
-    pipeline = Pipeline(engine, [_Camera(id="camera"), video], stages=[gate], sinks=[sink],
-                        batch_size=4, max_wait_ms=5)
+    pipeline, gate, sink = _gated_pipeline(engine, tmp_path)
     pipeline.start()
     try:
         assert gate.holding.wait(PATIENCE_S)
