@@ -187,13 +187,13 @@ def _print_point(name: str, point: Any, per_class: bool = False) -> None:
                   f"F1 {point.f1(c):.3f}")
 
 
-def robustness(data: Path, compare: Sequence[str]) -> int:
+def robustness(data: Path, compare: Sequence[str], model: str | None = None) -> int:
     from maskrt.detect import parse_face_options
     from maskrt.engine import Engine
     from maskrt.train.voc_metric import GroundTruth
 
     images, truth = _load([data])
-    engine = Engine()
+    engine = Engine(model) if model else Engine()
     settings = [("default preset", {})] + [(c, parse_face_options(c.split(","))) for c in compare]
     print(f"{len(images)} photos of {data}")
     print(f"{'map50':>6} {'loss':>6} {'map30':>6} {'rec50':>6} {'det ms':>6}  change, setting")

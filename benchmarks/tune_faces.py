@@ -59,6 +59,9 @@ def main() -> int:
                         help="the default preset on changed photos (sizes, JPEG, blur, light)")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="--robustness: also these face options (repeatable)")
+    parser.add_argument("--model", default=None,
+                        help="--robustness: the classifier (a checkpoint or .onnx; default the "
+                             "shipped one)")
     parser.add_argument("--cv-splits", default="train,val",
                         help="--report-threshold: the scene splits the folds are cut from (val "
                              "alone for a detector fine-tuned on train)")
@@ -84,7 +87,7 @@ def main() -> int:
     if args.robustness:
         from scene_study import robustness
 
-        return robustness(args.data, args.compare)
+        return robustness(args.data, args.compare, args.model)
     from maskrt.detect.regions import face_regions
     from maskrt.detect.yunet import YuNetDetector
     from maskrt.engine import Engine

@@ -243,3 +243,22 @@ def test_eval_cli_scores_clips_through_the_pipeline(clip_dir: Path, tmp_path: Pa
     assert 0 < report["counts"]["frames"] <= 16  # evaluated up to the frames read
     written = [json.loads(line) for line in records.read_text().splitlines()]
     assert any(r["status"] == "scored" and r["box"] for r in written)
+
+
+def test_clip_crops_are_the_considered_faces_of_every_nth_frame(clip_dir: Path,
+                                                                clip_set: ClipSet) -> None:
+    from maskrt.labels import CLASSES
+    from maskrt.train.scene_data import clip_crops
+
+    crops = clip_crops(clip_dir, every=5)
+    expected = [(f"{clip.name}_f{frame:04d}", GT_CLASSES[int(cls)])
+                for clip in clip_set for frame, gt in sorted(clip.truth.items()) if frame % 5 == 0
+                for considered, cls in zip(gt.consider, gt.classes)
+                if considered and GT_CLASSES[int(cls)] in CLASSES]
+    assert len(expected) > 10
+    assert [(c.photo, CLASSES[c.label]) for c in crops] == expected
+    assert all(c.source == "clip" and c.image.ndim == 3 and min(c.image.shape[:2]) >= 4
+               for c in crops)
+    assert len({c.image.shape for c in crops}) > 3  # cut at each face's own size
+    with pytest.raises(ValueError, match="every >= 1"):
+        clip_crops(clip_dir, every=0)

@@ -282,3 +282,23 @@ def test_the_last_partial_batch_trains(tmp_path) -> None:
     sizes = [len(x) for x, _ in stream]
     assert sizes == [32, 16]  # all 48 images, not 32
     assert [len(x) for x, _ in BatchStream(images(33), 32, 32, "off", seed=0)] == [32]  # not a 1
+
+
+def test_degrade_shrinks_compresses_and_keeps_the_face() -> None:
+    from maskrt.train.augment import augment_image, augment_params, degrade
+
+    face = resize_to_input(decode_image(shared_images("val", "with_mask", 1)[0]), 224)
+    rng = np.random.default_rng(3)
+    outs = [degrade(face, rng) for _ in range(8)]
+    assert all(out.shape == face.shape and out.dtype == np.uint8 for out in outs)
+    # detail is lost (a smaller view), the picture is kept (same face, same colours)
+    detail = lambda im: float(np.abs(np.diff(im.astype(np.float32), axis=1)).mean())  # noqa: E731
+    assert all(detail(out) < detail(face) for out in outs)
+    assert all(np.abs(out.astype(np.float32) - face).mean() < 25 for out in outs)
+    assert len({out.tobytes() for out in outs}) == len(outs)
+    same = [degrade(face, np.random.default_rng(5)) for _ in range(2)]
+    assert np.array_equal(*same)  # seeded: reproducible
+    assert augment_params("degrade")["degrade_p"] == 0.5
+    assert augment_params("light")["degrade_p"] == 0.0
+    light = augment_image(face, 224, augment_params("light"), np.random.default_rng(1))
+    assert light.shape == face.shape

@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="train the first epochs at smaller sizes, e.g. 128:14 (the rest run at --img-size)")
     g.add_argument("--augment", choices=AUGMENT, default=d.augment,
                    help="off, light (flip, crops of 80-100%%, mild colour) or strong (crops of "
-                   "45-100%%, rotation, blur, colour, gray); default %(default)s")
+                   "45-100%%, rotation, blur, colour, gray) or degrade (light, and half the images shrunk, "
+                   "blurred and JPEG-compressed like far faces in frames); default %(default)s")
     g.add_argument("--no-augment", dest="augment", action="store_const", const="off",
                    help="same as --augment off")
     g.add_argument("--final-augment", choices=AUGMENT, default=None,

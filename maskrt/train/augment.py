@@ -20,17 +20,24 @@ from maskrt.train.data import LoadedImages
 
 
 def augment_params(level: str) -> dict[str, Any]:
-    """The random ranges of one ``--augment`` level ("off" leaves images as they are)."""
+    """The random ranges of one ``--augment`` level ("off" leaves images as they are).
+
+    "degrade" is "light" plus, for half the images, the view a camera gives of a face far away:
+    :func:`degrade` (smaller, sometimes blurred, sometimes JPEG-compressed, enlarged back).
+    """
+    if level == "degrade":
+        return {**augment_params("light"), "degrade_p": 0.5}
     if level == "strong":
         return {"scale": (0.45, 1.0), "ratio": (3 / 4, 4 / 3), "flip": True, "rotate": 12.0,
                 "rotate_p": 0.4, "brightness": 0.35, "contrast": 0.35, "saturation": 0.4,
-                "gray_p": 0.05, "blur_p": 0.15}
+                "gray_p": 0.05, "blur_p": 0.15, "degrade_p": 0.0}
     if level == "light":
         return {"scale": (0.8, 1.0), "ratio": (0.9, 1.1), "flip": True, "rotate": 0.0,
                 "rotate_p": 0.0, "brightness": 0.15, "contrast": 0.15, "saturation": 0.15,
-                "gray_p": 0.0, "blur_p": 0.0}
+                "gray_p": 0.0, "blur_p": 0.0, "degrade_p": 0.0}
     return {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "flip": False, "rotate": 0.0, "rotate_p": 0.0,
-            "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "gray_p": 0.0, "blur_p": 0.0}
+            "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "gray_p": 0.0, "blur_p": 0.0,
+            "degrade_p": 0.0}
 
 
 def augment_image(image: np.ndarray, size: int, params: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -57,7 +64,34 @@ def augment_image(image: np.ndarray, size: int, params: dict[str, Any], rng: np.
                              borderMode=cv2.BORDER_REFLECT_101)
     if params["blur_p"] and rng.random() < params["blur_p"]:
         out = cv2.GaussianBlur(np.ascontiguousarray(out), (0, 0), rng.uniform(0.3, 1.2))
+    if params["degrade_p"] and rng.random() < params["degrade_p"]:
+        out = degrade(np.ascontiguousarray(out), rng)
     return np.ascontiguousarray(out)
+
+
+#: the side a degraded face is shrunk to, as a fraction of the input side (224: 27-134 px, the
+#: faces of scene photos and camera frames), and the JPEG qualities it may be stored at
+DEGRADE_SCALE = (0.12, 0.6)
+DEGRADE_QUALITY = (20, 70)
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A square uint8 image as a camera sees the same face from further away: shrunk to a side
+    in :data:`DEGRADE_SCALE`, blurred (40%), JPEG-compressed (60%) at that size, enlarged back
+    bilinearly as scoring enlarges small crops. Degrading at the small size matters: JPEG blocks
+    and blur act on the face's own pixels, as in a frame, not on the 224-pixel crop."""
+    import cv2
+    size = image.shape[0]
+    side = max(8, int(round(size * rng.uniform(*DEGRADE_SCALE))))
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.4:
+        small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.4, 1.2))
+    if rng.random() < 0.6:
+        quality = int(rng.integers(DEGRADE_QUALITY[0], DEGRADE_QUALITY[1] + 1))
+        ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            small = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def color_jitter(batch: torch.Tensor, params: dict[str, Any], gen: torch.Generator) -> torch.Tensor:

@@ -46,7 +46,7 @@ def scene_crops(root: str | os.PathLike[str], *, widen: float = 1.2) -> SceneCro
         for box, label, difficult in zip(truth.boxes, truth.labels, truth.difficult):
             if difficult or label not in CLASSES:
                 continue
-            x0, y0, x1, y1 = _widened(box, widen, w, h)
+            x0, y0, x1, y1 = widened_box(box, widen, w, h)
             if x1 - x0 < 1 or y1 - y0 < 1:
                 continue
             out.crops.append(image[y0:y1, x0:x1].copy())
@@ -64,7 +64,7 @@ def classify_crops(engine: Any, crops: SceneCrops, batch_size: int = 64) -> Bina
     return BinaryMetrics.from_labels(np.asarray(crops.labels), np.asarray(predicted))
 
 
-def _widened(box: np.ndarray, factor: float, w: int, h: int) -> tuple[int, int, int, int]:
+def widened_box(box: np.ndarray, factor: float, w: int, h: int) -> tuple[int, int, int, int]:
     cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
     half_w, half_h = (box[2] - box[0]) * factor / 2.0, (box[3] - box[1]) * factor / 2.0
     return (max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h)),

@@ -49,7 +49,7 @@ class Crop:
     image: np.ndarray
     label: int
     photo: str
-    source: str  # "gt" or "det"
+    source: str  # "gt", "det" or "clip"
 
 
 def ground_truth_crops(split: str | os.PathLike[str], widen: float = WIDEN) -> list[Crop]:
@@ -104,6 +104,41 @@ def _labelled_regions(faces, shape, truth, settings, match_iou,
             yield region.crop_box or region.box, CLASSES.index(truth.labels[best])
 
 
+def clip_crops(clips: str | os.PathLike[str], every: int = 6,
+               widen: float = WIDEN) -> list[Crop]:
+    """The considered ground-truth faces of every ``every``-th frame of a clip set (see the
+    module docstring); ``photo`` names the clip and frame."""
+    import cv2
+
+    from maskrt.train.clips import GT_CLASSES, load_clip_set
+    from maskrt.train.scene_crops import widened_box
+
+    if every < 1:
+        raise ValueError(f"clip crops: expected every >= 1, got {every}")
+    crops: list[Crop] = []
+    for clip in load_clip_set(clips):
+        capture = cv2.VideoCapture(str(clip.video))
+        try:
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                truth = clip.truth.get(index)
+                if index % every == 0 and truth is not None:
+                    h, w = frame.shape[:2]
+                    for box, considered, cls in zip(truth.boxes, truth.consider, truth.classes):
+                        if considered and GT_CLASSES.get(int(cls)) in CLASSES:
+                            x0, y0, x1, y1 = widened_box(box, widen, w, h)
+                            crops.append(Crop(frame[y0:y1, x0:x1].copy(),
+                                              CLASSES.index(GT_CLASSES[int(cls)]),
+                                              f"{clip.name}_f{index:04d}", "clip"))
+                index += 1
+        finally:
+            capture.release()
+    return crops
+
+
 def crop_of(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     x0, y0, x1, y1 = box
     return image[y0:y1, x0:x1].copy()
@@ -121,7 +156,8 @@ def write_tree(out: Path, crops: list[Crop], faces: Path | None, val: Path | Non
     train = out / "train"
     for cls in CLASSES:
         (train / cls).mkdir(parents=True, exist_ok=False)
-    counts: dict[str, Counter] = {"gt": Counter(), "det": Counter(), "faces": Counter()}
+    counts: dict[str, Counter] = {"gt": Counter(), "det": Counter(), "clip": Counter(),
+                                  "faces": Counter()}
     seen: Counter = Counter()
     for crop in crops:
         cls = CLASSES[crop.label]
@@ -164,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="link a seeded random subset of this many face images per class")
     parser.add_argument("--val", type=Path, default=None, help="folder to link as val/")
     parser.add_argument("--sources", default="gt,det", help="gt, det or both (default %(default)s)")
+    parser.add_argument("--clips", type=Path, default=None,
+                        help="a clip set made from the SAME training split (make_clips.py): "
+                             "adds its ground-truth faces as the clip source")
+    parser.add_argument("--clip-every", type=int, default=6,
+                        help="take clip faces from every N-th frame (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.out.exists():
@@ -175,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if "det" in sources:
         det, left_out = detector_crops(args.scenes)
         crops += det
+    if args.clips is not None:
+        crops += clip_crops(args.clips, args.clip_every)
     counts = write_tree(args.out, crops, args.faces, args.val, args.faces_per_class, args.seed)
     report = {"scenes": str(args.scenes.resolve()), "counts": counts,
               "detector_left_out": dict(left_out)}
