@@ -128,7 +128,12 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                  "version": Option(str, "model version (default: the server's latest)",
                                    "a version number"),
                  "protocol": Option(_choice("grpc", "http"), "grpc (default) or http", "grpc or http"),
-                 "timeout": Option(float, "seconds a request may take (default 30)", "seconds")},
+                 "timeout": Option(float, "seconds a request may take (default 30)", "seconds"),
+                 "pipeline": Option(_choice("classifier", "faces"), "classifier (default: crops "
+                                    "to the classifier model) or faces (whole frames to the faces "
+                                    "model of a --pipeline faces repository)", "classifier or faces"),
+                 "faces_model": Option(str, "the faces model's name (default maskrt_faces)",
+                                       "a model name")},
                 option_aliases={"model": "model_name"}),
 )}
 ALIASES: dict[str, str] = {alias: spec.name for spec in BACKENDS.values() for alias in spec.aliases}

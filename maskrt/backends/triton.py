@@ -12,6 +12,13 @@ become ``failed`` records with it. The backend then drops its connection and rec
 later call, after a back-off (0.5 s doubling to 8 s, like live sources): calls during the back-off
 fail at once, saying when the next attempt is. Other server errors raise :class:`TritonError`.
 Both are :class:`BackendUnavailable`, so the command line reports them in one line.
+
+``pipeline="faces"``: the server also serves the whole faces pipeline (``maskrt export
+--triton-repo DIR --pipeline faces``): :meth:`TritonBackend.served_faces` sends a frame to its
+entry model (``faces_model``, default ``maskrt_faces``) and gets its faces, classified, back
+(``backends/triton_faces.py``); the pipeline's face stage is then
+:class:`~maskrt.detect.served.ServedFaceStage`. Crops the pipeline still classifies itself
+(a tracked candidate under report_threshold) go to the classifier model as before.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ from typing import Any
 import numpy as np
 
 from maskrt.backends.base import Backend, BackendUnavailable
+from maskrt.backends.triton_faces import (FACES_MODEL, FacesModel, ServedFaces,
+                                          describe_faces_model, faces_inputs, faces_outputs,
+                                          parse_faces)
 from maskrt.graph.export import INPUT_NAME, OUTPUT_NAMES
 from maskrt.labels import FEATURE_CHANNELS, FEATURE_SIZE, INPUT_SIZE
 
 log = logging.getLogger("maskrt.backends.triton")
 
 PROTOCOLS = ("grpc", "http")
+PIPELINES = ("classifier", "faces")
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
 DEFAULT_MODEL = "maskrt"
 INSTALL_HINT = "pip install 'maskrt[triton]'"
@@ -74,6 +85,7 @@ class TritonBackend(Backend):
     the model's name in the server's repository (default "maskrt"; ``--backend-option model=``
     on the command line); version: "" for the latest.
     protocol: "grpc" or "http". timeout: seconds a request (and a connection check) may take.
+    pipeline: "classifier" (default) or "faces" (frames to ``faces_model``; see the module).
     The server must be up and the model ready when the backend is made; later outages are
     survived (see the module's docstring).
     """
@@ -82,11 +94,18 @@ class TritonBackend(Backend):
     precision = "fp32"
 
     def __init__(self, graph: Any, *, url: str | None = None, model_name: str = DEFAULT_MODEL,
-                 version: str = "", protocol: str = "grpc", timeout: float = 30.0) -> None:
+                 version: str = "", protocol: str = "grpc", timeout: float = 30.0,
+                 pipeline: str = "classifier", faces_model: str = FACES_MODEL) -> None:
         super().__init__(graph)
         self._api = client_api(protocol)
         if not timeout > 0:
             raise ValueError(f"triton backend: timeout: expected seconds > 0, got {timeout}")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"triton backend: pipeline: expected one of {', '.join(PIPELINES)}, "
+                             f"got {pipeline!r}")
+        #: the served faces pipeline's entry model (None: classifier only)
+        self.faces_model = faces_model if pipeline == "faces" else None
+        self.faces_info: FacesModel | None = None
         from tritonclient.utils import InferenceServerException
 
         self._server_error = InferenceServerException
@@ -99,6 +118,9 @@ class TritonBackend(Backend):
         try:
             self._client = self._connect()
             self._describe_model(self._client)
+            if self.faces_model is not None:
+                self.faces_info = describe_faces_model(self._client, self.faces_model,
+                                                       self.version, self._as_json())
         except (InferenceServerException, OSError) as err:
             self.close()
             raise TritonUnavailable(f"{self._where()}: {self._reason(err)[0]}") from err
@@ -138,6 +160,35 @@ class TritonBackend(Backend):
                               f"features{list(expected[1])}, got {got}")
         return logits, features
 
+    @property
+    def faces_service(self) -> "TritonBackend | None":
+        """This backend when it serves the faces pipeline (the face stage asks for it)."""
+        return self if self.faces_model is not None else None
+
+    def served_faces(self, frame: np.ndarray, *, scale: float | None = None,
+                     features: bool = False, candidates: bool = True) -> ServedFaces:
+        """One frame's faces from the faces model (see ``backends/triton_faces.py``): detected
+        at ``scale`` when given (else by the server's scale rule), with the candidates under
+        report_threshold after the reported faces (``candidates``) and the reported faces' CAM
+        features (``features``). ValueError for a frame that is not uint8[H, W, 3]."""
+        if self.faces_model is None:
+            raise ValueError(f"{self._where()}: served_faces needs pipeline=faces")
+        inputs = faces_inputs(self._api, frame, scale, features, candidates)
+        timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        try:
+            client = self._ready_client()
+            result = client.infer(self.faces_model, inputs, model_version=self.version,
+                                  outputs=faces_outputs(self._api, features), **timeout)
+            faces = parse_faces(result, features)
+        except TritonError:
+            raise
+        except ValueError as err:
+            raise TritonError(f"{self._where(self.faces_model)}: {err}") from err
+        except (self._server_error, OSError) as err:
+            raise self._failed(err, self.faces_model) from err
+        self._succeeded()
+        return faces
+
     # ------------------------------------------------------------------ connection and back-off
 
     def _ready_client(self) -> Any:
@@ -173,20 +224,23 @@ class TritonBackend(Backend):
         try:
             if not client.is_server_live(**timeout):
                 raise TritonUnavailable(f"{self._where()}: the server is not live")
-            if not client.is_model_ready(self.model, self.version, **timeout):
-                raise TritonUnavailable(f"{self._where()}: model {self.model!r} (version "
-                                        f"{self.version or 'latest'}) is not ready on the server")
+            for model in (self.model, self.faces_model):
+                if model is not None and not client.is_model_ready(model, self.version,
+                                                                   **timeout):
+                    raise TritonUnavailable(f"{self._where()}: model {model!r} (version "
+                                            f"{self.version or 'latest'}) is not ready on the "
+                                            f"server")
         except BaseException:
             client.close()
             raise
         return client
 
-    def _failed(self, err: BaseException) -> TritonError:
-        """The error to raise for ``err``; a transient one drops the connection and starts a
-        back-off before the next attempt."""
+    def _failed(self, err: BaseException, model: str | None = None) -> TritonError:
+        """The error to raise for ``err`` (a request to ``model``, default the classifier's); a
+        transient one drops the connection and starts a back-off before the next attempt."""
         reason, transient = self._reason(err)
         if not transient:
-            return TritonError(f"{self._where()}: {reason}")
+            return TritonError(f"{self._where(model)}: {reason}")
         with self._lock:
             client, self._client = self._client, None
             self._failures += 1
@@ -196,9 +250,9 @@ class TritonBackend(Backend):
         if client is not None:
             client.close()
         (log.warning if self._failures == 1 else log.info)(
-            "%s: %s; reconnecting in %.1f s (attempt %d failed)", self._where(), reason, delay,
-            self._failures)
-        return TritonUnavailable(f"{self._where()}: {reason}; reconnecting in {delay:.1f} s")
+            "%s: %s; reconnecting in %.1f s (attempt %d failed)", self._where(model), reason,
+            delay, self._failures)
+        return TritonUnavailable(f"{self._where(model)}: {reason}; reconnecting in {delay:.1f} s")
 
     def _succeeded(self) -> None:
         if self._failures:
@@ -272,12 +326,15 @@ class TritonBackend(Backend):
                         "from) is %s...; give --model the graph the repository was written from",
                         self._where(), self.server_onnx_sha256[:16], self.graph.origin, local[:16])
 
-    def _where(self) -> str:
-        return f"triton server {self.url} ({self.protocol}), model {self.model}"
+    def _where(self, model: str | None = None) -> str:
+        return f"triton server {self.url} ({self.protocol}), model {model or self.model}"
 
     def describe(self) -> str:
+        faces = "" if self.faces_info is None else \
+            (f"; faces model {self.faces_info.name} (preset {self.faces_info.preset}, face "
+             f"options {list(self.faces_info.face_options) or 'none'})")
         return (f"triton {self.server_version} {self.protocol} {self.url}, model {self.model} "
-                f"({self.platform}, max batch {self.max_batch})")
+                f"({self.platform}, max batch {self.max_batch}){faces}")
 
     def close(self) -> None:
         with self._lock:

@@ -18,17 +18,23 @@ rank faces for ``maskrt eval``'s mAP and keep tracks alive, but are not shown to
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from maskrt.detect.regions import check_box_fit, check_report_threshold
 from maskrt.detect.scale import ScaleRule
 
+log = logging.getLogger("maskrt.detect")
+
 #: where the detector runs (the same in every preset): its device ("auto": the classifier's CUDA
 #: device when it has one and a GPU detector can run there, else the CPU), its backend, and the
 #: folder of TensorRT engines (shared with the classifier's)
 _RUNTIME_DEFAULTS: dict[str, Any] = {"detector_device": "auto", "detector_backend": "auto",
                                      "detector_engine_dir": "engines", "detector_model": "yunet-masks"}
+#: the settings that say where the detector runs, not what it finds (a served faces pipeline
+#: runs it in the server's detector model and ignores them)
+RUNTIME_KEYS = tuple(_RUNTIME_DEFAULTS)
 #: the detector graphs shipped in maskrt/models/yunet, by the name ``detector_model`` takes (any
 #: other value is the path of a YuNet-compatible ONNX graph): "yunet-masks", the default, is
 #: YuNet-n fine-tuned on scenes train (python -m maskrt.train.detector; MODEL.md, "The face
@@ -195,12 +201,29 @@ def scale_rule(settings: dict[str, Any]) -> ScaleRule | None:
 
 
 def region_stages(regions: str, preset: str = "default", detector: Any = None,
-                  options: dict[str, Any] | None = None, classifier_device: Any = None) -> list[Any]:
-    """The stages that make a pipeline's regions: a face stage for "faces", none for "frame"."""
+                  options: dict[str, Any] | None = None, classifier_device: Any = None, *,
+                  served: Any = None, features: bool = False) -> list[Any]:
+    """The stages that make a pipeline's regions: a face stage for "faces", none for "frame".
+    served: a backend's ``faces_service`` (a server running the whole faces pipeline; its face
+    settings are the server's, so ``options`` must be empty): a
+    :class:`~maskrt.detect.served.ServedFaceStage`, asking for CAM ``features`` when told."""
     if regions not in REGION_MODES:
         raise ValueError(f"regions: expected one of {list(REGION_MODES)}, got {regions!r}")
     if regions == "frame":
         return []
+    if served is not None and detector is None:
+        from maskrt.detect.served import ServedFaceStage
+
+        info = served.faces_info
+        if options:
+            raise ValueError(f"face options: expected none with a served faces pipeline (its "
+                             f"settings are fixed in the server's {info.name} model: preset "
+                             f"{info.preset}, options {list(info.face_options) or 'none'}; "
+                             f"export it again to change them), got {sorted(options)}")
+        if preset != info.preset:
+            log.warning("preset %s ignored: the server's %s model runs preset %s", preset,
+                        info.name, info.preset)
+        return [ServedFaceStage(served, features=features)]
     return [face_stage(preset, detector, classifier_device, **(options or {}))]
 
 

@@ -36,11 +36,14 @@ def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: floa
             continue
         crop = _clip(_widened(box, widen), w, h) or clipped
         regions.append(Region(clipped, float(score), np.asarray(points, np.float32), crop))
-    note = None
-    if len(regions) > max_faces:
-        note = f"face cap: scored the {max_faces} most confident of {len(regions)} faces found"
-        regions = regions[:max_faces]
-    return regions, note
+    return regions[:max_faces], cap_note(max_faces, len(regions))
+
+
+def cap_note(max_faces: int, found: int) -> str | None:
+    """The records' note when ``found`` faces were capped at ``max_faces`` (None when not)."""
+    if found <= max_faces:
+        return None
+    return f"face cap: scored the {max_faces} most confident of {found} faces found"
 
 
 def split_reported(regions: list[Region], report_threshold: float

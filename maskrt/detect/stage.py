@@ -80,16 +80,7 @@ class FaceStage(Stage):
         rule = self.scale_rule
         if rule is None:
             return self.detector.detect([task.image for task in tasks])
-        sequences = [self._sequence(task) for task in tasks]
-        probed, steady, claimed = [], [], set()
-        for i, seq in enumerate(sequences):  # a source's probe: its first due frame of the batch
-            if seq is None:
-                probed.append(i)
-            elif seq.due() and id(seq) not in claimed:
-                probed.append(i)
-                claimed.add(id(seq))
-            else:
-                steady.append(i)
+        sequences, probed, steady = self.plan(tasks)
         found: list[Detections | None] = [None] * len(tasks)
         chosen: list[float] = []
         for i, faces, scale in zip(probed, rule.detect(self.detector, [tasks[i].image for i in probed],
@@ -104,6 +95,23 @@ class FaceStage(Stage):
                 found[i] = faces
                 sequences[i].step()  # type: ignore[union-attr]
         return found  # type: ignore[return-value]
+
+    def plan(self, tasks: Sequence[FrameTask]
+             ) -> tuple[list[SequenceScale | None], list[int], list[int]]:
+        """Each task's sequence scale (None: a photo, or no scale rule), and which tasks are
+        probed (photos; a source's first frame due for a probe in the batch) and which are
+        detected at their source's scale (after the probes: they take the new scale)."""
+        sequences = [self._sequence(task) for task in tasks]
+        probed, steady, claimed = [], [], set()
+        for i, seq in enumerate(sequences):
+            if seq is None:
+                probed.append(i)
+            elif seq.due() and id(seq) not in claimed:
+                probed.append(i)
+                claimed.add(id(seq))
+            else:
+                steady.append(i)
+        return sequences, probed, steady
 
     def _sequence(self, task: FrameTask) -> SequenceScale | None:
         key = task.sequence_key

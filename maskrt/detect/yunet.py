@@ -33,21 +33,27 @@ class YuNetDetector(Detector):
     is enlarged by this factor before detection (YuNet-n finds many more of the small faces of
     camera scenes on a 2x image). top_k: NMS keeps at most this many. max_side: frames whose
     longer side after upscaling exceeds this are scaled down instead (bounds the cost of 4K).
+    session: a ready object with ONNX Runtime's ``run(names, feeds)`` and ``get_outputs()`` to
+    run the graph instead of a session of ``model`` (the Triton faces model's, which runs it in
+    the repository's detector model).
     """
 
     name = "yunet"
 
     def __init__(self, *, score_threshold: float = 0.5, nms_iou: float = 0.3, upscale: float = 1.0,
                  top_k: int = 5000, max_side: int = 2048, model: str | os.PathLike[str] = MODEL_PATH,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, session: Any = None) -> None:
         from maskrt.backends.ort import cpu_session
 
         set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
         self.model = Path(model)
-        # No spin-waiting: the detector runs in short bursts beside the classifier's session,
-        # and its idle threads spinning would take the cores the classifier needs.
-        self._session, self.threads = cpu_session(self.model, threads, "yunet detector",
-                                                  spin=False)
+        if session is not None:
+            self._session, self.threads = session, threads
+        else:
+            # No spin-waiting: the detector runs in short bursts beside the classifier's
+            # session, and its idle threads spinning would take the cores the classifier needs.
+            self._session, self.threads = cpu_session(self.model, threads, "yunet detector",
+                                                      spin=False)
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def describe(self) -> str:

@@ -1,10 +1,13 @@
-"""The maskrt graph as a Triton Python-backend model (copied as ``<repo>/maskrt/1/model.py`` by
-``maskrt export --triton-repo DIR --platform python``).
+"""An ONNX graph as a Triton Python-backend model (copied as ``<repo>/maskrt/1/model.py`` by
+``maskrt export --triton-repo DIR --platform python``, and as the detector's ``maskrt_yunet``
+model of a ``--pipeline faces`` repository).
 
 Self-contained: the server's Python needs NumPy and ONNX Runtime, not maskrt. It runs the ONNX
 file beside it (``model.onnx``; the ``onnx_file`` parameter of config.pbtxt names another) with
-ONNX Runtime on the CPU. Triton's dynamic batcher hands ``execute`` several requests at once:
-their images are run as one batch and the outputs split back per request.
+ONNX Runtime on the CPU; the graph's one input and its outputs are the tensors' names (the
+classifier's ``images`` -> ``logits``, ``features``; YuNet's ``input`` -> ``cls_8`` ...).
+Triton's dynamic batcher hands ``execute`` several requests at once: requests of one shape are
+run as one batch and the outputs split back per request.
 
 Tensors cross the stub through DLPack, not ``as_numpy()`` / ``Tensor(name, array)``: Python-backend
 stubs built against NumPy 1 (e.g. the one in the nvidia-pytriton 0.7.0 wheel) read NumPy 2's
@@ -15,9 +18,6 @@ import json
 import os
 
 import numpy as np
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "features")
 
 
 class TritonPythonModel:
@@ -39,25 +39,35 @@ class TritonPythonModel:
         if threads > 0:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
 
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
 
-        images = [np.from_dlpack(pb_utils.get_input_tensor_by_name(request, INPUT_NAME))
+        images = [np.from_dlpack(pb_utils.get_input_tensor_by_name(request, self.input_name))
                   for request in requests]
-        try:
-            batch = np.concatenate(images) if len(images) > 1 else np.ascontiguousarray(images[0])
-            logits, features = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        except Exception as err:  # noqa: BLE001 - every request gets the error, the model lives on
-            error = pb_utils.TritonError(f"maskrt model: {type(err).__name__}: {err}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-        responses, start = [], 0
-        for part in images:
-            end = start + len(part)
-            tensors = [pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(array[start:end]))
-                       for name, array in zip(OUTPUT_NAMES, (logits, features))]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start = end
+        groups = {}  # requests of one shape run as one batch
+        for index, image in enumerate(images):
+            groups.setdefault(image.shape[1:], []).append(index)
+        responses = [None] * len(requests)
+        for indices in groups.values():
+            try:
+                parts = [images[i] for i in indices]
+                batch = np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0])
+                outputs = self.session.run(self.output_names, {self.input_name: batch})
+            except Exception as err:  # noqa: BLE001 - they get the error, the model lives on
+                error = pb_utils.TritonError(f"maskrt model: {type(err).__name__}: {err}")
+                for i in indices:
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+                continue
+            start = 0
+            for i in indices:
+                end = start + len(images[i])
+                tensors = [pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(array[start:end]))
+                           for name, array in zip(self.output_names, outputs)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start = end
         return responses
 
     def finalize(self):

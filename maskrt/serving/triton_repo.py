@@ -156,8 +156,12 @@ def config_text(settings: RepositorySettings, inputs: tuple[TensorSpec, ...],
 
 
 def write_repository(root: str | Path, settings: RepositorySettings, onnx_path: str | Path, *,
-                     engine_dir: str | Path | None = None, log: Log = print) -> Repository:
+                     engine_dir: str | Path | None = None, log: Log = print,
+                     io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None
+                     ) -> Repository:
     """Write ``root/<name>/config.pbtxt`` and ``root/<name>/1/<model file>`` for ``onnx_path``.
+    ``io``: the graph's inputs and outputs when it is not the classifier (default: read and
+    checked by :func:`graph_io`; the faces pipeline's detector gives its own).
 
     tensorrt_plan builds the engine first (raises BackendUnavailable naming what is missing when
     TensorRT is not installed), so a failed build leaves the repository as it was. Model files of
@@ -168,7 +172,7 @@ def write_repository(root: str | Path, settings: RepositorySettings, onnx_path: 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX graph not found: {onnx_path}")
-    inputs, outputs = graph_io(onnx_path)
+    inputs, outputs = io or graph_io(onnx_path)
     sha256 = file_sha256(onnx_path)
     plan = _build_plan(onnx_path, settings, engine_dir, log) \
         if settings.platform == "tensorrt_plan" else None

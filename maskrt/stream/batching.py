@@ -53,7 +53,7 @@ class InferStage:
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self._lock = threading.Lock()
-        self.batches = self.regions = self.largest = self.mixed = self.reused = 0
+        self.batches = self.regions = self.largest = self.mixed = self.reused = self.served = 0
         self.busy_s = 0.0
         self._unavailable = False  # the last batch failed with BackendUnavailable
         #: called as observer(regions, seconds) after each backend call, from this stage's thread
@@ -95,8 +95,10 @@ class InferStage:
 
     def _infer(self, tasks: list[FrameTask]) -> InferredBatch:
         inputs = [region.input for task in tasks for region in task.to_classify]
+        regions = [region for task in tasks for region in task.regions or ()]
         with self._lock:
-            self.reused += sum(len(task.regions or ()) for task in tasks) - len(inputs)
+            self.reused += sum(not region.classify for region in regions)
+            self.served += sum(region.served for region in regions)
         for task in tasks:
             for region in task.regions or ():
                 region.input = None
@@ -159,7 +161,8 @@ class InferStage:
             return {"batches": self.batches,
                     "mean_batch_size": self.regions / self.batches if self.batches else 0.0,
                     "largest_batch": self.largest, "mixed_batches": self.mixed,
-                    "classified": self.regions, "reused": self.reused,
+                    "classified": self.regions + self.served, "reused": self.reused,
+                    "classified_with_detection": self.served,
                     "backend_busy_s": self.busy_s}
 
 
@@ -194,13 +197,14 @@ class ExplainStage:
                 self.ledger.fail(task, batch.error)
             return
         results = self.engine.results_from(batch.logits) if batch.logits is not None else []
+        served = self._served_results(batch.tasks)
         rows = _rows_of(batch.tasks)
         ending = self._last_frames(batch.tasks)
         faces: list[list[_Face]] = []
         all_records: list[list[Record]] = []
         for task, task_rows in zip(batch.tasks, rows):  # in order: decisions build on earlier frames
-            task_faces = [_Face(region, None if row is None else results[row], row)
-                          for region, row in zip(task.regions or (), task_rows)]
+            task_faces = [_Face(region, served.get(id(region)) if row is None else results[row],
+                                row) for region, row in zip(task.regions or (), task_rows)]
             events = self._resolve(task, task_faces, batch.features, id(task) in ending)
             records = [self._region_record(task, i, face) for i, face in enumerate(task_faces)]
             if not records:  # scored, and nothing in it to classify
@@ -220,6 +224,15 @@ class ExplainStage:
             task.image = None
             self.ledger.scored(task, records)
 
+    def _served_results(self, tasks: list[FrameTask]) -> dict[int, Any]:
+        """The Results of the regions classified with their detection, by region id (the
+        engine's decision rule on the logits that came with them)."""
+        served = [region for task in tasks for region in task.regions or () if region.served]
+        if not served:
+            return {}
+        logits = np.stack([region.logits for region in served])
+        return dict(zip(map(id, served), self.engine.results_from(logits)))
+
     def _last_frames(self, tasks: list[FrameTask]) -> set[int]:
         """The ids of the tasks that are their tracked source's very last frame."""
         by_source: dict[str, list[FrameTask]] = {}
@@ -236,19 +249,17 @@ class ExplainStage:
         face learns what CAM to draw."""
         if task.tracks is None:
             for face in faces:
-                face.cam = None if face.row is None else (face.row, face.result.class_index)
+                face.cam = face.own_cam()
             return []
-        kept = [_feature_row(features, face.row) if self.explain and face.row is not None
-                else None for face in faces]
+        kept = [face.kept_features(features) if self.explain else None for face in faces]
         retired = task.extra.pop(RETIRED_TRACKS, None)  # the previous video of a folder
         events = retired.finish() if retired is not None else []
         events += task.tracks.resolve(task, [face.result for face in faces], kept)
         for face, region in zip(faces, task.regions or ()):
             decision = region.track.data if region.track is not None else None
             face.decision = decision
-            if face.row is not None:
-                face.cam = (face.row, face.result.class_index)
-            elif decision is not None and decision.features is not None:
+            face.cam = face.own_cam()
+            if face.cam is None and decision is not None and decision.features is not None:
                 face.cam = (decision.features, decision.last.class_index)
         if last:  # after the faces took their decisions: ending frees them
             events += task.tracks.finish()
@@ -296,7 +307,7 @@ class ExplainStage:
         record = frame_record(task, SCORED, task.note, region_index=index, face_score=region.score,
                               faces=len(task.regions),  # type: ignore[arg-type]
                               **placed(region.box, region.landmarks, task.reduction))
-        record.classified = face.row is not None
+        record.classified = face.classified
         decision = face.decision
         result = face.result if face.result is not None else \
             (decision.last if decision is not None else None)
@@ -331,6 +342,27 @@ class _Face:
         self.decision: Any = None
         self.cam: tuple[Any, int] | None = None
 
+    @property
+    def classified(self) -> bool:
+        """Classified for this frame: by the classifier stage, or with its detection."""
+        return self.row is not None or (self.region.served and self.result is not None)
+
+    def own_cam(self) -> tuple[Any, int] | None:
+        """The CAM of its own classification: (its batch row or its served features, class);
+        None when it has none (reused, or served without features)."""
+        if self.row is not None:
+            return (self.row, self.result.class_index)
+        if self.classified and self.region.features is not None:
+            return (self.region.features, self.result.class_index)
+        return None
+
+    def kept_features(self, features: Any) -> Any:
+        """A copy of its own CAM features, kept by its track for frames that reuse it."""
+        if self.row is not None:
+            return _feature_row(features, self.row)
+        return np.array(self.region.features) if self.classified and \
+            self.region.features is not None else None
+
 
 def _rows_of(tasks: list[FrameTask]) -> list[list[int | None]]:
     """Per task, per region: its row in the batch's outputs (None: not classified)."""
@@ -339,8 +371,8 @@ def _rows_of(tasks: list[FrameTask]) -> list[list[int | None]]:
     for task in tasks:
         task_rows: list[int | None] = []
         for region in task.regions or ():
-            task_rows.append(row if region.classify else None)
-            row += region.classify
+            task_rows.append(row if region.needs_classifier else None)
+            row += region.needs_classifier
         rows.append(task_rows)
     return rows
 

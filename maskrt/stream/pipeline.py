@@ -113,11 +113,12 @@ class Pipeline:
         self._output: BoundedQueue[Record] = BoundedQueue(output_capacity, name="records")
         self.ledger = Ledger(self._output, max_frames)
         self._sources = SourceQueues(self.ledger)
+        served = getattr(getattr(engine, "backend", None), "faces_service", None)
         self._chain: list[Stage] = [DecodeStage(max_side, preprocess_threads, max_pixels),
                                     *region_stages(regions, preset, detector, face_options,
-                                                   getattr(engine, "input_device", None)),
-                                    *stages,
-                                    self.tracking,
+                                                   getattr(engine, "input_device", None),
+                                                   served=served, features=explain),
+                                    *stages, self.tracking,
                                     PrepareStage(keep_image=explain or self.keep_frames)]
         self.tracking.attach(self._chain)
         self._infer = InferStage(engine, batch_size, max_wait_ms / 1000.0, self.ledger)
@@ -417,4 +418,3 @@ class Pipeline:
         if self.sinks:  # with sinks, what the consumer left goes to them before they close
             for _ in self:
                 pass
-

@@ -64,6 +64,9 @@ class Region:
     classify: whether it goes through the classifier (False: a tracked face that takes its
     track's decision). track, track_id: its track (set by the track stage) and the track's
     public id when the frame was tracked (None while the track is not confirmed).
+    logits, features: its classification when it came with the detection (a served faces
+    pipeline: the server classified it; features only when asked): float32[2] and
+    [512, 7, 7]; such a region is not sent to the classifier again.
     """
 
     box: tuple[int, int, int, int]
@@ -74,6 +77,18 @@ class Region:
     classify: bool = True
     track: Any = field(default=None, repr=False)
     track_id: int | None = None
+    logits: np.ndarray | None = field(default=None, repr=False)
+    features: Any = field(default=None, repr=False)
+
+    @property
+    def served(self) -> bool:
+        """Whether it is classified with its detection (its ``logits`` came with it)."""
+        return self.classify and self.logits is not None
+
+    @property
+    def needs_classifier(self) -> bool:
+        """Whether the classifier stage runs on it: classified, and not served."""
+        return self.classify and self.logits is None
 
     @property
     def area(self) -> tuple[int, int, int, int]:
@@ -130,8 +145,9 @@ class FrameTask:
 
     @property
     def to_classify(self) -> list[Region]:
-        """The regions that go through the classifier, in order."""
-        return [r for r in self.regions or () if r.classify]
+        """The regions that go through the classifier, in order (not those served with their
+        classification)."""
+        return [r for r in self.regions or () if r.needs_classifier]
 
     def replaces(self, queued: "FrameTask") -> bool:
         """Whether this frame makes ``queued`` pointless before any costly work was spent on
