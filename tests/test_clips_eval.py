@@ -262,3 +262,36 @@ def test_clip_crops_are_the_considered_faces_of_every_nth_frame(clip_dir: Path,
     assert len({c.image.shape for c in crops}) > 3  # cut at each face's own size
     with pytest.raises(ValueError, match="every >= 1"):
         clip_crops(clip_dir, every=0)
+
+
+def test_clip_crops_can_take_masks_worn_incorrectly_as_without_mask(clip_dir: Path,
+                                                                   clip_set: ClipSet) -> None:
+    from maskrt.labels import CLASSES
+    from maskrt.train.scene_data import clip_crops
+
+    plain, both = clip_crops(clip_dir, every=1), clip_crops(clip_dir, every=1, incorrect=True)
+    expected = sum(int(not considered and cls == 3 and visible >= 0.5
+                       and min(box[2] - box[0], box[3] - box[1]) >= 8)
+                   for clip in clip_set for gt in clip.truth.values()
+                   for box, considered, cls, visible in zip(gt.boxes, gt.consider, gt.classes,
+                                                            gt.visibility))
+    extra = [c for c in both if c.source == "incorrect"]
+    assert expected > 0, "the generated clips hold no visible mask_worn_incorrectly face"
+    assert len(extra) == expected and len(both) == len(plain) + expected
+    assert {CLASSES[c.label] for c in extra} == {"without_mask"}
+    assert not [c for c in plain if c.source == "incorrect"]
+
+
+def test_incorrect_crops_are_the_splits_masks_worn_incorrectly() -> None:
+    from maskrt.labels import CLASSES
+    from maskrt.train.scene_data import incorrect_crops
+    from maskrt.train.scenes import index_scenes
+
+    if not SCENES.is_dir():
+        pytest.skip(f"scene photos not found under {SHARED}")
+    expected = sum(name == "mask_worn_incorrectly" for scene in index_scenes(SCENES)
+                   for name in scene.truth.labels)
+    crops = incorrect_crops(SCENES)
+    assert expected > 0 and len(crops) == expected
+    assert all(CLASSES[c.label] == "without_mask" and c.source == "incorrect" and c.image.size
+               for c in crops)

@@ -34,5 +34,5 @@ def main(args: argparse.Namespace) -> int:
     out = quantize_int8(onnx_path, images)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s; "
           f"run it with --backend-option precision=int8 (check it first: maskrt check "
-          f"--backend-option precision=int8 --data VAL_FOLDER)")
+          f"--backend onnxruntime --backend-option precision=int8 --data VAL_FOLDER)")
     return 0

@@ -49,7 +49,7 @@ class Crop:
     image: np.ndarray
     label: int
     photo: str
-    source: str  # "gt", "det" or "clip"
+    source: str  # "gt", "det", "clip" or "incorrect"
 
 
 def ground_truth_crops(split: str | os.PathLike[str], widen: float = WIDEN) -> list[Crop]:
@@ -104,13 +104,56 @@ def _labelled_regions(faces, shape, truth, settings, match_iou,
             yield region.crop_box or region.box, CLASSES.index(truth.labels[best])
 
 
-def clip_crops(clips: str | os.PathLike[str], every: int = 6,
-               widen: float = WIDEN) -> list[Crop]:
+#: the annotation name of faces whose mask is below the nose or chin
+INCORRECT = "mask_worn_incorrectly"
+#: the least visibility and side (px) of a clip's mask_worn_incorrectly face taken with
+#: ``incorrect``: what makes a with/without_mask box "considered" (make_clips.py)
+CLIP_VISIBLE, CLIP_MIN_SIDE = 0.5, 8.0
+
+
+def incorrect_crops(split: str | os.PathLike[str], widen: float = WIDEN) -> list[Crop]:
+    """The ``mask_worn_incorrectly`` faces of a scene split as widened crops labelled
+    ``without_mask`` (source "incorrect")."""
+    from maskrt.image import decode_image
+    from maskrt.train.scene_crops import widened_box
+    from maskrt.train.scenes import index_scenes
+
+    crops = []
+    for scene in index_scenes(split):
+        boxes = [box for box, name in zip(scene.truth.boxes, scene.truth.labels) if name == INCORRECT]
+        if not boxes:
+            continue
+        image = decode_image(scene.image)
+        h, w = image.shape[:2]
+        for box in boxes:
+            x0, y0, x1, y1 = widened_box(np.asarray(box, np.float64), widen, w, h)
+            crops.append(Crop(image[y0:y1, x0:x1].copy(), CLASSES.index("without_mask"),
+                              scene.image.stem, "incorrect"))
+    return crops
+
+
+def _clip_label(considered: bool, cls: int, box: np.ndarray, visibility: float,
+                incorrect: bool) -> tuple[int, str] | None:
+    """(class index, source) a clip's gt box is taken with, or None."""
+    from maskrt.train.clips import GT_CLASSES
+
+    name = GT_CLASSES.get(int(cls))
+    if considered and name in CLASSES:
+        return CLASSES.index(name), "clip"
+    if incorrect and name == INCORRECT and visibility >= CLIP_VISIBLE \
+            and min(box[2] - box[0], box[3] - box[1]) >= CLIP_MIN_SIDE:
+        return CLASSES.index("without_mask"), "incorrect"
+    return None
+
+
+def clip_crops(clips: str | os.PathLike[str], every: int = 6, widen: float = WIDEN,
+               incorrect: bool = False) -> list[Crop]:
     """The considered ground-truth faces of every ``every``-th frame of a clip set (see the
-    module docstring); ``photo`` names the clip and frame."""
+    module docstring; ``incorrect``: its mask_worn_incorrectly faces too, as without_mask);
+    ``photo`` names the clip and frame."""
     import cv2
 
-    from maskrt.train.clips import GT_CLASSES, load_clip_set
+    from maskrt.train.clips import load_clip_set
     from maskrt.train.scene_crops import widened_box
 
     if every < 1:
@@ -127,12 +170,13 @@ def clip_crops(clips: str | os.PathLike[str], every: int = 6,
                 truth = clip.truth.get(index)
                 if index % every == 0 and truth is not None:
                     h, w = frame.shape[:2]
-                    for box, considered, cls in zip(truth.boxes, truth.consider, truth.classes):
-                        if considered and GT_CLASSES.get(int(cls)) in CLASSES:
+                    for box, considered, cls, visible in zip(truth.boxes, truth.consider,
+                                                             truth.classes, truth.visibility):
+                        taken = _clip_label(considered, cls, box, visible, incorrect)
+                        if taken is not None:
                             x0, y0, x1, y1 = widened_box(box, widen, w, h)
-                            crops.append(Crop(frame[y0:y1, x0:x1].copy(),
-                                              CLASSES.index(GT_CLASSES[int(cls)]),
-                                              f"{clip.name}_f{index:04d}", "clip"))
+                            crops.append(Crop(frame[y0:y1, x0:x1].copy(), taken[0],
+                                              f"{clip.name}_f{index:04d}", taken[1]))
                 index += 1
         finally:
             capture.release()
@@ -157,7 +201,7 @@ def write_tree(out: Path, crops: list[Crop], faces: Path | None, val: Path | Non
     for cls in CLASSES:
         (train / cls).mkdir(parents=True, exist_ok=False)
     counts: dict[str, Counter] = {"gt": Counter(), "det": Counter(), "clip": Counter(),
-                                  "faces": Counter()}
+                                  "incorrect": Counter(), "faces": Counter()}
     seen: Counter = Counter()
     for crop in crops:
         cls = CLASSES[crop.label]
@@ -205,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                              "adds its ground-truth faces as the clip source")
     parser.add_argument("--clip-every", type=int, default=6,
                         help="take clip faces from every N-th frame (default %(default)s)")
+    parser.add_argument("--incorrect-as", choices=("skip", "without_mask"), default="skip",
+                        help="mask_worn_incorrectly faces: left out (default) or trained as "
+                             "without_mask (the split's and, with --clips, the clips')")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.out.exists():
@@ -216,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     if "det" in sources:
         det, left_out = detector_crops(args.scenes)
         crops += det
+    incorrect = args.incorrect_as == "without_mask"
+    if incorrect:
+        crops += incorrect_crops(args.scenes)
     if args.clips is not None:
-        crops += clip_crops(args.clips, args.clip_every)
+        crops += clip_crops(args.clips, args.clip_every, incorrect=incorrect)
     counts = write_tree(args.out, crops, args.faces, args.val, args.faces_per_class, args.seed)
     report = {"scenes": str(args.scenes.resolve()), "counts": counts,
               "detector_left_out": dict(left_out)}
