@@ -83,15 +83,19 @@ def _load(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Any]]:
 
 
 def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
-                   max_scales: Sequence[float], fixed: Sequence[float]) -> int:
+                   max_scales: Sequence[float], fixed: Sequence[float],
+                   splits: Sequence[str] = ("train", "val")) -> int:
+    """The scale rule by K-fold cross-validation over the scene ``splits`` (folds by photo;
+    val alone for a detector fine-tuned on train)."""
     from maskrt.engine import Engine
 
-    images, truth = _load([scenes_root / "train", scenes_root / "val"])
+    images, truth = _load([scenes_root / split for split in splits])
     engine = Engine()
     candidates = [{"upscale": "auto", "face_target": t, "max_scale": m}
                   for t in targets for m in max_scales] + [{"upscale": u} for u in fixed]
     scored = {}
-    print(f"{len(images)} photos of scenes train+val, {len(candidates)} candidates, {k} folds")
+    print(f"{len(images)} photos of scenes {'+'.join(splits)}, {len(candidates)} candidates, "
+          f"{k} folds")
     print(f"{'map50':>6} {'map30':>6} {'rec50':>6} {'rec30':>6} {'no rec':>6} {'det ms':>6}  "
           "candidate (all photos)")
     for n, options in enumerate(candidates):

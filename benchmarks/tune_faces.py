@@ -63,8 +63,8 @@ def main() -> int:
                         help="--robustness: the classifier (a checkpoint or .onnx; default the "
                              "shipped one)")
     parser.add_argument("--cv-splits", default="train,val",
-                        help="--report-threshold: the scene splits the folds are cut from (val "
-                             "alone for a detector fine-tuned on train)")
+                        help="--cv: the scene splits the folds are cut from (val alone for a "
+                             "detector fine-tuned on train)")
     parser.add_argument("--face-options", default="", metavar="KEY=VALUE[,...]",
                         help="--report-threshold: face options to score with (detector_model=...)")
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> int:
         from scene_study import cross_validate
 
         return cross_validate(REPO.parent / "shared/data/scenes", args.cv, args.face_target,
-                              args.max_scale, args.upscale)
+                              args.max_scale, args.upscale, args.cv_splits.split(","))
     if args.robustness:
         from scene_study import robustness
 

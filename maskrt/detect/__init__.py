@@ -53,8 +53,8 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "yunet"
 #: detector and region settings of each preset
 PRESETS: dict[str, dict[str, Any]] = {
     # The detector's scale chosen per frame (upscale "auto", maskrt.detect.scale; face_target
-    # and max_scale by 5-fold cross-validation over scenes train+val, benchmarks/tune_faces.py
-    # --cv 5): as good as a fixed 2x on photos like scenes/, and it holds on larger ones. A low
+    # and max_scale by 5-fold cross-validation, benchmarks/tune_faces.py --cv 5; max_scale again
+    # over scenes val for the fine-tuned detector, --cv-splits val): as good as a fixed 2x on photos like scenes/, and it holds on larger ones. A low
     # threshold keeps the small faces as candidates (about 12 per photo, ranked by eval's mAP;
     # about 4 reported and classified); faces under 8 px still matter there, so min_face
     # stays small. box_fit (fitted on scenes/train,
