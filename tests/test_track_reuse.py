@@ -4,6 +4,7 @@ model): which faces go to the classifier, what the records and events say."""
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -262,11 +263,37 @@ def test_live_sources_detect_every_second_frame_even_when_frames_are_dropped():
     camera, dropping = SourceHandle(_Camera("cam")), SourceHandle(_Camera("cam2"))
     video = SourceHandle(_Video("clip"))
 
-    def skipped(handle, indices):
-        return [stage.skips_detection(FrameTask(handle, Frame(i, 0.0))) for i in indices]
+    def skipped(handle, indices):  # fresh frames: read just now
+        return [stage.skips_detection(FrameTask(handle, Frame(i, 0.0, t_read=time.perf_counter())))
+                for i in indices]
 
     assert skipped(camera, [0, 1, 2, 3, 4]) == [False, True, False, True, False]
     assert skipped(dropping, [1, 3, 5, 7]) == [False, True, False, True]  # the even ones dropped
     assert skipped(video, [0, 1, 2, 3]) == [False] * 4
     with pytest.raises(ValueError, match="live_detect_every >= 1"):
         TrackSettings(live_detect_every=0)
+
+
+def test_a_live_source_behind_its_frames_is_detected_less_often_up_to_live_max_every():
+    """A live frame that waited longer than live_lag_ms before the face stage is left to the
+    tracker up to live_max_every (6) frames after the last detected one; fresh frames go back to
+    live_detect_every (2); files never lag-skip; live_lag_ms=0 turns it off."""
+    def skipped(stage, handle, ages_ms):
+        now = time.perf_counter()
+        return [stage.skips_detection(FrameTask(handle, Frame(i, 0.0, t_read=now - age / 1000.0)))
+                for i, age in enumerate(ages_ms)]
+
+    defaults = TrackSettings()
+    assert (defaults.live_lag_ms, defaults.live_max_every) == (150.0, 6)
+    stage = TrackStage(settings=defaults)
+    late, fresh = 900.0, 0.0
+    camera, video = SourceHandle(_Camera("cam")), SourceHandle(_Video("clip"))
+    assert skipped(stage, camera, [late] * 13) == [False] + [True] * 5 + [False] + [True] * 5 + [False]
+    assert skipped(stage, camera, [fresh] * 4) == [True, False, True, False]
+    assert skipped(stage, video, [late] * 4) == [False] * 4
+    off = TrackStage(settings=TrackSettings(live_lag_ms=0))
+    assert skipped(off, SourceHandle(_Camera("cam3")), [late] * 4) == [False, True, False, True]
+    with pytest.raises(ValueError, match="live_lag_ms >= 0"):
+        TrackSettings(live_lag_ms=-1)
+    with pytest.raises(ValueError, match="live_max_every >= 1"):
+        TrackSettings(live_max_every=0)

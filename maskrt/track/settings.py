@@ -29,6 +29,10 @@ class TrackSettings:
     live_detect_every: the same for live sources (cameras, streams), which must keep up: 2 by
     default (on the val clips it costs 0.008 of track decision accuracy and gives 1.5x the
     frames/s; a 2-core machine keeps up with 2 cameras instead of 1; README "Video").
+    live_lag_ms, live_max_every: a live frame already older than live_lag_ms when the face
+    stage takes it (the machine is behind) is left to the tracker too, as long as its source's
+    last detected frame is fewer than live_max_every frames back: under load a camera is
+    detected less often instead of losing frames (0 turns it off).
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
@@ -42,7 +46,8 @@ class TrackSettings:
     recorded without a label and not classified, unless classify_low is 1.
     """
 
-    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video")
+    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video");
+    # min_classified, reclassify_every and the live_ ones for cameras per machine (README)
     high_score: float = 0.7
     low_score: float = 0.1
     match_iou: float = 0.2
@@ -52,14 +57,16 @@ class TrackSettings:
     max_lost: int = 30
     logit_clip: float = 6.0
     size_ref: float = 64.0
-    reclassify_every: int = 10
+    reclassify_every: int = 20
     grow: float = 1.25
     uncertain: float = 0.25
-    min_classified: int = 2
+    min_classified: int = 1
     classify_low: int = 0
     camera_motion: int = 1
     detect_every: int = 1
     live_detect_every: int = 2
+    live_lag_ms: float = 150.0
+    live_max_every: int = 6
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,11 +80,12 @@ class TrackSettings:
             if getattr(self, name) not in (0, 1):
                 problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
         for name in ("min_hits", "reclassify_every", "min_classified", "detect_every",
-                     "live_detect_every"):
+                     "live_detect_every", "live_max_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
-        if self.max_lost < 0:
-            problems.append(f"max_lost >= 0 (got {self.max_lost})")
+        if self.max_lost < 0 or self.live_lag_ms < 0:
+            problems.append(f"max_lost >= 0, live_lag_ms >= 0 (got {self.max_lost}, "
+                            f"{self.live_lag_ms})")
         if self.logit_clip <= 0 or self.size_ref <= 0 or self.grow < 1.0:
             problems.append(f"logit_clip > 0, size_ref > 0, grow >= 1 (got {self.logit_clip}, "
                             f"{self.size_ref}, {self.grow})")

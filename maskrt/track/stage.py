@@ -4,6 +4,7 @@ faces go to the classifier; the explain stage later turns classifications into d
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from maskrt.stream.stages import Stage
@@ -63,9 +64,9 @@ class TrackStage(Stage):
     def skips_detection(self, task: FrameTask) -> bool:
         """Whether the face stage may leave ``task``'s frame to the tracker's predictions
         (``detect_every``, or ``live_detect_every`` for a live source, > 1, a tracked source,
-        and not a frame the detector must see)."""
-        live = getattr(task.handle.source, "live", False)
-        every = self.settings.live_detect_every if live else self.settings.detect_every
+        and not a frame the detector must see; a live frame older than ``live_lag_ms`` up to
+        ``live_max_every``)."""
+        every = self._detect_interval(task)
         if every <= 1 or not self.tracks(task):
             return False
         # Counted in the frames that arrive, not by index modulo every: a live source drops
@@ -79,9 +80,21 @@ class TrackStage(Stage):
             self._since_detected[key] = 0
         return False
 
+    def _detect_interval(self, task: FrameTask) -> int:
+        """Detect one frame in this many of ``task``'s source: more for a live frame that
+        waited longer than live_lag_ms (the machine is behind: detect less, drop less)."""
+        settings = self.settings
+        if not getattr(task.handle.source, "live", False):
+            return settings.detect_every
+        lag_s = settings.live_lag_ms / 1000.0
+        if lag_s > 0 and time.perf_counter() - task.frame.t_read > lag_s:
+            return max(settings.live_detect_every, settings.live_max_every)
+        return settings.live_detect_every
+
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
-        if max(self.settings.detect_every, self.settings.live_detect_every) > 1:
+        settings = self.settings
+        if max(settings.detect_every, settings.live_detect_every, settings.live_max_every) > 1:
             for stage in stages:
                 if hasattr(stage, "skip_detection"):
                     stage.skip_detection = self.skips_detection
