@@ -10,8 +10,6 @@ about 2 s); the stream test kills and restarts it, so it runs last.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streaming_fixtures import face_paths
-from triton_server import export_repository, require_tritonclient, require_tritonserver
+from triton_server import (Feeder, export_repository, require_tritonclient,
+                           require_tritonserver)
 
 from maskrt.backends import BackendUnavailable
 from maskrt.cli import main as cli_main
@@ -28,7 +27,6 @@ from maskrt.graph.export import file_sha256
 from maskrt.graph.shipped import SHIPPED_ONNX
 from maskrt.serving.local_server import LocalTritonServer, free_port, model_statistics
 from maskrt.image import decode_image, resize_to_input
-from maskrt.stream.sources.base import Frame, Source
 
 require_tritonclient()
 N_FACES = 64
@@ -210,28 +208,6 @@ def test_a_timeout_is_a_clear_error_and_backs_off(server, faces: np.ndarray) -> 
 
 
 # ---------------------------------------------------------------------------- the server dies
-
-class Feeder(Source):
-    """Frames the test hands over, one at a time; None ends the source."""
-
-    kind = "feeder"
-
-    def __init__(self) -> None:
-        super().__init__("feeder")
-        self.inbox: queue.Queue = queue.Queue()
-
-    def frames(self, stop: threading.Event):
-        index = 0
-        while not stop.is_set():
-            try:
-                image = self.inbox.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if image is None:
-                return
-            yield Frame(index, time.time(), image=image)
-            index += 1
-
 
 def test_stream_fails_frames_while_the_server_is_down_and_recovers(server, faces, caplog) -> None:
     from maskrt.stream.pipeline import Pipeline

@@ -13,7 +13,6 @@ same YuNet graph on ONNX Runtime on both sides. No mocks: every request goes to 
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import threading
 import time
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from triton_server import export_repository, require_tritonclient, require_tritonserver
+from triton_server import (Feeder, export_repository, require_tritonclient,
+                           require_tritonserver)
 
 from maskrt.cli import main as cli_main
 from maskrt.engine import Engine
@@ -308,28 +308,6 @@ def test_a_repository_without_the_faces_model_is_a_clear_error(server) -> None:
 
 
 # ---------------------------------------------------------------------------- the server dies
-
-class Feeder(Source):
-    """Frames the test hands over, one at a time; None ends the source."""
-
-    kind = "feeder"
-
-    def __init__(self) -> None:
-        super().__init__("feeder")
-        self.inbox: queue.Queue = queue.Queue()
-
-    def frames(self, stop: threading.Event):
-        index = 0
-        while not stop.is_set():
-            try:
-                image = self.inbox.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if image is None:
-                return
-            yield Frame(index, time.time(), image=image)
-            index += 1
-
 
 def test_a_served_stream_fails_frames_while_the_server_is_down_and_recovers(
         server, remote, photos, caplog) -> None:

@@ -8,12 +8,15 @@ group, which teardown kills (SIGTERM, then SIGKILL after a timeout).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from maskrt.cli import main as cli_main
+from maskrt.stream.sources.base import Frame, Source
 
 
 def require_tritonclient() -> None:
@@ -38,3 +41,25 @@ def export_repository(root: Path, platform: str, *flags: str) -> Path:
     status = cli_main(["export", "--triton-repo", str(root), "--platform", platform, *flags])
     assert status == 0, f"maskrt export --triton-repo exited {status}"
     return root
+
+
+class Feeder(Source):
+    """Frames the test hands over, one at a time; None ends the source."""
+
+    kind = "feeder"
+
+    def __init__(self) -> None:
+        super().__init__("feeder")
+        self.inbox: queue.Queue = queue.Queue()
+
+    def frames(self, stop: threading.Event):
+        index = 0
+        while not stop.is_set():
+            try:
+                image = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if image is None:
+                return
+            yield Frame(index, time.time(), image=image)
+            index += 1
