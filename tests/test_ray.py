@@ -738,3 +738,92 @@ def test_a_worker_node_removed_mid_job_loses_and_duplicates_no_frame(cluster, tm
     assert sorted(rows) == [(str(video), i) for i in range(240)]
     assert all(r["status"] == "scored" for r in rows.values())
     assert result["summary"]["accounting_ok"] and result["summary"]["duplicate_rows"] == 0
+
+
+@pytest.mark.time_limit(4 * TIME_LIMIT_S)
+def test_a_worker_node_removed_mid_faces_job_leaves_every_face_record_once(cluster, scenes,
+                                                                          tmp_path):
+    """Faces: 16 scene photos (units of 2) and the camera clip on two actors spread over the
+    head and a worker node; the worker node is removed while its actor is in the middle of a
+    unit. Every actor holds after a unit's first table while ``hold`` exists, so the job cannot
+    end before the node is gone, whatever the machine's load (the test waits on notes, not on
+    times); the hold goes once the node is removed. The lost units are scored again on the head
+    node: every frame and face of ``maskrt score``'s records is written once, equal to them."""
+    from maskrt.ray import score_dataset
+    from maskrt.ray.units import UnitScorer
+
+    class HeldNoteNode(UnitScorer):
+        """Notes its node (``<pid>.node``) when made and per unit begun (``<pid>-<unit>.unit``),
+        in ``folder``; after a unit's first table of 4 records it waits while ``hold`` exists
+        (at most 300 s). Defined here, it travels to the actors by value."""
+
+        def __init__(self, *args, folder: str, hold: str, **kwargs) -> None:
+            import ray
+
+            super().__init__(*args, rows_per_table=4, **kwargs)
+            self.folder, self.hold = folder, hold
+            self.node = ray.get_runtime_context().get_node_id()
+            Path(folder, f"{os.getpid()}.node").write_text(self.node)
+
+        def score_unit(self, unit):
+            Path(self.folder, f"{os.getpid()}-{int(unit['unit_id'])}.unit").write_text(self.node)
+            for k, table in enumerate(super().score_unit(unit)):
+                yield table
+                if k == 0:
+                    end = time.monotonic() + 300
+                    while os.path.exists(self.hold) and time.monotonic() < end:
+                        time.sleep(0.05)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted(SCENES.glob("*.jpg"))[5:21]:
+        shutil.copy(path, photos / path.name)
+    sources = [str(photos), str(scenes["clip"])]
+    assert _score_cli(["score", *sources, "--out", str(tmp_path / "reference"),
+                       "--progress-interval", "0"]) == 0
+    reference = read_jsonl(tmp_path / "reference" / "records.jsonl")
+
+    worker = cluster.add_node(num_cpus=2, object_store_memory=300 * 1024 ** 2)
+    cluster.wait_for_nodes()
+    notes, hold, out = tmp_path / "nodes", tmp_path / "hold", tmp_path / "out"
+    notes.mkdir()
+    hold.touch()
+    result: dict = {}
+
+    def job() -> None:
+        result["summary"] = score_dataset(
+            sources, out, actors=(2, 2), files_per_unit=2, scorer=HeldNoteNode,
+            scorer_options={"folder": str(notes), "hold": str(hold)},
+            ray_remote_args={"scheduling_strategy": "SPREAD"})
+
+    def units_on(node_id: str) -> list[Path]:
+        return [p for p in notes.glob("*.unit") if p.read_text() == node_id]
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    try:  # (the test's time limit ends a wait that never ends)
+        while thread.is_alive() and not units_on(worker.node_id):
+            time.sleep(0.1)
+        assert thread.is_alive(), "the job ended before its node could be removed mid-job"
+        cluster.remove_node(worker)
+    finally:
+        hold.unlink()
+    thread.join(240)
+    assert not thread.is_alive() and "summary" in result
+    assert worker.node_id in {p.read_text() for p in notes.glob("*.node")}, \
+        "no scoring actor ran on the removed node"
+    lost = {p.name.split("-")[1] for p in units_on(worker.node_id)}
+    again = {p.name.split("-")[1] for p in notes.glob("*.unit") if p.read_text() != worker.node_id}
+    assert lost <= again, f"units {lost - again} begun on the removed node were not begun again"
+    summary = result["summary"]
+    rows = read_jsonl(out / "records.jsonl")
+    by_face(rows)  # fails on a face with two rows
+    assert_same_face_records(rows, reference)
+    frames = _frame_rows(rows)
+    assert sorted(frames) == sorted([(str(photos), i) for i in range(16)]
+                                    + [(str(scenes["clip"]), i) for i in range(12)])
+    assert summary["accounting_ok"] and summary["counts"] == {
+        "read": 16 + 12, "scored": 16 + 12, "dropped": 0, "failed": 0}
+    # (duplicate_rows is not asserted: a unit lost mid-way is scored again from its start, and
+    # whether its first rows had reached the driver, which then counts and drops them, depends
+    # on Ray Data's output blocks, not on maskrt; the file above has every face once either way)
