@@ -25,15 +25,23 @@ def _drain(output: BoundedQueue) -> list:
         records.append(item)
 
 
-def test_abort_records_the_frames_in_flight_and_counts_nothing_after() -> None:
-    output: BoundedQueue = BoundedQueue(2, name="records")  # full: abort's records still go in
+def _ledger_with_frames_read(capacity: int, frames: int):
+    """A ledger over an output queue of ``capacity`` records, source "cam" open and ``frames``
+    frames read: (output, ledger, handle, tasks)."""
+    output: BoundedQueue = BoundedQueue(capacity, name="records")
     ledger = Ledger(output)
     handle = SourceHandle(Source("cam"))
     ledger.open(handle)
     tasks = [FrameTask(handle, Frame(i, time.time(), image=np.zeros((4, 4, 3), np.uint8)))
-             for i in range(4)]
+             for i in range(frames)]
     for task in tasks:
         assert ledger.read(task)
+    return output, ledger, handle, tasks
+
+
+def test_abort_records_the_frames_in_flight_and_counts_nothing_after() -> None:
+    # the output queue is full once 2 records are in: abort's records still go in
+    output, ledger, handle, tasks = _ledger_with_frames_read(capacity=2, frames=4)
     ledger.drop(tasks[0], "late")
     ledger.scored(tasks[1], [frame_record(tasks[1], SCORED, None)])
     assert ledger.abort("aborted (second SIGINT)") == 2
@@ -53,14 +61,7 @@ def test_abort_records_the_frames_in_flight_and_counts_nothing_after() -> None:
 def test_latencies_are_a_copy_that_scoring_can_go_on_past() -> None:
     # The live view asks for the summary (latencies) from its own threads while frames are
     # scored: a view of the ledger's array would make the next append raise BufferError.
-    output: BoundedQueue = BoundedQueue(8, name="records")
-    ledger = Ledger(output)
-    handle = SourceHandle(Source("cam"))
-    ledger.open(handle)
-    tasks = [FrameTask(handle, Frame(i, time.time(), image=np.zeros((4, 4, 3), np.uint8)))
-             for i in range(2)]
-    for task in tasks:
-        assert ledger.read(task)
+    _, ledger, _, tasks = _ledger_with_frames_read(capacity=8, frames=2)
     ledger.scored(tasks[0], [frame_record(tasks[0], SCORED, None)])
     held = ledger.latencies()
     ledger.scored(tasks[1], [frame_record(tasks[1], SCORED, None)])

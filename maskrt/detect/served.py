@@ -100,9 +100,12 @@ class ServedFaceStage(FaceStage):
             sequence = sequences[i]
             scale = sequence.scale  # type: ignore[union-attr]
             answers[i] = self._request(tasks[i], scale)  # None: its source's probe failed
-            if not isinstance(answers[i], Exception):
-                sequence.step() if scale is not None else \
-                    sequence.probed(answers[i].scale)  # type: ignore[union-attr]
+            if isinstance(answers[i], Exception):
+                continue
+            if scale is not None:
+                sequence.step()  # type: ignore[union-attr]
+            else:  # its source's probe failed: this frame was probed instead
+                sequence.probed(answers[i].scale)  # type: ignore[union-attr]
         return answers
 
     def _request(self, task: FrameTask, scale: float | None) -> Any:
