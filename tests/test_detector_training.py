@@ -15,17 +15,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
 
 from maskrt.detect import DETECTOR_MODELS, MODELS_DIR, PRESETS, detector_model_path  # noqa: E402
-from maskrt.detect.regions import _fitted  # noqa: E402
+from maskrt.detect.regions import fitted_box  # noqa: E402
 from maskrt.train.detector.__main__ import main as train_main  # noqa: E402
 from maskrt.train.detector.assign import Priors, assign  # noqa: E402
-from maskrt.train.detector.data import CROP, SceneFaces, unfit_boxes  # noqa: E402
+from maskrt.train.detector.data import (CROP, SOURCE_SHRINK, SceneFaces, degrade_source,  # noqa: E402
+                                        unfit_boxes)
 from maskrt.train.detector.loss import detector_loss  # noqa: E402
 from maskrt.train.detector.model import load_module, run, to_blob, write_onnx  # noqa: E402
 from maskrt.train.scenes import SceneImage  # noqa: E402
 from maskrt.train.voc_metric import GroundTruth  # noqa: E402
 
 YUNET = MODELS_DIR / DETECTOR_MODELS["yunet"]
-BOX_FIT = PRESETS["default"]["box_fit"]
+BOX_FIT = PRESETS["default"]["box_fit"][:4]  # the large faces' fit, which training uses
 SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes" / "train"
 
 
@@ -34,7 +35,7 @@ def test_unfit_boxes_is_the_inverse_of_box_fit():
     corner = rng.uniform(0, 300, (20, 2))
     boxes = np.concatenate([corner, corner + rng.uniform(8, 90, (20, 2))], axis=1).astype(np.float32)
     detector_boxes = unfit_boxes(boxes, BOX_FIT)
-    back = np.stack([_fitted(b, BOX_FIT) for b in detector_boxes])
+    back = np.stack([fitted_box(b, BOX_FIT) for b in detector_boxes])
     np.testing.assert_allclose(back, boxes, atol=1e-3)
     assert not np.allclose(detector_boxes, boxes, atol=0.5)
 
@@ -64,6 +65,24 @@ def test_crops_keep_faces_inside_and_flip_them_with_the_image(tmp_path):
             centre = sample.image[int(np.clip((y0 + y1) / 2, 0, CROP - 1)), int(np.clip((x0 + x1) / 2, 0, CROP - 1))]
             if 0 <= (x0 + x1) / 2 < CROP and 0 <= (y0 + y1) / 2 < CROP:
                 assert centre[2] > 150, "a face box must lie on the light ellipse, flipped or not"
+
+
+def test_the_source_degradation_shrinks_the_photo_and_its_boxes_alike(tmp_path):
+    scene = synthetic_scene(tmp_path)
+    image = cv2.imread(str(scene.image))
+    boxes = scene.truth.boxes.astype(np.float32)
+    rng, shrunk = random.Random(5), set()
+    for _ in range(20):
+        small, moved = degrade_source(image, boxes, rng)
+        factor = small.shape[1] / image.shape[1]
+        assert SOURCE_SHRINK[0] - 0.01 <= factor <= SOURCE_SHRINK[1] + 0.01
+        np.testing.assert_allclose(moved, boxes * factor, rtol=0.02)
+        for x0, y0, x1, y1 in moved:  # the shrunk box still frames its light ellipse
+            assert small[int((y0 + y1) / 2), int((x0 + x1) / 2)][2] > 150
+        shrunk.add(round(factor, 2))
+    assert len(shrunk) > 10, "the factor is drawn per call"
+    data = SceneFaces([scene], BOX_FIT, seed=3, degrade=False, source_degrade=1.0)
+    assert all(len(data.sample(0).faces) <= 2 for _ in range(10))
 
 
 def test_simota_gives_every_face_its_own_cells_and_learns_nothing_in_ignore_regions():

@@ -13,7 +13,7 @@ import pytest
 from maskrt.cli import main as cli_main
 from maskrt.detect import face_stage, parse_face_options
 from maskrt.detect.base import Detections
-from maskrt.detect.regions import face_regions
+from maskrt.detect.regions import LARGE_SIDE, SMALL_SIDE, face_regions, fitted_box
 from maskrt.detect.yunet import MODEL_PATH, YuNetDetector
 from maskrt.stream.pipeline import Pipeline
 from streaming_fixtures import run_pipeline, check_accounting, face_paths, shared_engine
@@ -134,6 +134,28 @@ def test_box_fit_maps_detector_boxes_to_the_reported_face_boxes():
             parse_face_options([bad])
     with pytest.raises(ValueError, match="box_fit: expected 4 numbers"):
         face_stage("default", detector=object(), box_fit=(1.0, 1.0))
+
+
+def test_an_eight_number_box_fit_fits_small_faces_their_own_way_and_mixes_between():
+    """Large faces (>= LARGE_SIDE px) take the first four numbers, small ones (<= SMALL_SIDE)
+    the last four, and a face between them a mix that moves steadily with its size."""
+    large, small = (1.2, 1.0, 0.0, 0.1), (1.0, 0.8, 0.0, 0.0)
+    fit = large + small
+    for side, expected in ((LARGE_SIDE, large), (3 * LARGE_SIDE, large), (SMALL_SIDE, small),
+                           (SMALL_SIDE / 2, small)):
+        box = np.array([100, 100, 100 + side, 100 + side], np.float32)
+        np.testing.assert_allclose(fitted_box(box, fit), fitted_box(box, expected), atol=1e-4)
+    widths = []
+    for side in np.geomspace(SMALL_SIDE, LARGE_SIDE, 6):
+        box = np.array([0, 0, side, side], np.float32)
+        out = fitted_box(box, fit)
+        widths.append((out[2] - out[0]) / side)
+    assert widths[0] == pytest.approx(1.0) and widths[-1] == pytest.approx(1.2)
+    assert np.all(np.diff(widths) > 0), widths
+    assert parse_face_options(["box_fit=" + ",".join(map(str, fit))]) == {"box_fit": fit}
+    for bad in ("box_fit=1,1,0,0,1,1", "box_fit=1,1,0,0,1,0,0,0"):
+        with pytest.raises(ValueError, match="box_fit: expected .*8|positive"):
+            parse_face_options([bad])
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,23 @@ from maskrt.stream.work import Region
 
 #: ``box_fit`` that leaves the detector's boxes as they are
 NO_BOX_FIT = (1.0, 1.0, 0.0, 0.0)
+#: an 8-number ``box_fit`` (see :func:`fitted_box`) uses its first four at faces of at least
+#: LARGE_SIDE px (frame pixels, the geometric mean of the detector box's sides), its last four
+#: at faces of at most SMALL_SIDE px, and between them the two mixed on a log scale: the median
+#: sides of the size bins of scenes train whose fits differ (under 12 px, 18-25 px;
+#: benchmarks/fit_face_boxes.py)
+SMALL_SIDE, LARGE_SIDE = 10.0, 18.0
+
+BoxFit = tuple[float, ...]
 
 
 def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: float,
                  min_face: float, max_faces: int,
-                 box_fit: tuple[float, float, float, float] = NO_BOX_FIT
-                 ) -> tuple[list[Region], str | None]:
+                 box_fit: BoxFit = NO_BOX_FIT) -> tuple[list[Region], str | None]:
     """The regions of one frame's faces, best first, and a note when faces were left out.
 
-    Each detector box is first mapped by ``box_fit`` = (width factor, height factor, x shift,
-    y shift; shifts in units of the box's width and height) onto the face boxes users mean (see
-    the presets), then clipped to the frame (faces cut by the border keep their visible part);
+    Each detector box is first mapped by ``box_fit`` (:func:`fitted_box`) onto the face boxes
+    users mean (see the presets), then clipped to the frame (faces cut by the border keep their visible part);
     faces whose clipped box is smaller than ``min_face`` pixels on its shorter side are dropped;
     at most ``max_faces`` are kept. Each region's ``crop_box`` is the detector's box widened
     ``widen`` times about its centre (the classifier was trained on crops with some context),
@@ -31,7 +37,7 @@ def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: floa
     h, w = frame_shape[:2]
     regions: list[Region] = []
     for box, score, points in zip(faces.boxes, faces.scores, faces.landmarks):
-        clipped = _clip(_fitted(box, box_fit), w, h)
+        clipped = _clip(fitted_box(box, box_fit), w, h)
         if clipped is None or min(clipped[2] - clipped[0], clipped[3] - clipped[1]) < min_face:
             continue
         crop = _clip(_widened(box, widen), w, h) or clipped
@@ -68,7 +74,16 @@ def check_report_threshold(value: object) -> float:
     return threshold
 
 
-def _fitted(box: np.ndarray, box_fit: tuple[float, float, float, float]) -> np.ndarray:
+def fitted_box(box: np.ndarray, box_fit: BoxFit) -> np.ndarray:
+    """The detector's ``box`` (x0, y0, x1, y1) mapped by ``box_fit`` = (width factor, height
+    factor, x shift, y shift; shifts in units of the box's width and height), or by 8 numbers:
+    such a fit for large faces, then one for small faces (see :data:`SMALL_SIDE`)."""
+    if len(box_fit) == 8:
+        side = math.sqrt(max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6))
+        t = (math.log(side) - math.log(SMALL_SIDE)) / (math.log(LARGE_SIDE) - math.log(SMALL_SIDE))
+        t = min(1.0, max(0.0, t))
+        box_fit = tuple(t * large + (1.0 - t) * small
+                        for large, small in zip(box_fit[:4], box_fit[4:]))
     if tuple(box_fit) == NO_BOX_FIT:
         return box
     sx, sy, dx, dy = box_fit
@@ -78,17 +93,20 @@ def _fitted(box: np.ndarray, box_fit: tuple[float, float, float, float]) -> np.n
     return np.concatenate([centre - half, centre + half])
 
 
-def check_box_fit(box_fit: object) -> tuple[float, float, float, float]:
-    """``box_fit`` as four floats (ValueError naming what came when it is not 4 numbers with
-    positive factors)."""
+def check_box_fit(box_fit: object) -> BoxFit:
+    """``box_fit`` as 4 or 8 floats (ValueError naming what came when it is not 4 or 8 numbers
+    with positive factors)."""
     try:
-        sx, sy, dx, dy = (float(v) for v in box_fit)  # type: ignore[union-attr]
+        values = tuple(float(v) for v in box_fit)  # type: ignore[union-attr]
     except (TypeError, ValueError):
+        values = ()
+    if len(values) not in (4, 8):
         raise ValueError(f"box_fit: expected 4 numbers (width factor, height factor, x shift, "
-                         f"y shift), got {box_fit!r}") from None
-    if sx <= 0 or sy <= 0:
+                         f"y shift), or 8 (those for faces of {LARGE_SIDE:g} px and more, then "
+                         f"for faces of {SMALL_SIDE:g} px and less), got {box_fit!r}")
+    if min(values[0::4] + values[1::4]) <= 0:
         raise ValueError(f"box_fit: expected positive width and height factors, got {box_fit!r}")
-    return (sx, sy, dx, dy)
+    return values
 
 
 def _widened(box: np.ndarray, factor: float) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from maskrt.detect.base import Detections, Detector
-from maskrt.detect.regions import (NO_BOX_FIT, check_box_fit, check_report_threshold,
+from maskrt.detect.regions import (NO_BOX_FIT, BoxFit, check_box_fit, check_report_threshold,
                                    face_regions, split_reported)
 from maskrt.detect.scale import ScaleRule, SequenceScale
 from maskrt.stream.stages import Stage
@@ -21,7 +21,8 @@ class FaceStage(Stage):
     min_face: faces smaller than this (pixels, shorter side of the clipped box) are left out.
     max_faces: at most this many faces per frame, the most confident; the records say so.
     box_fit: (width factor, height factor, x shift, y shift) from the detector's boxes to the
-    reported ones (see :func:`~maskrt.detect.regions.face_regions`).
+    reported ones, or 8 numbers: one fit for large faces, one for small (see
+    :func:`~maskrt.detect.regions.fitted_box`).
     scale_rule: the detector's input scale chosen per frame (``upscale="auto"``; see
     :mod:`maskrt.detect.scale`), one :class:`SequenceScale` per video or live source; None:
     the detector's own fixed ``upscale``.
@@ -34,7 +35,7 @@ class FaceStage(Stage):
 
     def __init__(self, detector: Detector, *, widen: float = 1.2, min_face: float = 4.0,
                  max_faces: int = 200, batch_size: int = 8,
-                 box_fit: tuple[float, float, float, float] = NO_BOX_FIT,
+                 box_fit: BoxFit = NO_BOX_FIT,
                  scale_rule: ScaleRule | None = None, report_threshold: float = 0.0) -> None:
         if widen < 1.0 or min_face < 1.0 or max_faces < 1 or batch_size < 1:
             raise ValueError(f"faces: expected widen >= 1, min_face >= 1, max_faces >= 1 and "

@@ -31,6 +31,9 @@ MIN_FACE = 6.0
 MIN_VISIBLE = 0.5
 #: the range the median face side of a crop is drawn from (log-uniform, crop pixels)
 FACE_SIDES = (12.0, 110.0)
+#: the source degradation's range: the photo shrunk by a factor in SOURCE_SHRINK (log-uniform),
+#: blurred and JPEG-compressed at that size, before it is resized to the detector's scale
+SOURCE_SHRINK = (0.4, 1.0)
 #: how much more often a crop is centred on a without_mask face than on another (they are about a
 #: fifth of the annotated faces, and the detector must not trade them for masked ones)
 BARE_WEIGHT = 3.0
@@ -47,8 +50,8 @@ class Sample:
 
 
 def unfit_boxes(boxes: np.ndarray, box_fit: tuple[float, float, float, float]) -> np.ndarray:
-    """The inverse of :func:`maskrt.detect.regions._fitted`: the detector box that ``box_fit``
-    maps onto each annotated box."""
+    """The inverse of :func:`maskrt.detect.regions.fitted_box` for a 4-number ``box_fit``: the
+    detector box that ``box_fit`` maps onto each annotated box."""
     sx, sy, dx, dy = box_fit
     size = (boxes[:, 2:] - boxes[:, :2]) / np.array([sx, sy], np.float32)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0 - size * np.array([dx, dy], np.float32)
@@ -59,7 +62,7 @@ class SceneFaces:
     """Augmented crops of ``scenes`` (each photo read once and kept decoded)."""
 
     def __init__(self, scenes: list[SceneImage], box_fit: tuple[float, float, float, float],
-                 *, seed: int = 0, degrade: bool = True) -> None:
+                 *, seed: int = 0, degrade: bool = True, source_degrade: float = 0.0) -> None:
         if not scenes:
             raise ValueError("detector training: expected annotated scene photos, got none")
         self.images = [_read(scene) for scene in scenes]
@@ -68,12 +71,15 @@ class SceneFaces:
                         for scene in scenes]
         self.rng = random.Random(seed)
         self.degrade = degrade
+        self.source_degrade = source_degrade
 
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self, index: int) -> Sample:
         image, boxes = self.images[index], self.boxes[index]
+        if self.source_degrade and self.rng.random() < self.source_degrade:
+            image, boxes = degrade_source(image, boxes, self.rng)
         scale = self._scale(boxes)
         image = cv2.resize(image, None, fx=scale, fy=scale,
                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
@@ -136,6 +142,29 @@ def degrade(image: np.ndarray, rng: random.Random) -> np.ndarray:
         if ok:
             image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     return image
+
+
+def degrade_source(image: np.ndarray, boxes: np.ndarray, rng: random.Random
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The photo as a worse camera gives it, at its own resolution: fewer pixels, blur, JPEG.
+
+    Why: the scale rule enlarges small frames 2-3x, so what a camera or an encoder did at the
+    source's resolution reaches the detector enlarged as much (a blur of sigma 1 becomes 2-3;
+    a photo of half the size loses detail the upscale cannot restore). :func:`degrade` works at
+    the detector's scale and never shows it that."""
+    low, high = (math.log(v) for v in SOURCE_SHRINK)
+    factor = math.exp(rng.uniform(low, high))
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.4:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.6:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(20, 80)])
+        if ok:
+            image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    scaled = boxes * np.float32([size[0] / w, size[1] / h, size[0] / w, size[1] / h])
+    return image, scaled
 
 
 def _read(scene: SceneImage) -> np.ndarray:

@@ -40,6 +40,7 @@ class Recipe:
     weight_decay: float = 5e-4
     warmup: int = 50
     degrade: bool = True
+    source_degrade: float = 0.0
     seed: int = 0
 
 
@@ -56,7 +57,8 @@ def fine_tune(scenes: Sequence[SceneImage], source: str | os.PathLike[str],
     """Train from the graph at ``source`` on ``scenes``; write the graph to ``destination``."""
     recipe = recipe or Recipe()
     torch.manual_seed(recipe.seed)
-    data = SceneFaces(list(scenes), box_fit, seed=recipe.seed, degrade=recipe.degrade)
+    data = SceneFaces(list(scenes), box_fit, seed=recipe.seed, degrade=recipe.degrade,
+                       source_degrade=recipe.source_degrade)
     student, teacher = load_module(source).train(), load_module(source).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
