@@ -117,6 +117,71 @@ def test_a_video_is_probed_on_its_first_frame_and_every_probe_every_frames(tmp_p
     assert 2 <= detector.frames_at[probe_scale] <= 3, detector.frames_at
 
 
+#: what ScaleDependentDetector finds: a small face, and a large one framed well at the probe's
+#: scale and badly when enlarged past what YuNet frames well
+SMALL_FACE = [40.0, 40.0, 60.0, 60.0]
+LARGE_WELL, LARGE_BADLY = [200.0, 100.0, 500.0, 400.0], [230.0, 60.0, 520.0, 420.0]
+
+
+class ScaleDependentDetector:
+    """A stand-in detector whose answer depends on the scale only (frames of any content)."""
+
+    name = "scale-dependent"
+
+    def __init__(self) -> None:
+        self.frames_at: dict[float, int] = {}
+
+    def detect(self, frames, scales):  # type: ignore[no-untyped-def]
+        out = []
+        for scale in scales:
+            self.frames_at[round(scale, 3)] = self.frames_at.get(round(scale, 3), 0) + 1
+            large = LARGE_BADLY if scale >= 1.0 else LARGE_WELL
+            out.append(Detections(np.array([large, SMALL_FACE], np.float32),
+                                  np.array([0.95, 0.9], np.float32),
+                                  np.zeros((2, 5, 2), np.float32), 2))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_large_faces_come_from_the_probe_when_the_chosen_scale_would_enlarge_them_too_much():
+    rule = ScaleRule(face_target=40.0, quantile=0.0, min_scale=0.5, max_scale=2.0,
+                     probe_side=640, large_side=160.0)
+    frame = np.zeros((720, 1280, 3), np.uint8)  # probed at 0.5; the 20 px face asks for 2x
+    found = rule.detect(ScaleDependentDetector(), [frame], chosen := [], large := [])[0]
+    assert chosen == [2.0] and large == [1]  # 300 px at 2x would be 600 px: from the probe
+    np.testing.assert_allclose(found.boxes, [LARGE_WELL, SMALL_FACE])  # best first
+    assert found.found == 2
+    off = ScaleRule(face_target=40.0, quantile=0.0, min_scale=0.5, max_scale=2.0,
+                    probe_side=640, large_side=0.0).detect(ScaleDependentDetector(), [frame])[0]
+    np.testing.assert_allclose(off.boxes, [LARGE_BADLY, SMALL_FACE])  # large_side 0: as before
+    assert len(rule.large(found, 0.5, 0.5)) == 0  # at the probe's own scale nothing is large
+    with pytest.raises(ValueError, match="large_side >= 0"):
+        ScaleRule(large_side=-1.0)
+
+
+def test_a_source_whose_probe_found_large_faces_keeps_them_on_every_frame(tmp_path):
+    path = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1280, 720))
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        writer.write(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8))
+    writer.release()
+    detector = ScaleDependentDetector()
+    stage = FaceStage(detector, scale_rule=ScaleRule(  # type: ignore[arg-type]
+        face_target=40.0, quantile=0.0, max_scale=2.0, probe_every=30, large_side=160.0))
+    records, counters = run_pipeline(Pipeline(shared_engine(), [str(path)], stages=[stage],
+                                              regions="frame", track="off"))
+    check_accounting(records, counters)
+    assert counters["total"]["scored"] == 7
+    for frame in range(7):
+        boxes = sorted(list(r.box) for r in records if r.frame_index == frame and r.box)
+        assert boxes == sorted([[int(v) for v in LARGE_WELL], [int(v) for v in SMALL_FACE]]), boxes
+    # one probe; then every frame once at the source's scale and once at the probe's
+    assert detector.frames_at == {0.5: 7, 2.0: 7}, detector.frames_at
+
+
 def test_upscale_takes_a_number_or_auto():
     assert parse_face_options(["upscale=auto", "max_scale=3"]) == {"upscale": "auto",
                                                                      "max_scale": 3.0}

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 from maskrt.detect.base import Detections, Detector
 from maskrt.detect.regions import (NO_BOX_FIT, BoxFit, check_box_fit, check_report_threshold,
                                    face_regions, split_reported)
-from maskrt.detect.scale import ScaleRule, SequenceScale
+from maskrt.detect.scale import ScaleRule, SequenceScale, with_large
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import SKIPPED_DETECTION, FrameTask, Region
 
@@ -84,18 +84,35 @@ class FaceStage(Stage):
         sequences, probed, steady = self.plan(tasks)
         found: list[Detections | None] = [None] * len(tasks)
         chosen: list[float] = []
-        for i, faces, scale in zip(probed, rule.detect(self.detector, [tasks[i].image for i in probed],
-                                                      chosen), chosen):
+        large: list[int] = []
+        images = [tasks[i].image for i in probed]
+        for i, faces, scale, n in zip(probed, rule.detect(self.detector, images, chosen, large),
+                                      chosen, large):
             found[i] = faces
             if sequences[i] is not None:
-                sequences[i].probed(scale)  # type: ignore[union-attr]
+                sequences[i].probed(scale, n)  # type: ignore[union-attr]
         if steady:
             scales = [sequences[i].scale for i in steady]  # type: ignore[union-attr]
             for i, faces in zip(steady, self.detector.detect([tasks[i].image for i in steady],
                                                              scales)):
                 found[i] = faces
                 sequences[i].step()  # type: ignore[union-attr]
+            self._keep_large([i for i in steady if sequences[i].has_large],  # type: ignore[union-attr]
+                             tasks, sequences, found)
         return found  # type: ignore[return-value]
+
+    def _keep_large(self, indices: list[int], tasks: Sequence[FrameTask],
+                    sequences: list[SequenceScale | None], found: list[Detections | None]) -> None:
+        """Frames of sources whose last probe found large faces: a second pass at the probe's
+        scale gives those faces (see :mod:`maskrt.detect.scale`)."""
+        rule = self.scale_rule
+        if not indices or rule is None:
+            return
+        probes = [rule.probe_scale(tasks[i].image.shape) for i in indices]
+        for i, p, faces in zip(indices, probes,
+                               self.detector.detect([tasks[i].image for i in indices], probes)):
+            kept = rule.large(faces, p, sequences[i].scale)  # type: ignore[union-attr, arg-type]
+            found[i] = with_large(found[i], kept)  # type: ignore[arg-type]
 
     def plan(self, tasks: Sequence[FrameTask]
              ) -> tuple[list[SequenceScale | None], list[int], list[int]]:
