@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskrt.track.bytetrack import ByteTracker, Track, TrackerUpdate, assign, box_iou
+from maskrt.detect.base import box_iou
+from maskrt.track.bytetrack import ByteTracker, Track, TrackerUpdate, assign
 from maskrt.track.kalman import BoxKalman, to_cxcywh, to_xyxy
 from maskrt.track.settings import TrackSettings
 

@@ -32,6 +32,17 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], self.found)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[N, M]`` IoU of ``[N, 4]`` and ``[M, 4]`` x0, y0, x1, y1 boxes (0 for empty ones)."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 class Detector(abc.ABC):
     """Finds faces in uint8 BGR frames of any size. Implementations batch frames as they can."""
 

@@ -28,8 +28,9 @@ def face_regions(faces: Detections, frame_shape: tuple[int, ...], *, widen: floa
     """The regions of one frame's faces, best first, and a note when faces were left out.
 
     Each detector box is first mapped by ``box_fit`` (:func:`fitted_box`) onto the face boxes
-    users mean (see the presets), then clipped to the frame (faces cut by the border keep their visible part);
-    faces whose clipped box is smaller than ``min_face`` pixels on its shorter side are dropped;
+    users mean (see the presets), then clipped to the frame (faces cut by the border keep their
+    visible part); faces whose clipped box is smaller than ``min_face`` pixels on its shorter
+    side are dropped;
     at most ``max_faces`` are kept. Each region's ``crop_box`` is the detector's box widened
     ``widen`` times about its centre (the classifier was trained on crops with some context),
     clipped to the frame.

@@ -42,8 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from maskrt.detect.base import Detections, Detector
-from maskrt.train.voc_metric import iou_matrix
+from maskrt.detect.base import Detections, Detector, box_iou
 
 #: a chosen scale this close (ratio) to the probe's reuses the probe's faces
 _SAME_SCALE = 1.25
@@ -130,7 +129,7 @@ def with_large(found: Detections, large: Detections, overlap: float = 0.3) -> De
         return found
     beyond_cap = found.found - len(found)
     if len(found):
-        found = found.take(np.flatnonzero(iou_matrix(found.boxes, large.boxes).max(axis=1)
+        found = found.take(np.flatnonzero(box_iou(found.boxes, large.boxes).max(axis=1)
                                           < overlap))
     merged = Detections(np.concatenate([found.boxes, large.boxes]),
                         np.concatenate([found.scores, large.scores]),

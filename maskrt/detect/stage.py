@@ -97,8 +97,8 @@ class FaceStage(Stage):
                                                              scales)):
                 found[i] = faces
                 sequences[i].step()  # type: ignore[union-attr]
-            self._keep_large([i for i in steady if sequences[i].has_large],  # type: ignore[union-attr]
-                             tasks, sequences, found)
+            large_sources = [i for i in steady if sequences[i].has_large]  # type: ignore[union-attr]
+            self._keep_large(large_sources, tasks, sequences, found)
         return found  # type: ignore[return-value]
 
     def _keep_large(self, indices: list[int], tasks: Sequence[FrameTask],

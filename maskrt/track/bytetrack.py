@@ -33,6 +33,7 @@ from typing import Any
 import lap
 import numpy as np
 
+from maskrt.detect.base import box_iou
 from maskrt.track.kalman import BoxKalman, to_xyxy
 from maskrt.track.settings import TrackSettings
 
@@ -74,17 +75,6 @@ class TrackerUpdate:
 
     tracks: list[Track]
     ended: list[Track]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``[N, M]`` IoU of ``[N, 4]`` and ``[M, 4]`` x0, y0, x1, y1 boxes (0 for empty ones)."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
