@@ -58,7 +58,10 @@ def test_grown_box_and_uncertain_decision_are_reclassified():
     uncertain = TrackDecision(settings)
     uncertain.requested_at(0, 40)
     uncertain.add(result(0.6), 0.9, [0, 0, 40, 40], 0)
-    assert uncertain.wants(1, side=40)  # p 0.6 is within 0.2 of 0.5
+    uncertain.settle(0)
+    # p 0.6 is within 0.2 of 0.5, read settle_frames after it was asked for (whenever it came)
+    assert not uncertain.wants(settings.settle_frames - 1, side=40)
+    assert uncertain.wants(settings.settle_frames, side=40)
 
 
 def test_one_bad_frame_does_not_flip_the_decision():

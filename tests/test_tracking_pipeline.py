@@ -100,6 +100,33 @@ def check_tracks_and_events(out: Path, by_track: dict[int, list[dict]]) -> None:
         assert all(a != b for a, b in zip(labels, labels[1:])), (track_id, labels)
 
 
+def reuse_of(engine, clip: Path) -> dict:
+    """(frame, region) -> (classified, track id, track label) of the clip through a Pipeline."""
+    records = list(Pipeline(engine, [str(clip)], batch_size=8))
+    return {(r.frame_index, r.region_index): (r.classified, r.track_id, r.track_label)
+            for r in records if r.region_index is not None}
+
+
+def test_reuse_does_not_depend_on_how_fast_classifications_come_back(clip):
+    """The uncertain rule reads classifications settle_frames old and waits for them, so a
+    slow classifier (a loaded machine) gives the same records, not fewer reclassifications."""
+    engine = shared_engine()
+    fast = reuse_of(engine, clip)
+    infer = engine.backend.infer
+
+    def slow_infer(*args, **kwargs):
+        time.sleep(0.15)  # results come back frames after the track stage has moved on
+        return infer(*args, **kwargs)
+
+    engine.backend.infer = slow_infer
+    try:
+        slow = reuse_of(engine, clip)
+    finally:
+        del engine.backend.infer
+    assert slow == fast
+    assert sum(classified for classified, _, _ in fast.values()) < len(fast)  # reuse ran
+
+
 def test_reuse_off_classifies_every_face_and_track_off_has_no_tracks(clip, tmp_path):
     records, summary = score(clip, tmp_path / "every", "--reuse", "off")
     faces = [r for r in records if r["region_index"] is not None]

@@ -29,6 +29,11 @@ class TrackDecision:
         self.settings = settings
         self.requested = 0  # classifications asked for by the track stage
         self.last_requested: int | None = None  # frame index of the last one
+        #: frame index -> classifications asked for in it and not yet settled (a result came,
+        #: or none will); the uncertain rule waits for these (see settled)
+        self.pending: dict[int, int] = {}
+        #: (frame index, weight, weighted log-odds) of each result, in frame order
+        self._history: list[tuple[int, float, float]] = []
         self.largest_side = 0.0  # shorter side of the largest face sent to the classifier
         self.results = 0  # classifications received
         self._sum_w = 0.0
@@ -49,22 +54,61 @@ class TrackDecision:
     def wants(self, frame_index: int, side: float) -> bool:
         """Whether a face of ``side`` pixels (shorter box side) in ``frame_index`` should go
         through the classifier (True) or take the track's decision (False)."""
+        return self.due(frame_index, side) or self.uncertain_at(frame_index)
+
+    def due(self, frame_index: int, side: float) -> bool:
+        """The rules that need no result: a new track, reclassify_every, a grown box."""
         s = self.settings
         if self.requested < s.min_classified or self.last_requested is None:
             return True
         if frame_index - self.last_requested >= s.reclassify_every:
             return True
-        if side >= s.grow * self.largest_side:
-            return True
-        return self.results > 0 and abs(self.p_without_mask - 0.5) < s.uncertain
+        return side >= s.grow * self.largest_side
+
+    def uncertain_at(self, frame_index: int) -> bool:
+        """Whether the decision from the settled classifications is still uncertain, and no
+        classification was asked for since them (whose result would answer it): so an
+        uncertain track is classified again every settle_frames frames."""
+        horizon = frame_index - self.settings.settle_frames
+        if self.last_requested is not None and self.last_requested > horizon:
+            return False
+        p = self.p_settled(frame_index)
+        return p is not None and abs(p - 0.5) < self.settings.uncertain
+
+    def unsettled(self, frame_index: int) -> bool:
+        """Whether a classification the uncertain rule reads at ``frame_index`` (asked for
+        settle_frames or more frames before it) is still on its way: the track stage then waits
+        for it, so that reuse does not depend on how fast results come back."""
+        horizon = frame_index - self.settings.settle_frames
+        return any(frame <= horizon for frame in self.pending)
+
+    def p_settled(self, frame_index: int) -> float | None:
+        """The decision's probability from the classifications asked for settle_frames or more
+        frames before ``frame_index`` (None when there are none)."""
+        horizon = frame_index - self.settings.settle_frames
+        sum_w = sum(w for frame, w, _ in self._history if frame <= horizon)
+        if sum_w <= 0.0:
+            return None
+        sum_wl = sum(wl for frame, _, wl in self._history if frame <= horizon)
+        return 1.0 / (1.0 + math.exp(-sum_wl / sum_w))
 
     def requested_at(self, frame_index: int, side: float) -> None:
         self.requested += 1
         self.last_requested = frame_index
         self.largest_side = max(self.largest_side, side)
+        self.pending[frame_index] = self.pending.get(frame_index, 0) + 1
 
-    def cancel(self) -> None:
+    def settle(self, frame_index: int) -> None:
+        """A classification asked for in ``frame_index`` came, or will not."""
+        left = self.pending.get(frame_index, 0) - 1
+        if left > 0:
+            self.pending[frame_index] = left
+        else:
+            self.pending.pop(frame_index, None)
+
+    def cancel(self, frame_index: int) -> None:
         """A requested classification will not come (its frame was dropped or failed)."""
+        self.settle(frame_index)
         self.requested = max(0, self.requested - 1)
         if self.requested == 0:
             self.last_requested = None
@@ -85,6 +129,7 @@ class TrackDecision:
                      * min(1.0, side / s.size_ref))
         self._sum_w += weight
         self._sum_wl += weight * logit
+        self._history.append((frame_index, weight, weight * logit))
         self.results += 1
         self.last = result
         if features is not None:

@@ -41,7 +41,9 @@ class TrackSettings:
     Reuse: a tracked face is classified when its track has fewer than min_classified
     classifications, every reclassify_every frames, when its box side grew by the factor grow
     over the largest classified one, or while the decision is uncertain (p within uncertain of
-    0.5); otherwise it takes its track's decision (and CAM). With reuse, a face of a tentative
+    0.5, from the classifications asked for settle_frames or more frames before: the track
+    stage waits for those, so the same video gives the same records however fast the machine);
+    otherwise it takes its track's decision (and CAM). With reuse, a face of a tentative
     track that never reached high_score (most of them are not faces: jackets, shoes) is
     recorded without a label and not classified, unless classify_low is 1.
     """
@@ -60,6 +62,7 @@ class TrackSettings:
     reclassify_every: int = 20
     grow: float = 1.25
     uncertain: float = 0.25
+    settle_frames: int = 2
     min_classified: int = 1
     classify_low: int = 0
     camera_motion: int = 1
@@ -80,7 +83,7 @@ class TrackSettings:
             if getattr(self, name) not in (0, 1):
                 problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
         for name in ("min_hits", "reclassify_every", "min_classified", "detect_every",
-                     "live_detect_every", "live_max_every"):
+                     "live_detect_every", "live_max_every", "settle_frames"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
         if self.max_lost < 0 or self.live_lag_ms < 0:

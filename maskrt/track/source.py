@@ -9,6 +9,7 @@ tracker and the decisions between them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +22,11 @@ from maskrt.track.bytetrack import ByteTracker, Track
 from maskrt.track.decision import TrackDecision
 from maskrt.track.motion import CameraMotion
 from maskrt.track.settings import TrackSettings
+
+log = logging.getLogger(__name__)
+
+#: the longest the track stage waits for a classification the uncertain rule reads
+SETTLE_TIMEOUT_S = 30.0
 
 #: the kinds of track events
 TRACK_STARTED, DECISION, TRACK_ENDED = "track_started", "decision", "track_ended"
@@ -43,6 +49,9 @@ class SourceTracks:
         self.tracker = ByteTracker(settings)
         self.motion = CameraMotion() if settings.camera_motion else None
         self.lock = threading.Lock()
+        #: notified when classifications settle (see TrackDecision.unsettled)
+        self._settled = threading.Condition(self.lock)
+        self._waited_too_long = False
         #: (frame index, track) of tracks the tracker ended, announced once that frame's
         #: records are made (so their decision includes every classification before it)
         self._ended: deque[tuple[int, Track]] = deque()
@@ -103,14 +112,36 @@ class SourceTracks:
         if (track.track_id is None and track.best_score < self.settings.high_score
                 and not self.settings.classify_low):
             return False  # an unconfirmed low-score detection: probably not a face
-        return track.data.wants(frame_index, side)
+        decision: TrackDecision = track.data
+        if decision.due(frame_index, side):
+            return True
+        self._wait_settled(decision, frame_index)
+        return decision.uncertain_at(frame_index)
+
+    def _wait_settled(self, decision: TrackDecision, frame_index: int) -> None:
+        """Wait (the lock released) until the classifications the uncertain rule reads have
+        come back: settle_frames after they were asked for they normally have, and then this
+        costs nothing. Bounded: a pipeline stopping gives its requests back (cancel), and past
+        SETTLE_TIMEOUT_S the rule reads what came (logged once)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while decision.unsettled(frame_index):
+            left = deadline - time.monotonic()
+            if left <= 0.0:
+                if not self._waited_too_long:
+                    log.warning("%s: classifications of frames up to %d not back after %.0f s; "
+                                "reuse decides without them", self.source_id,
+                                frame_index - self.settings.settle_frames, SETTLE_TIMEOUT_S)
+                self._waited_too_long = True
+                return
+            self._settled.wait(left)
 
     def cancel(self, task: Any) -> None:
         """``task`` will not be recorded as scored: its requested classifications will not come."""
         with self.lock:
             for region in task.regions or ():
                 if region.track is not None and region.classify:
-                    region.track.data.cancel()
+                    region.track.data.cancel(task.frame.index)
+            self._settled.notify_all()
 
     # ------------------------------------------------------------------ explain stage
 
@@ -126,11 +157,14 @@ class SourceTracks:
                 if result is not None:
                     shown = None if task.reduction is None else task.reduction.box(region.box)
                     decision.add(result, region.score, list(region.box), frame.index, feats, shown)
+                if region.classify:
+                    decision.settle(frame.index)
                 decision.note_record(frame.index, frame.timestamp)
                 if region.track_id is not None:
                     events.extend(self._announce(region.track, decision, frame))
             while self._ended and self._ended[0][0] <= frame.index:
                 events.extend(self._end(self._ended.popleft()[1], frame.index))
+            self._settled.notify_all()
         return events
 
     def _announce(self, track: Track, decision: TrackDecision, frame: Any) -> list[dict[str, Any]]:
