@@ -11,6 +11,7 @@ clearly larger (a better view), or while the decision is uncertain.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 from maskrt.labels import CLASSES
@@ -30,10 +31,14 @@ class TrackDecision:
         self.requested = 0  # classifications asked for by the track stage
         self.last_requested: int | None = None  # frame index of the last one
         #: frame index -> classifications asked for in it and not yet settled (a result came,
-        #: or none will); the uncertain rule waits for these (see settled)
+        #: or none will); the uncertain rule waits for these (see unsettled)
         self.pending: dict[int, int] = {}
-        #: (frame index, weight, weighted log-odds) of each result, in frame order
-        self._history: list[tuple[int, float, float]] = []
+        #: (frame index, weight, weighted log-odds) of the results not yet behind the uncertain
+        #: rule's horizon, in frame order; those behind it are summed in _settled_w/_settled_wl
+        #: (the horizon only moves forward: the track stage sees a source's frames in order)
+        self._recent: deque[tuple[int, float, float]] = deque()
+        self._settled_w = 0.0
+        self._settled_wl = 0.0
         self.largest_side = 0.0  # shorter side of the largest face sent to the classifier
         self.results = 0  # classifications received
         self._sum_w = 0.0
@@ -86,11 +91,13 @@ class TrackDecision:
         """The decision's probability from the classifications asked for settle_frames or more
         frames before ``frame_index`` (None when there are none)."""
         horizon = frame_index - self.settings.settle_frames
-        sum_w = sum(w for frame, w, _ in self._history if frame <= horizon)
-        if sum_w <= 0.0:
+        while self._recent and self._recent[0][0] <= horizon:
+            _, w, wl = self._recent.popleft()
+            self._settled_w += w
+            self._settled_wl += wl
+        if self._settled_w <= 0.0:
             return None
-        sum_wl = sum(wl for frame, _, wl in self._history if frame <= horizon)
-        return 1.0 / (1.0 + math.exp(-sum_wl / sum_w))
+        return 1.0 / (1.0 + math.exp(-self._settled_wl / self._settled_w))
 
     def requested_at(self, frame_index: int, side: float) -> None:
         self.requested += 1
@@ -129,7 +136,7 @@ class TrackDecision:
                      * min(1.0, side / s.size_ref))
         self._sum_w += weight
         self._sum_wl += weight * logit
-        self._history.append((frame_index, weight, weight * logit))
+        self._recent.append((frame_index, weight, weight * logit))
         self.results += 1
         self.last = result
         if features is not None:
