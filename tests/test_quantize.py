@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from maskrt.backends import create_backend
+from maskrt.backends.ort import int8_pays
 from maskrt.graph import Graph
 from maskrt.graph.quantize import SOURCE_SHA256_KEY, int8_path, int8_problem
 from maskrt.graph.shipped import SHIPPED_ONNX
@@ -38,8 +39,9 @@ def _val_faces(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_int8_backend_decides_like_fp32_on_real_faces() -> None:
     images, labels = _val_faces(96)
-    with create_backend("onnxruntime", precision="fp32") as fp32, create_backend("onnxruntime") as int8:
-        assert int8.precision == "int8" and "int8" in int8.describe()  # auto: the shipped twin
+    with create_backend("onnxruntime", precision="fp32") as fp32, \
+            create_backend("onnxruntime", precision="int8") as int8:
+        assert int8.precision == "int8" and "int8" in int8.describe()
         want_logits, want_features = fp32.infer(images)
         logits, features = int8.infer(images)
     assert logits.dtype == np.float32 and features.dtype == np.float32
@@ -88,3 +90,21 @@ def test_quantize_without_enough_images_says_so(tmp_path) -> None:
     (tmp_path / "faces" / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match=r"expected at least 1 readable images under .*faces, found 0"):
         calibration_images(tmp_path / "faces", count=1)
+
+
+@pytest.mark.parametrize(("cpuinfo", "pays"), [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", True),   # Cascade Lake+
+    ("flags\t\t: fpu sse2 avx2 avx_vnni\n", True),                                # Alder Lake
+    ("flags\t\t: fpu sse2 avx2 fma\n", False),                                    # AVX2 only
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp\n", True),                    # Arm dot product
+    ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+    ("no flags line\n", True),                                                     # unknown: INT8
+])
+def test_int8_is_chosen_where_the_cpu_has_8_bit_dot_products(cpuinfo: str, pays: bool) -> None:
+    assert int8_pays(cpuinfo) is pays
+
+
+def test_auto_precision_follows_the_cpu() -> None:
+    with create_backend("onnxruntime") as auto:
+        assert auto.precision == ("int8" if int8_pays() else "fp32")
+        assert auto.precision in auto.describe()

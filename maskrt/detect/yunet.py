@@ -50,10 +50,7 @@ class YuNetDetector(Detector):
         if session is not None:
             self._session, self.threads = session, threads
         else:
-            # No spin-waiting: the detector runs in short bursts beside the classifier's
-            # session, and its idle threads spinning would take the cores the classifier needs.
-            self._session, self.threads = cpu_session(self.model, threads, "yunet detector",
-                                                      spin=False)
+            self._session, self.threads = cpu_session(self.model, threads, "yunet detector")
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def describe(self) -> str:
