@@ -104,7 +104,9 @@ class SourceTracks:
                 region = Region((int(x0), int(y0), int(x1), int(y1)), score=track.score)
                 region.track, region.track_id, region.classify = track, track.track_id, False
                 task.regions.append(region)
-        task.note = f"faces predicted by the tracker (detect_every {self.settings.detect_every})"
+        # detect_every for files; live sources: live_detect_every, or up to live_max_every when
+        # the machine is behind, so the note names none of them
+        task.note = "faces predicted by the tracker (the detector skipped this frame)"
 
     def _classify(self, track: Track, frame_index: int, side: float) -> bool:
         if not self.reuse:
