@@ -176,9 +176,33 @@ def test_a_prediction_on_an_ignore_box_is_not_false(clip_set: ClipSet) -> None:
     report = clip_metrics(records + [dict(extra, box=box)], clip_set)
     assert report["det_precision"] == 1.0 and report["mota"] == 1.0
     assert report["counts"]["removed_on_ignore"] == 1
+    assert report["false_tracks"] == [] and report["counts"]["false_tracks"] == 0
     far = [box[0] + 1000, box[1] + 1000, box[2] + 1000, box[3] + 1000]  # on nothing at all
     report = clip_metrics(records + [dict(extra, box=far)], clip_set)
     assert report["counts"]["false_positives"] == 1 and report["det_precision"] < 1.0
+    assert report["counts"]["false_tracks"] == 1
+    assert report["false_tracks"] == [{
+        "clip": clip.name, "track_id": 99999, "frames": 1, "frame_index": frame, "box": far,
+        "label": extra["track_label"], "first_frame_index": frame, "first_box": far,
+        "face_score": 0.9}]
+
+
+def test_false_tracks_are_the_tracks_matching_no_face_in_any_frame(clip_set: ClipSet) -> None:
+    def shift(record: dict[str, Any], position: int, count: int) -> None:
+        """Half the people: their track off the face for its first half, then on it."""
+        if record["track_id"] % 2 == 0 and position < count // 2:
+            record["box"] = [v + 2000 for v in record["box"]]
+
+    records = truth_records(clip_set, shift)
+    off = [dict(r, track_id=r["track_id"] + 500, box=[v + 3000 for v in r["box"]])
+           for r in records if r["track_id"] % 3 == 0]  # copies of a third of them, never on
+    report = clip_metrics(records + off, clip_set)
+    expected = {(clip, oid + 500): len(frames) for (clip, oid), frames
+                in considered_frames(clip_set).items() if oid % 3 == 0}
+    assert {(e["clip"], e["track_id"]): e["frames"] for e in report["false_tracks"]} == expected
+    assert [e["frames"] for e in report["false_tracks"]] == sorted(expected.values(),
+                                                                   reverse=True)
+    assert report["counts"]["false_tracks"] == len(expected)
 
 
 def test_eval_cli_with_records(clip_dir: Path, clip_set: ClipSet, tmp_path: Path,
@@ -202,6 +226,24 @@ def test_eval_cli_with_records(clip_dir: Path, clip_set: ClipSet, tmp_path: Path
     assert gallery.stat().st_size > 0
     printed = capsys.readouterr().out
     assert "pred_tracks_per_person" in printed and "clip_001" in printed
+    assert "false_tracks               0" in printed and "0 false tracks" in printed
+
+
+def test_clip_gallery_shares_its_limit_among_the_kinds() -> None:
+    from maskrt.cli.eval_clips import _pick
+
+    def events(n: int, **extra: Any) -> list[dict[str, Any]]:
+        return [{"frame_index": i, "box": [0, 0, 1, 1], "previous_frame_index": 0,
+                 "previous_box": [0, 0, 1, 1], "decision_frame_index": 1,
+                 "decision_box": [0, 0, 1, 1], "first_frame_index": 0, "first_box": [0, 0, 1, 1],
+                 **extra} for i in range(n)]
+
+    report = {"id_switch_events": events(1), "wrong_decisions": events(10, predicted=None),
+              "false_tracks": events(10)}
+    kinds = [kind for kind, _, _ in _pick(report, 9)]
+    assert kinds == ["switch"] + ["decision"] * 4 + ["false"] * 4
+    assert len(_pick(report, 0)) == 21 and len(_pick(report, 100)) == 21
+    assert all(len(shots) == 2 for _, _, shots in _pick(report, 0))
 
 
 def test_eval_cli_clip_set_without_gt_is_one_line(clip_dir: Path, tmp_path: Path) -> None:

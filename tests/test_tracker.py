@@ -155,6 +155,27 @@ def test_a_low_score_detection_alone_is_never_confirmed() -> None:
     assert ids(step(tracker, 10, [box(120, 100)], scores=[0.8])) == [1]
 
 
+def test_a_steady_low_score_track_is_confirmed_after_steady_hits() -> None:
+    tracker = ByteTracker(TrackSettings(steady_hits=6, steady_score=0.4))
+    steady, weak = box(100, 100), box(400, 100)
+    for frame in range(5):
+        assert ids(step(tracker, frame, [steady, weak], scores=[0.45, 0.2])) == [None, None]
+    update = step(tracker, 5, [steady, weak], scores=[0.35, 0.2])  # mean 0.433 over 6 frames
+    assert ids(update) == [1, None] and update.tracks[0].state == "tracked"
+    assert update.tracks[1].hits == 6  # a mean of 0.2 stays tentative however long it lasts
+    for frame in range(6, 20):
+        assert ids(step(tracker, frame, [steady, weak], scores=[0.45, 0.2])) == [1, None]
+
+
+def test_a_steady_track_must_be_matched_in_a_row() -> None:
+    tracker = ByteTracker(TrackSettings(steady_hits=4))
+    for frame in range(7):  # missed in frame 3: the tentative track ends there
+        update = step(tracker, frame, [] if frame == 3 else [box(100, 100)],
+                      scores=[] if frame == 3 else [0.6])
+    assert ids(update) == [None] and update.tracks[0].hits == 3
+    assert ids(step(tracker, 7, [box(100, 100)], scores=[0.6])) == [1]
+
+
 def test_a_low_score_detection_does_not_revive_a_lost_track() -> None:
     tracker = ByteTracker()
     step(tracker, 0, [box(100, 100)])

@@ -18,7 +18,11 @@ from typing import Any
 from maskrt.cli.common import add_track_arguments, positive_int
 
 #: gallery caption colours (BGR)
-SWITCH_COLOUR, DECISION_COLOUR = (0, 140, 255), (200, 0, 160)
+SWITCH_COLOUR, DECISION_COLOUR, FALSE_COLOUR = (0, 140, 255), (200, 0, 160), (0, 0, 220)
+COLOURS = {"switch": SWITCH_COLOUR, "decision": DECISION_COLOUR, "false": FALSE_COLOUR}
+#: the gallery's kinds, in its order, and the report's lists behind them
+GALLERY_KINDS = {"switch": "id_switch_events", "decision": "wrong_decisions",
+                 "false": "false_tracks"}
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +79,7 @@ def main_clips(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.gallery:
         shown = draw_clip_gallery(report, clip_set, args.gallery, limit=args.gallery_max)
-        print(f"wrote {args.gallery} ({shown} shown; {len(report['id_switch_events'])} identity "
-              f"switches, {len(report['wrong_decisions'])} wrong decisions)")
+        print(f"wrote {args.gallery} ({shown} shown; {_gallery_counts(report)})")
     return 0
 
 
@@ -180,6 +183,8 @@ def format_clip_summary(report: dict[str, Any], clip_set: Any, run: dict[str, An
              f"({c['matched_boxes']}/{c['considered_boxes']} faces found)",
              f"det_precision              {_num(report['det_precision'])}   "
              f"({c['false_positives']} false, {c['removed_on_ignore']} on ignore boxes removed)",
+             f"false_tracks               {c['false_tracks']}   (tracks matching no annotated "
+             f"face in any frame: not a face, or one the annotations leave out)",
              f"track_decision_acc         {_num(report['track_decision_acc'])}   "
              f"({c['right_decisions']}/{c['decided_tracks']} people seen in >= 5 frames)",
              f"without_mask_track_recall  {_num(report['without_mask_track_recall'])}   "
@@ -204,54 +209,72 @@ def format_clip_summary(report: dict[str, Any], clip_set: Any, run: dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------
-# the gallery: identity switches (the face under both ids) and wrong decisions
+# the gallery: identity switches (the face under both ids), wrong decisions and false tracks
 
 
 def draw_clip_gallery(report: dict[str, Any], clip_set: Any, path: Path,
                       limit: int | None = 64) -> int:
     """A PNG of identity switches (left: the face under its previous track id, right: under the
-    new one) and wrong track decisions (left: a frame where the track was matched, right: where
-    it last decided), at most ``limit`` (0 or None: all); returns how many are shown."""
+    new one), wrong track decisions (left: a frame where the track was matched, right: where
+    it last decided) and false tracks (the longest first; its first and middle frame), at most
+    ``limit`` (0 or None: all); returns how many are shown."""
     from maskrt.train.evaluate import _face_tile, write_gallery
 
-    items = _pick(report["id_switch_events"], report["wrong_decisions"], limit)
+    items = _pick(report, limit)
     wanted: dict[str, set[int]] = {}
-    for kind, e in items:
-        first = "previous_frame_index" if kind == "switch" else "decision_frame_index"
-        wanted.setdefault(e["clip"], set()).update((e["frame_index"], e[first]))
+    for _, e, shots in items:
+        wanted.setdefault(e["clip"], set()).update(f for f, _ in shots)
     clips = clip_set.by_name()
     frames = {(name, f): image for name, fs in wanted.items()
               for f, image in _read_frames(clips[name].video, fs).items()}
     cells = []
-    for kind, e in items:
-        colour = SWITCH_COLOUR if kind == "switch" else DECISION_COLOUR
-        if kind == "switch":
-            shots = [(e["previous_frame_index"], e["previous_box"]), (e["frame_index"], e["box"])]
-        else:
-            shots = [(e["frame_index"], e["box"]), (e["decision_frame_index"], e["decision_box"])]
+    for kind, e, shots in items:
+        colour = COLOURS[kind]
         tiles = [_face_tile(_frame(frames, e["clip"], f, clips), box, colour) for f, box in shots]
         cells.append((_caption(kind, e, colour), *tiles))
-    head = (f"{len(report['id_switch_events'])} identity switches, "
-            f"{len(report['wrong_decisions'])} wrong decisions")
-    write_gallery(path, cells, head + (f" (first {len(items)})" if len(items) < sum(
-        map(len, (report["id_switch_events"], report["wrong_decisions"]))) else ""))
+    total = sum(len(report[key]) for key in GALLERY_KINDS.values())
+    write_gallery(path, cells, _gallery_counts(report)
+                  + (f" (first {len(items)})" if len(items) < total else ""))
     return len(items)
 
 
-def _pick(switches: list[dict], wrong: list[dict], limit: int | None) -> list[tuple[str, dict]]:
-    """Both kinds shown when both exist: half the limit each, the rest to the other kind."""
-    wrong = sorted(wrong, key=lambda e: e["predicted"] is None)  # wrong labels before misses
-    if not limit:
-        return [("switch", e) for e in switches] + [("decision", e) for e in wrong]
-    take_wrong = min(len(wrong), max(limit // 2, limit - len(switches)))
-    take_switches = min(len(switches), limit - take_wrong)
-    return ([("switch", e) for e in switches[:take_switches]]
-            + [("decision", e) for e in wrong[:take_wrong]])
+def _gallery_counts(report: dict[str, Any]) -> str:
+    return (f"{len(report['id_switch_events'])} identity switches, "
+            f"{len(report['wrong_decisions'])} wrong decisions, "
+            f"{len(report['false_tracks'])} false tracks")
+
+
+def _pick(report: dict[str, Any], limit: int | None) -> list[tuple[str, dict, list]]:
+    """Every kind shown when it exists: the limit shared in turn, what one kind leaves to the
+    others; each item with its two shots (frame, box)."""
+    groups = {kind: list(report[key]) for kind, key in GALLERY_KINDS.items()}
+    groups["decision"].sort(key=lambda e: e["predicted"] is None)  # wrong labels before misses
+    take = dict.fromkeys(groups, 0)
+    left = sum(map(len, groups.values())) if not limit else limit
+    while left > 0 and any(take[k] < len(g) for k, g in groups.items()):
+        for kind, group in groups.items():
+            if left > 0 and take[kind] < len(group):
+                take[kind] += 1
+                left -= 1
+    return [(kind, e, _shots(kind, e)) for kind, group in groups.items()
+            for e in group[:take[kind]]]
+
+
+def _shots(kind: str, e: dict[str, Any]) -> list[tuple[int, Any]]:
+    if kind == "switch":
+        return [(e["previous_frame_index"], e["previous_box"]), (e["frame_index"], e["box"])]
+    if kind == "decision":
+        return [(e["frame_index"], e["box"]), (e["decision_frame_index"], e["decision_box"])]
+    return [(e["first_frame_index"], e["first_box"]), (e["frame_index"], e["box"])]
 
 
 def _caption(kind: str, e: dict[str, Any], colour: tuple[int, int, int]) -> list[tuple]:
     from maskrt.train.evaluate import BLACK, GREY
 
+    if kind == "false":
+        return [(f"false track {e['track_id']}: {e['label']}", colour),
+                (f"{e['frames']} frames, best score {e['face_score']:.2f}", BLACK),
+                (f"{e['clip']} frame {e['frame_index']}", GREY)]
     if kind == "switch":
         return [(f"id switch: track {e['previous_track_id']} -> {e['track_id']}", colour),
                 (f"person {e['gt_id']}, frames {e['previous_frame_index']} -> "

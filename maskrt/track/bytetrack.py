@@ -19,7 +19,10 @@ at least the pass's IoU (and some overlap) to match:
 6. A tentative track is confirmed, and given the next public ``track_id`` (1, 2, 3... per
    tracker, in order of confirmation), once matched in ``min_hits`` frames with a best score
    ``>= high_score``. In the tracker's first update, detections ``>= high_score`` are confirmed
-   at once (as ByteTrack does: there is no earlier frame to wait for).
+   at once (as ByteTrack does: there is no earlier frame to wait for). With ``steady_hits`` >
+   0, a track that never reached ``high_score`` is confirmed too once matched in
+   ``steady_hits`` frames in a row with a mean score ``>= steady_score`` (a face the detector
+   scores low in every frame: a mask's visor, a face cut by the frame's edge).
 7. Unmatched confirmed tracks become lost; a lost track still unmatched more than ``max_lost``
    frames (by frame index) after its last match is removed, and so is a tentative track
    unmatched in an update. Removed tracks are reported once, in ``TrackerUpdate.ended``.
@@ -50,6 +53,7 @@ class Track:
     score: float
     best_score: float
     hits: int
+    score_sum: float
     first_frame: int
     last_frame: int
     state: str
@@ -227,6 +231,7 @@ class ByteTracker:
         track.box, track.score = box.copy(), score
         track.best_score = max(track.best_score, score)
         track.hits += 1
+        track.score_sum += score
         track.last_frame = frame_index
         if track.confirmed:
             track.state = TRACKED
@@ -237,8 +242,8 @@ class ByteTracker:
         created = []
         for k, (box, score) in enumerate(zip(boxes, scores)):
             track = Track(key=self._next_key, track_id=None, box=box.copy(), score=float(score),
-                          best_score=float(score), hits=1, first_frame=frame_index,
-                          last_frame=frame_index, state=TENTATIVE)
+                          best_score=float(score), hits=1, score_sum=float(score),
+                          first_frame=frame_index, last_frame=frame_index, state=TENTATIVE)
             track._mean, track._cov, track._predicted = mean[k], cov[k], box.copy()
             self._next_key += 1
             created.append(track)
@@ -246,9 +251,13 @@ class ByteTracker:
         return created
 
     def _maybe_confirm(self, track: Track, first: bool) -> None:
-        if track.confirmed or track.best_score < self.settings.high_score:
+        if track.confirmed:
             return
-        if first or track.hits >= self.settings.min_hits:
+        s = self.settings
+        strong = track.best_score >= s.high_score and (first or track.hits >= s.min_hits)
+        steady = (0 < s.steady_hits <= track.hits
+                  and track.score_sum >= s.steady_score * track.hits)
+        if strong or steady:
             track.track_id, track.state = self._next_id, TRACKED
             self._next_id += 1
 

@@ -21,6 +21,9 @@ class TrackSettings:
     pass, the second pass, and for tentative (not yet confirmed) tracks.
     min_hits: frames a tentative track must be matched in (one of them with a score >=
     high_score) before it is confirmed and given a ``track_id``.
+    steady_hits, steady_score: a tentative track that never reached high_score is confirmed
+    too once matched in steady_hits frames in a row with a mean score >= steady_score (0 turns
+    it off).
     max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
     camera_motion: 1 moves the tracks with the camera (pan, zoom, shake) estimated between
     frames by sparse optical flow before matching (:mod:`maskrt.track.motion`); 0 does not.
@@ -56,6 +59,8 @@ class TrackSettings:
     low_match_iou: float = 0.5
     tentative_match_iou: float = 0.3
     min_hits: int = 2
+    steady_hits: int = 0
+    steady_score: float = 0.4
     max_lost: int = 30
     logit_clip: float = 6.0
     size_ref: float = 64.0
@@ -76,7 +81,8 @@ class TrackSettings:
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
             problems.append(f"0 <= low_score <= high_score <= 1 (got {self.low_score}, "
                             f"{self.high_score})")
-        for name in ("match_iou", "low_match_iou", "tentative_match_iou", "uncertain"):
+        for name in ("match_iou", "low_match_iou", "tentative_match_iou", "uncertain",
+                     "steady_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} in [0, 1] (got {getattr(self, name)})")
         for name in ("classify_low", "camera_motion"):
@@ -86,9 +92,9 @@ class TrackSettings:
                      "live_detect_every", "live_max_every", "settle_frames"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
-        if self.max_lost < 0 or self.live_lag_ms < 0:
-            problems.append(f"max_lost >= 0, live_lag_ms >= 0 (got {self.max_lost}, "
-                            f"{self.live_lag_ms})")
+        if self.max_lost < 0 or self.live_lag_ms < 0 or self.steady_hits < 0:
+            problems.append(f"max_lost >= 0, live_lag_ms >= 0, steady_hits >= 0 (got "
+                            f"{self.max_lost}, {self.live_lag_ms}, {self.steady_hits})")
         if self.logit_clip <= 0 or self.size_ref <= 0 or self.grow < 1.0:
             problems.append(f"logit_clip > 0, size_ref > 0, grow >= 1 (got {self.logit_clip}, "
                             f"{self.size_ref}, {self.grow})")

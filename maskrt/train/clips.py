@@ -173,8 +173,9 @@ def clip_metrics(records: Iterable[dict[str, Any]], clip_set: ClipSet | str | os
 
     Returns :data:`METRIC_KEYS` (NaN where undefined, e.g. no without_mask track), ``tracked``
     (whether records carried track ids), ``counts``, ``per_clip`` (the same figures per clip)
-    and what a gallery shows: ``id_switch_events`` and ``wrong_decisions`` (frame_index 0-based,
-    boxes [x0, y0, x1, y1]). read_frames_only: evaluate a clip only up to the last frame it has a
+    and what a gallery shows: ``id_switch_events``, ``wrong_decisions`` and ``false_tracks``
+    (predicted tracks matching no annotated face in any frame, longest first; frame_index
+    0-based, boxes [x0, y0, x1, y1]). read_frames_only: evaluate a clip only up to the last frame it has a
     record of (a run cut short with --frames) instead of counting frames never read as missed.
     Where the README leaves a choice: "seen in >= 5 frames" counts the frames where the gt box
     is considered; a gt track never matched counts as a wrong decision; pred_tracks_per_person
@@ -207,7 +208,9 @@ def clip_metrics(records: Iterable[dict[str, Any]], clip_set: ClipSet | str | os
     report = _figures(summary.loc["OVERALL"], counts)
     report.update(tracked=tracked, records_of_other_sources=foreign, per_clip=per_clip,
                   id_switch_events=[e for n in names for e in results[n]["switches"]],
-                  wrong_decisions=[e for n in names for e in results[n]["wrong"]])
+                  wrong_decisions=[e for n in names for e in results[n]["wrong"]],
+                  false_tracks=sorted((e for n in names for e in results[n]["false"]),
+                                      key=lambda e: -e["frames"]))
     return report
 
 
@@ -266,6 +269,7 @@ def _evaluate_clip(clip: Clip, preds: dict[int, dict[int, dict]], decisions: dic
     acc = mm.MOTAccumulator(auto_id=False)
     counts = dict.fromkeys(("considered_boxes", "ignore_boxes", "predictions",
                             "removed_on_ignore"), 0)
+    kept: dict[int, list[int]] = {}  # predicted track -> frames it was kept (not on ignore)
     for f in range(frames):
         gt = clip.truth.get(f)
         cons = gt.consider if gt is not None else np.zeros(0, bool)
@@ -279,6 +283,8 @@ def _evaluate_clip(clip: Clip, preds: dict[int, dict[int, dict]], decisions: dic
         dist = np.where(iou[keep] >= 0.5, 1.0 - iou[keep], np.nan).T
         acc.update(gt.ids[cons].tolist() if gt is not None else [],
                    [p["track_id"] for p, k in zip(here, keep) if k], dist, frameid=f)
+        for p in (p for p, k in zip(here, keep) if k):
+            kept.setdefault(p["track_id"], []).append(f)
         counts["considered_boxes"] += int(cons.sum())
         counts["ignore_boxes"] += int((~cons).sum())
         counts["predictions"] += len(here)
@@ -290,9 +296,27 @@ def _evaluate_clip(clip: Clip, preds: dict[int, dict[int, dict]], decisions: dic
     for (frame, _), kind, oid, hid in zip(hits.index, hits["Type"], hits["OId"], hits["HId"]):
         matched.setdefault(int(oid), []).append((int(frame), int(hid), kind == "SWITCH"))
     out = _people(clip, matched, preds, decisions, frames)
+    out["false"] = _false_tracks(clip, kept, set(hits["HId"].astype(int)), preds)
+    counts["false_tracks"] = len(out["false"])
     out["counts"].update(counts)
     out["acc"] = acc
     return out
+
+
+def _false_tracks(clip: Clip, kept: dict[int, list[int]], matched: set[int],
+                  preds: dict[int, dict[int, dict]]) -> list[dict[str, Any]]:
+    """The predicted tracks that match no considered gt box in any frame (a thing that is not
+    a face, or a face the annotations leave out), longest first, each with its middle frame."""
+    out = []
+    for hid, frames in kept.items():
+        if hid in matched:
+            continue
+        f = frames[len(frames) // 2]
+        out.append({"clip": clip.name, "track_id": hid, "frames": len(frames), "frame_index": f,
+                    "box": preds[f][hid]["box"], "label": preds[f][hid]["label"],
+                    "first_frame_index": frames[0], "first_box": preds[frames[0]][hid]["box"],
+                    "face_score": max(preds[g][hid]["score"] for g in frames)})
+    return sorted(out, key=lambda e: -e["frames"])
 
 
 def _people(clip: Clip, matched: dict[int, list[tuple[int, int, bool]]],
