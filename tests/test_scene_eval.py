@@ -295,7 +295,8 @@ def test_eval_reports_the_operating_point_of_the_faces_people_see(tmp_path, monk
         runs[threshold] = json.loads(out.read_text())
     printed = capsys.readouterr().out
     assert "operating point: faces reported at face score >= 0" in printed
-    assert "false without_mask alarms: 2 in 2 images (100.00 per 100 images)" in printed
+    assert ("false without_mask alarms: 2 in 2 images (100.00 per 100 images): 1 no face, "
+            "0 loose box, 0 other class, 1 second box") in printed
     # mAP ranks every candidate, whatever the report threshold
     assert runs["0.5"]["map50"] == runs["0"]["map50"]
     assert runs["0.5"]["recall50"] == runs["0"]["recall50"] == {"with_mask": 1.0,
@@ -311,9 +312,33 @@ def test_eval_reports_the_operating_point_of_the_faces_people_see(tmp_path, monk
     assert at["f1"] == {"with_mask": pytest.approx(2 / 3), "without_mask": pytest.approx(0.4),
                         "all": pytest.approx(0.5)}
     assert at["false_without_mask_alarms"] == 2 and at["false_alarms_per_100_images"] == 100.0
+    assert at["false_alarm_kinds"] == {"no_face": 1, "loose_box": 0, "other_class": 0,
+                                       "second_box": 1}
     every = runs["0"]["operating_point"]  # the low face is reported, and right
     assert every["right"]["without_mask"] == 2 and every["reported"]["without_mask"] == 4
     assert every["recall"]["without_mask"] == 1.0 and every["false_without_mask_alarms"] == 2
+
+
+def test_false_alarms_are_told_apart_by_what_is_under_them() -> None:
+    from maskrt.train.voc_metric import Detections, GroundTruth, operating_point
+
+    truth = GroundTruth.make([[0, 0, 40, 40], [100, 0, 140, 40], [0, 100, 40, 140],
+                              [100, 100, 140, 140]],
+                             ["without_mask", "with_mask", "without_mask", "with_mask"],
+                             [False, False, False, True])
+    alarms = [[0, 0, 40, 40],        # right
+              [1, 0, 40, 40],        # a second box on that bare face
+              [100, 0, 140, 40],     # a masked face called bare
+              [0, 100, 20, 120],     # a quarter of a bare face: too loose (IoU 0.25)
+              [200, 200, 240, 240],  # nothing annotated
+              [100, 100, 140, 140],  # on a difficult face: neither right nor wrong
+              [300, 0, 340, 40]]     # under the report threshold: not shown
+    found = Detections.make(alarms, ["without_mask"] * 7, [0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8],
+                            [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1])
+    point = operating_point([found], [truth], report_threshold=0.5)
+    assert point.false_alarms == 4
+    assert point.alarm_kinds == {"no_face": 1, "loose_box": 1, "other_class": 1,
+                                 "second_box": 1}
 
 
 def test_the_default_operating_point_is_the_presets(tmp_path, monkeypatch) -> None:

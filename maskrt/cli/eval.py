@@ -226,8 +226,10 @@ def _operating_lines(point: Any) -> list[str]:
         lines.append(f"{'reported ' + c:24s}{_cell(point.precision(c), 10)}"
                      f"{_cell(point.recall(c))}{_cell(point.f1(c))}   ({point.right[c]} right of "
                      f"{point.reported[c]} reported, {point.positives[c]} annotated)")
+    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in point.alarm_kinds.items())
     lines.append(f"false {CLASSES[1]} alarms: {point.false_alarms} in {point.images} images "
-                 f"({_per_100(point.false_alarms_per_100)} per 100 images)")
+                 f"({_per_100(point.false_alarms_per_100)} per 100 images)"
+                 + (f": {kinds}" if point.false_alarms else ""))
     return lines
 
 

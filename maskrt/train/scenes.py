@@ -196,6 +196,7 @@ def operating_dict(point: OperatingPoint) -> dict[str, Any]:
             "reported": dict(point.reported), "right": dict(point.right),
             "positives": dict(point.positives),
             "false_without_mask_alarms": point.false_alarms,
+            "false_alarm_kinds": dict(point.alarm_kinds),
             "false_alarms_per_100_images": _num(point.false_alarms_per_100)}
 
 

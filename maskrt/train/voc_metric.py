@@ -225,7 +225,8 @@ class OperatingPoint:
 
     Per class and pooled ("all"): ``reported`` (judged faces), ``right``, ``positives``
     (annotated faces), precision = right / reported, recall = right / positives, F1. NaN where
-    there is nothing to divide by. ``false_alarms``: reported without_mask faces that are wrong.
+    there is nothing to divide by. ``false_alarms``: reported without_mask faces that are wrong;
+    ``alarm_kinds``: them by what is there (:data:`ALARM_KINDS`).
     """
 
     report_threshold: float
@@ -235,6 +236,7 @@ class OperatingPoint:
     right: dict[str, int]
     positives: dict[str, int]
     false_alarms: int
+    alarm_kinds: dict[str, int] = field(default_factory=dict)
 
     def precision(self, cls: str = "all") -> float:
         return self.right[cls] / self.reported[cls] if self.reported[cls] else math.nan
@@ -275,8 +277,41 @@ def operating_point(detections: Sequence[Detections], ground_truth: Sequence[Gro
         counts["all"] = sum(counts[c] for c in classes)
     alarm = CLASSES[1]
     false_alarms = reported.get(alarm, 0) - right.get(alarm, 0)
+    kinds = dict.fromkeys(ALARM_KINDS, 0)
+    if alarm in classes:
+        for det, gt, matching in zip(detections, ground_truth, scores.matchings):
+            det = reported_only(det, report_threshold)
+            wrong = np.flatnonzero(matching[alarm].outcome == FALSE_POSITIVE)
+            for kind in alarm_kinds(det.boxes[wrong], gt, threshold):
+                kinds[kind] += 1
     return OperatingPoint(float(report_threshold), threshold, len(ground_truth), reported,
-                          right, positives, false_alarms)
+                          right, positives, false_alarms, kinds)
+
+
+#: what a false without_mask alarm is on: no annotated face (IoU under 0.1 with every one: a
+#: thing that is not a face, or a face the annotations leave out), an annotated face but too
+#: loosely (IoU 0.1 to the match threshold), an annotated face of another class (a masked face
+#: called bare), or a bare face another reported box already took
+ALARM_KINDS = ("no_face", "loose_box", "other_class", "second_box")
+
+
+def alarm_kinds(boxes: np.ndarray, gt: GroundTruth, threshold: float) -> list[str]:
+    """The :data:`ALARM_KINDS` of wrong alarm boxes in one image, from their best overlap with
+    its annotated faces (difficult ones left out, as the matching leaves them)."""
+    keep = ~gt.difficult
+    iou = iou_matrix(boxes, gt.boxes[keep])
+    labels = np.asarray(gt.labels, object)[keep]
+    out = []
+    for row in iou:
+        best = float(row.max()) if len(row) else 0.0
+        if best < 0.1:
+            out.append("no_face")
+        elif best < threshold:
+            out.append("loose_box")
+        else:
+            out.append("second_box" if labels[int(np.argmax(row))] == CLASSES[1]
+                       else "other_class")
+    return out
 
 
 def _boxes(boxes: Sequence[Sequence[float]] | np.ndarray, what: str) -> np.ndarray:
