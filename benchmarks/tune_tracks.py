@@ -32,14 +32,14 @@ KEYS = ("mota", "idf1", "id_switches", "det_recall", "det_precision", "pred_trac
 
 
 def detect_clips(clip_dir: Path, face_options: dict[str, Any] | None = None
-                 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, Any]]]:
-    """Per clip, per frame: the face boxes and scores (default preset with ``face_options``)
-    and the camera motion."""
+                 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, Any, bool]]]:
+    """Per clip, per frame: the face boxes and scores (default preset with ``face_options``),
+    the camera motion and whether a scene cut came before the frame."""
     from maskrt.detect import face_stage
     from maskrt.track.motion import CameraMotion
 
     stage = face_stage("default", **(face_options or {}))
-    out: dict[str, list[tuple[np.ndarray, np.ndarray, Any]]] = {}
+    out: dict[str, list[tuple[np.ndarray, np.ndarray, Any, bool]]] = {}
     motion_s: list[float] = []  # what the camera-motion estimate costs per frame
     for avi in sorted(clip_dir.glob("*.avi")):
         capture, motion, frames = cv2.VideoCapture(str(avi)), CameraMotion(), []
@@ -55,7 +55,7 @@ def detect_clips(clip_dir: Path, face_options: dict[str, Any] | None = None
             moved = motion.estimate(image)
             motion_s.append(time.perf_counter() - t0)
             frames.append((np.array([r.box for r in regions], np.float64).reshape(-1, 4),
-                           np.array([r.score for r in regions], np.float64), moved))
+                           np.array([r.score for r in regions], np.float64), moved, motion.cut))
         capture.release()
         out[str(avi)] = frames
         print(f"{avi.name}: {len(frames)} frames", flush=True)
@@ -69,17 +69,17 @@ def cached_detections(clip_dir: Path, cache: Path | None, face_options: dict[str
     """:func:`detect_clips`, read from ``cache`` when it holds this clip set's detections
     (one ``.npz`` per clip set and face options) and written there after detecting."""
     tag = "".join(f"-{k}={v}" for k, v in sorted(face_options.items()))
-    path = None if cache is None else cache / f"{clip_dir.resolve().name}{tag}-detections.npz"
+    path = None if cache is None else cache / f"{clip_dir.resolve().name}{tag}-detections-v2.npz"
     if path is not None and path.exists():
         saved = np.load(path)
         out = {}
         for name in saved["clips"]:
-            counts, boxes, scores, motion = (saved[f"{name}/{k}"] for k in
-                                             ("counts", "boxes", "scores", "motion"))
+            counts, boxes, scores, motion, cuts = (saved[f"{name}/{k}"] for k in
+                                                   ("counts", "boxes", "scores", "motion", "cut"))
             ends = np.cumsum(counts)
             out[str(clip_dir / name)] = [
-                (boxes[e - n:e], scores[e - n:e], None if np.isnan(m).any() else m)
-                for n, e, m in zip(counts, ends, motion)]
+                (boxes[e - n:e], scores[e - n:e], None if np.isnan(m).any() else m, bool(cut))
+                for n, e, m, cut in zip(counts, ends, motion, cuts)]
         print(f"{clip_dir}: detections from {path}", flush=True)
         return out
     out = detect_clips(clip_dir, face_options)
@@ -87,11 +87,12 @@ def cached_detections(clip_dir: Path, cache: Path | None, face_options: dict[str
         arrays: dict[str, Any] = {"clips": np.array([Path(k).name for k in out])}
         for key, frames in out.items():
             name = Path(key).name
-            arrays[f"{name}/counts"] = np.array([len(b) for b, _, _ in frames])
-            arrays[f"{name}/boxes"] = np.concatenate([b for b, _, _ in frames]).reshape(-1, 4)
-            arrays[f"{name}/scores"] = np.concatenate([s for _, s, _ in frames])
-            arrays[f"{name}/motion"] = np.stack([np.full((2, 3), np.nan) if m is None else m
-                                                 for _, _, m in frames])
+            arrays[f"{name}/counts"] = np.array([len(f[0]) for f in frames])
+            arrays[f"{name}/boxes"] = np.concatenate([f[0] for f in frames]).reshape(-1, 4)
+            arrays[f"{name}/scores"] = np.concatenate([f[1] for f in frames])
+            arrays[f"{name}/motion"] = np.stack([np.full((2, 3), np.nan) if f[2] is None else f[2]
+                                                 for f in frames])
+            arrays[f"{name}/cut"] = np.array([f[3] for f in frames], bool)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
     return out
@@ -106,7 +107,9 @@ def track_metrics(detections: dict[str, list[Any]], clip_set: Any, options: dict
     records = []
     for avi, frames in detections.items():
         tracker = ByteTracker(settings)
-        for index, (boxes, scores, motion) in enumerate(frames):
+        for index, (boxes, scores, motion, cut) in enumerate(frames):
+            if cut and settings.camera_motion and settings.scene_cut:
+                tracker.finish()  # as SourceTracks does at a scene cut
             update = tracker.update(boxes, scores, index,
                                     motion if settings.camera_motion else None)
             records += [{"source_id": avi, "frame_index": index, "status": "scored",

@@ -130,6 +130,31 @@ def test_finish_ends_open_tracks_once():
     assert tracks.finish() == []
 
 
+@pytest.mark.parametrize("scene_cut", [1, 0])
+def test_a_scene_cut_ends_every_track(scene_cut: int):
+    import cv2
+
+    rng = np.random.default_rng(2)
+    first, second = (cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), np.uint8), (5, 5), 0)
+                     for _ in range(2))
+    second = cv2.addWeighted(second, 0.5, np.full_like(second, 220), 0.5, 0)
+    tracks = SourceTracks("cam", None, TrackSettings(scene_cut=scene_cut), reuse=True)
+    ids, events = [], []
+    for index, image in enumerate([first, first, first, second, second]):
+        t = task(index, [[100, 80, 150, 140]])  # a face where another one was before the cut
+        t.image = image
+        tracks.assign(t)
+        events += [(e["event"], e["track_id"], e["frame_index"])
+                   for e in tracks.resolve(t, [result(0.1)], [None])]
+        ids.append(t.regions[0].track_id)
+    if scene_cut:
+        assert ids == [1, 1, 1, 2, 2]
+        assert events == [(TRACK_STARTED, 1, 0), (DECISION, 1, 0), (TRACK_STARTED, 2, 3),
+                          (DECISION, 2, 3), (TRACK_ENDED, 1, 3)]
+    else:
+        assert ids == [1] * 5 and [e[0] for e in events] == [TRACK_STARTED, DECISION]
+
+
 def test_track_options_parse_and_check():
     assert parse_track_options(["max_lost=12", "grow=1.5"]) == {"max_lost": 12, "grow": 1.5}
     with pytest.raises(ValueError, match="unknown|expected KEY=VALUE"):
@@ -179,8 +204,36 @@ def test_camera_motion_is_estimated_from_the_frames():
     assert affine is not None
     corners = np.array([[100, 100, 1], [1180, 620, 1], [640, 360, 1]], np.float64)
     assert np.abs(corners @ affine.T - corners @ truth.T).max() < 1.5  # pixels
+    assert not motion.cut
     # a cut to an unrelated frame (or a dark one) is no motion anyone can tell
     assert motion.estimate(np.zeros_like(scene)) is None
+    assert motion.cut  # and the picture changed: a scene cut
+
+
+def test_a_scene_cut_is_unknown_motion_and_a_changed_picture():
+    import cv2
+
+    from maskrt.track.motion import CameraMotion
+
+    rng = np.random.default_rng(1)
+    one, other = (cv2.GaussianBlur(rng.integers(0, 255, (360, 640, 3), np.uint8), (5, 5), 0)
+                  for _ in range(2))
+    other = cv2.addWeighted(other, 0.5, np.full_like(other, 200), 0.5, 0)  # another light
+    motion = CameraMotion()
+    motion.estimate(one)
+    assert not motion.cut  # the first frame starts the source, not a new scene
+    motion.estimate(np.roll(one, 5, axis=1))
+    assert not motion.cut
+    assert motion.estimate(other) is None and motion.cut
+    # a blank view: no motion to tell, but the same picture frame after frame
+    blank = np.full_like(one, 40)
+    motion.estimate(blank)
+    assert motion.cut
+    assert motion.estimate(blank) is None and not motion.cut
+    noisy = np.clip(blank + rng.integers(0, 3, blank.shape), 0, 255).astype(np.uint8)
+    assert motion.estimate(noisy) is None and not motion.cut
+    motion.estimate(cv2.resize(one, (320, 180)))
+    assert motion.cut  # another frame size: the old boxes mean nothing there
 
 
 def test_tracks_follow_a_panning_camera():

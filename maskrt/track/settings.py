@@ -27,6 +27,9 @@ class TrackSettings:
     max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
     camera_motion: 1 moves the tracks with the camera (pan, zoom, shake) estimated between
     frames by sparse optical flow before matching (:mod:`maskrt.track.motion`); 0 does not.
+    scene_cut: 1 ends every track at a scene cut (with camera_motion: the motion cannot be told
+    and the picture changed), so no track carries one person's decision on to another; 0 does
+    not.
     detect_every: look for faces in one frame of every detect_every of a tracked source; in the
     others the confirmed tracks' predicted boxes are the faces, each taking its track's decision.
     live_detect_every: the same for live sources (cameras, streams), which must keep up: 2 by
@@ -71,6 +74,7 @@ class TrackSettings:
     min_classified: int = 1
     classify_low: int = 0
     camera_motion: int = 1
+    scene_cut: int = 1
     detect_every: int = 1
     live_detect_every: int = 2
     live_lag_ms: float = 150.0
@@ -85,7 +89,7 @@ class TrackSettings:
                      "steady_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} in [0, 1] (got {getattr(self, name)})")
-        for name in ("classify_low", "camera_motion"):
+        for name in ("classify_low", "camera_motion", "scene_cut"):
             if getattr(self, name) not in (0, 1):
                 problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
         for name in ("min_hits", "reclassify_every", "min_classified", "detect_every",

@@ -73,6 +73,7 @@ class SourceTracks:
         # Estimated on every frame, faces or not, so the next frame's motion is known.
         motion = self.motion.estimate(task.image) if self.motion is not None else None
         with self.lock:
+            self._end_at_cut(index)
             update = self.tracker.update(boxes, scores, index, motion)
             for region, track in zip(candidates, update.tracks):
                 if track.data is None:
@@ -96,6 +97,7 @@ class SourceTracks:
         motion = self.motion.estimate(task.image) if self.motion is not None else None
         task.regions = []
         with self.lock:
+            self._end_at_cut(task.frame.index)
             for track in self.tracker.coast(task.frame.index, motion):
                 x0, y0, x1, y1 = np.clip(np.rint(track.predicted_box()), 0,
                                          [width, height, width, height]).astype(int)
@@ -107,6 +109,12 @@ class SourceTracks:
         # detect_every for files; live sources: live_detect_every, or up to live_max_every when
         # the machine is behind, so the note names none of them
         task.note = "faces predicted by the tracker (the detector skipped this frame)"
+
+    def _end_at_cut(self, frame_index: int) -> None:
+        """A scene cut before this frame (see :mod:`maskrt.track.motion`): every track ends, to
+        be announced with this frame; the tracker starts afresh (ids go on)."""
+        if self.motion is not None and self.motion.cut and self.settings.scene_cut:
+            self._ended.extend((frame_index, track) for track in self.tracker.finish())
 
     def _classify(self, track: Track, frame_index: int, side: float) -> bool:
         if not self.reuse:
