@@ -175,8 +175,9 @@ def clip_metrics(records: Iterable[dict[str, Any]], clip_set: ClipSet | str | os
     (whether records carried track ids), ``counts``, ``per_clip`` (the same figures per clip)
     and what a gallery shows: ``id_switch_events``, ``wrong_decisions`` and ``false_tracks``
     (predicted tracks matching no annotated face in any frame, longest first; frame_index
-    0-based, boxes [x0, y0, x1, y1]). read_frames_only: evaluate a clip only up to the last frame it has a
-    record of (a run cut short with --frames) instead of counting frames never read as missed.
+    0-based, boxes [x0, y0, x1, y1]). read_frames_only: evaluate a clip only up to the last
+    frame it has a record of (a run cut short with --frames) instead of counting frames never
+    read as missed.
     Where the README leaves a choice: "seen in >= 5 frames" counts the frames where the gt box
     is considered; a gt track never matched counts as a wrong decision; pred_tracks_per_person
     is the mean over gt tracks matched at least once; flicker pools all tracks' frame pairs.
@@ -306,7 +307,7 @@ def _evaluate_clip(clip: Clip, preds: dict[int, dict[int, dict]], decisions: dic
 def _false_tracks(clip: Clip, kept: dict[int, list[int]], matched: set[int],
                   preds: dict[int, dict[int, dict]]) -> list[dict[str, Any]]:
     """The predicted tracks that match no considered gt box in any frame (a thing that is not
-    a face, or a face the annotations leave out), longest first, each with its middle frame."""
+    a face, or a face the annotations leave out), each with its first and middle frame."""
     out = []
     for hid, frames in kept.items():
         if hid in matched:
@@ -316,7 +317,7 @@ def _false_tracks(clip: Clip, kept: dict[int, list[int]], matched: set[int],
                     "box": preds[f][hid]["box"], "label": preds[f][hid]["label"],
                     "first_frame_index": frames[0], "first_box": preds[frames[0]][hid]["box"],
                     "face_score": max(preds[g][hid]["score"] for g in frames)})
-    return sorted(out, key=lambda e: -e["frames"])
+    return out
 
 
 def _people(clip: Clip, matched: dict[int, list[tuple[int, int, bool]]],

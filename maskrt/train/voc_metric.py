@@ -268,8 +268,8 @@ def operating_point(detections: Sequence[Detections], ground_truth: Sequence[Gro
                     classes: Sequence[str] = CLASSES) -> OperatingPoint:
     """The :class:`OperatingPoint` of the faces reported at ``report_threshold`` (the others
     are left out before matching, so they take no annotated face from a reported one)."""
-    scores = evaluate([reported_only(d, report_threshold) for d in detections], ground_truth,
-                      threshold, classes)
+    shown = [reported_only(d, report_threshold) for d in detections]
+    scores = evaluate(shown, ground_truth, threshold, classes)
     reported = {c: scores.detections[c] for c in classes}
     right = {c: scores.true_positives[c] for c in classes}
     positives = {c: scores.positives[c] for c in classes}
@@ -279,8 +279,7 @@ def operating_point(detections: Sequence[Detections], ground_truth: Sequence[Gro
     false_alarms = reported.get(alarm, 0) - right.get(alarm, 0)
     kinds = dict.fromkeys(ALARM_KINDS, 0)
     if alarm in classes:
-        for det, gt, matching in zip(detections, ground_truth, scores.matchings):
-            det = reported_only(det, report_threshold)
+        for det, gt, matching in zip(shown, ground_truth, scores.matchings):
             wrong = np.flatnonzero(matching[alarm].outcome == FALSE_POSITIVE)
             for kind in alarm_kinds(det.boxes[wrong], gt, threshold):
                 kinds[kind] += 1
