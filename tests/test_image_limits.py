@@ -297,25 +297,32 @@ def test_decoder_lines_stay_off_the_stderr_of_a_run(tmp_path):
 
 
 CHATTY_DECODES = textwrap.dedent("""
-    import sys, threading, time
+    import ctypes, sys, threading, time
     from maskrt.cli.common import quiet_native_logs
     from maskrt.image import decode_image
     files = sys.argv[1:]
-    done = threading.Event()
+    done, written = threading.Event(), [0]
+    libc = ctypes.CDLL(None)
+    libc.fputs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    c_stderr = ctypes.c_void_p.in_dll(libc, "stderr")
 
     def chatter():
         for i in range(100000):
             if done.is_set():
                 return
             print(f"other thread line {i}", file=sys.stderr)
+            libc.fputs(f"native line {i}\\n".encode(), c_stderr.value)  # as C code writes
+            written[0] = i + 1
             time.sleep(0.0005)
 
     with quiet_native_logs():
         thread = threading.Thread(target=chatter)
         thread.start()
-        for _ in range(10):
+        rounds = 0
+        while rounds < 10 or written[0] < 50:  # decodes while it talks, however slow it is
             for path in files:
                 decode_image(path)
+            rounds += 1
         done.set()
         thread.join()
     print("the end", file=sys.stderr)
@@ -323,6 +330,8 @@ CHATTY_DECODES = textwrap.dedent("""
 
 
 def test_other_threads_lines_pass_while_the_decoders_are_kept_quiet(tmp_path):
+    """Python's lines (through fd 2) pass whole, in order and at once; another thread's C lines
+    written during a decode pass too, after it."""
     paths = []
     for k, data in enumerate(_corrupt(".jpg", 6, seed=3)):
         paths.append(tmp_path / f"{k}.jpg")
@@ -333,9 +342,12 @@ def test_other_threads_lines_pass_while_the_decoders_are_kept_quiet(tmp_path):
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
     assert lines[-1] == "the end" and not [x for x in lines if x.startswith(DECODER_LINES)]
-    others = lines[:-1]
-    assert len(others) > 20  # it did talk while the decodes ran
+    others = [x for x in lines[:-1] if x.startswith("other thread")]
+    native = [x for x in lines[:-1] if x.startswith("native")]
+    assert len(others) + len(native) == len(lines) - 1  # nothing else, nothing mangled
+    assert len(others) >= 50  # it did talk while the decodes ran
     assert others == [f"other thread line {i}" for i in range(len(others))]  # all, in order
+    assert sorted(native) == sorted(f"native line {i}" for i in range(len(others)))  # all
 
 
 # --------------------------------------------------------------------------- reduced images

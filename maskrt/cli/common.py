@@ -7,10 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
-import tempfile
-import threading
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -157,111 +154,16 @@ def quiet_native_logs() -> Iterator[None]:
 
 
 def quiet_decoders() -> None:
-    """Keep libpng's and libjpeg's lines off stderr (:class:`DecoderStderr`) while OpenCV's log
-    level is SILENT: they are native log lines too, but OpenCV's level does not reach them."""
+    """Keep libpng's and libjpeg's lines off stderr (:mod:`maskrt.cli.decoder_stderr`) while
+    OpenCV's log level is SILENT: they are native log lines too, but OpenCV's level does not
+    reach them."""
     import cv2
 
     from maskrt import image
+    from maskrt.cli.decoder_stderr import DECODER_STDERR
 
     if cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT:
         image.decode_guard = DECODER_STDERR.quiet
-
-
-#: What libpng and libjpeg print themselves ("libpng warning: iCCP: known incorrect sRGB
-#: profile", "Corrupt JPEG data: 12 extraneous bytes before marker 0xd9"), straight to the
-#: process's stderr, not through OpenCV's log: OpenCV's log level cannot stop them. Matched
-#: anywhere, not only at a line's start: Python writes a line's text and its newline apart, so
-#: a decoder's message may come in between.
-_DECODER_MESSAGE = re.compile(rb"(?:libpng (?:warning|error)|Corrupt JPEG data|Premature end of "
-                              rb"JPEG file|Invalid SOS parameters|Inconsistent progression "
-                              rb"sequence|Unknown Adobe color transform|Warning: unknown JFIF "
-                              rb"revision|Application transferred too (?:few|many) scanlines)"
-                              rb"[^\n]*\n")
-
-
-class DecoderStderr:
-    """Keeps libpng's and libjpeg's lines off stderr: :func:`quiet_native_logs` makes
-    :meth:`quiet` the decoders' guard (``maskrt.image.decode_guard``) while OpenCV's log level
-    is SILENT. They can only be stopped at the file descriptor: while a decode runs, fd 2 is a
-    memory file; after each decode what other threads wrote there meanwhile goes on to the real
-    stderr (whole lines, in order, delayed by a decode at most) and the decoders' own lines are
-    dropped. What they meant is in the ImageError (a record's reason)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users, self._saved, self._fd, self._passed, self._partial = 0, -1, -1, 0, b""
-
-    @contextlib.contextmanager
-    def quiet(self) -> Iterator[None]:
-        with self._lock:
-            entered = self._enter_locked()
-        try:
-            yield
-        finally:
-            if entered:
-                with self._lock:
-                    self._leave_locked()
-
-    def _enter_locked(self) -> bool:
-        if not hasattr(os, "pread"):  # reading must not move the offset the writers share
-            return False
-        if self._users == 0:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                sys.stderr.flush()  # Python's own buffered text goes out first, in order
-            try:
-                saved = os.dup(2)
-            except OSError:  # no stderr (closed): nothing to keep quiet
-                return False
-            try:
-                self._fd = _memory_file()
-            except OSError:  # out of descriptors or memory: decode with the lines, not fail
-                os.close(saved)
-                return False
-            os.dup2(self._fd, 2)
-            self._saved, self._passed, self._partial = saved, 0, b""
-        self._users += 1
-        return True
-
-    def _leave_locked(self) -> None:
-        self._users -= 1
-        last = self._users == 0
-        if last:
-            os.dup2(self._saved, 2)
-        end = os.fstat(self._fd).st_size
-        data = self._partial + os.pread(self._fd, end - self._passed, self._passed)
-        self._passed = end
-        cut = len(data) if last else data.rfind(b"\n") + 1  # a line still being written waits
-        data, self._partial = data[:cut], data[cut:]
-        # (libpng writes its message and its newline apart: a line another thread wrote in
-        # between goes with the message; rare, only while a PNG warns.)
-        self._write(_DECODER_MESSAGE.sub(b"", data))
-        if last:
-            os.close(self._saved)
-            os.close(self._fd)
-
-    def _write(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):  # the real stderr is gone: nothing else reaches it
-            while data:
-                data = data[os.write(self._saved, data):]
-
-
-def _memory_file() -> int:
-    """A file in memory where the system has one (a full disk must not lose stderr lines), in
-    append mode: threads write to it at once, and a memory file has no lock on a shared offset
-    (without O_APPEND, their lines overwrite each other)."""
-    import fcntl
-
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("maskrt-decoder-stderr")
-    else:
-        fd, name = tempfile.mkstemp(prefix="maskrt-decoder-stderr-")
-        os.unlink(name)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
-    return fd
-
-
-#: The process's one DecoderStderr (there is one fd 2 per process).
-DECODER_STDERR = DecoderStderr()
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:
