@@ -41,6 +41,22 @@ def test_the_rule_brings_the_small_confident_faces_to_the_target_size():
         ScaleRule(face_target=0.0)
 
 
+def test_a_video_frame_is_not_detected_below_the_sequence_floor():
+    # the probe of a camera frame: a close-up (confident) and far faces it is unsure of
+    probe = probe_of([200.0, 14.0, 12.0], [0.95, 0.3, 0.2])
+    rule = ScaleRule(face_target=40.0, quantile=0.0, min_scale=0.5, max_scale=2.5,
+                     sequence_min_scale=1.0)
+    assert rule.choose(probe) == 0.5  # a photo: the close-up sets the scale
+    assert rule.choose(probe, sequence=True) == 1.0  # a video keeps its far faces' pixels
+    assert rule.choose(probe_of([16.0], [0.9]), sequence=True) == pytest.approx(2.5)
+    # the floor never passes max_scale, and min_scale still holds where it is higher
+    assert ScaleRule(max_scale=0.8, min_scale=0.5).choose(probe, sequence=True) == 0.8
+    assert ScaleRule(min_scale=1.5).choose(probe, sequence=True) == 1.5
+    with pytest.raises(ValueError, match="sequence_min_scale > 0"):
+        ScaleRule(sequence_min_scale=0.0)
+    assert parse_face_options(["sequence_min_scale=0.5"]) == {"sequence_min_scale": 0.5}
+
+
 def test_a_sequence_probes_its_first_frame_then_every_probe_every_frames_and_moves_slowly():
     sequence = SequenceScale(ScaleRule(probe_every=3, smoothing=0.5))
     assert sequence.due()

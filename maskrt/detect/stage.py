@@ -86,8 +86,9 @@ class FaceStage(Stage):
         chosen: list[float] = []
         large: list[int] = []
         images = [tasks[i].image for i in probed]
-        for i, faces, scale, n in zip(probed, rule.detect(self.detector, images, chosen, large),
-                                      chosen, large):
+        detected = rule.detect(self.detector, images, chosen, large,
+                               sequence=[sequences[i] is not None for i in probed])
+        for i, faces, scale, n in zip(probed, detected, chosen, large):
             found[i] = faces
             if sequences[i] is not None:
                 sequences[i].probed(scale, n)  # type: ignore[union-attr]

@@ -54,9 +54,10 @@ class TrackSettings:
     recorded without a label and not classified, unless classify_low is 1.
     """
 
-    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video");
+    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video"; 0.75
+    # with the detector's sequence_min_scale, 2026-12-03);
     # min_classified, reclassify_every and the live_ ones for cameras per machine (README)
-    high_score: float = 0.7
+    high_score: float = 0.75
     low_score: float = 0.1
     match_iou: float = 0.2
     low_match_iou: float = 0.5
