@@ -55,10 +55,13 @@ def test_a_video_frame_is_not_detected_below_the_sequence_floor():
     with pytest.raises(ValueError, match="sequence_min_scale > 0"):
         ScaleRule(sequence_min_scale=0.0)
     assert parse_face_options(["sequence_min_scale=0.5"]) == {"sequence_min_scale": 0.5}
+    sequence = SequenceScale(rule)  # a probe chosen elsewhere (a served one) is floored too
+    sequence.probed(0.5)
+    assert sequence.scale == 1.0
 
 
 def test_a_sequence_probes_its_first_frame_then_every_probe_every_frames_and_moves_slowly():
-    sequence = SequenceScale(ScaleRule(probe_every=3, smoothing=0.5))
+    sequence = SequenceScale(ScaleRule(probe_every=3, smoothing=0.5, sequence_min_scale=0.5))
     assert sequence.due()
     sequence.probed(2.0)
     assert sequence.scale == 2.0

@@ -99,9 +99,13 @@ class ScaleRule:
             return self.max_scale
         sides = np.sqrt(np.prod(np.maximum(confident[:, 2:] - confident[:, :2], 1.0), axis=1))
         small = float(np.quantile(sides, self.quantile))
-        least = min(max(self.min_scale, self.sequence_min_scale), self.max_scale) if sequence \
-            else self.min_scale
+        least = self.sequence_floor if sequence else self.min_scale
         return float(np.clip(self.face_target / small, least, self.max_scale))
+
+    @property
+    def sequence_floor(self) -> float:
+        """The least scale of a video's or live source's frames."""
+        return min(max(self.min_scale, self.sequence_min_scale), self.max_scale)
 
     def large(self, probe: Detections, probe_scale: float, scale: float) -> Detections:
         """The faces of a pass at ``probe_scale`` that ``scale`` would enlarge past
@@ -175,7 +179,9 @@ class SequenceScale:
 
     def probed(self, chosen: float, large: int = 0) -> None:
         """A probe chose ``chosen`` and found ``large`` faces too large at it: the source's
-        scale moves towards it."""
+        scale moves towards it (never below the rule's sequence floor: a served probe is
+        chosen by the server's photo rule)."""
+        chosen = max(chosen, self.rule.sequence_floor)
         if self.scale is None:
             self.scale = chosen
         else:
