@@ -52,7 +52,7 @@ class _CStream:
         if not stream:
             os.close(writer)
             os.close(self.fd)
-            raise OSError(ctypes.get_errno(), "fdopen failed")
+            raise OSError("fdopen of the memory file failed")
         libc.setvbuf(stream, None, 2, 0)  # _IONBF: each line reaches the file when written
         # Never closed: a thread that read the pointer just before it was put back may still
         # write through it.
@@ -111,8 +111,8 @@ class DecoderStderr:
         data = os.pread(c.fd, end - self._passed, self._passed)
         self._passed = end
         _write_stderr(DECODER_MESSAGE.sub(b"", data))
-        if end >= _REWIND_BYTES:
-            os.ftruncate(c.fd, 0)
+        if end >= _REWIND_BYTES:  # (a line a thread that read the pointer late is writing
+            os.ftruncate(c.fd, 0)    # now could be cut: once a MiB, and only C lines)
             self._passed = 0
 
 
