@@ -5,6 +5,7 @@ and the option's parsing."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -130,10 +131,64 @@ def test_a_video_is_probed_on_its_first_frame_and_every_probe_every_frames(tmp_p
                                               regions="frame", track="off"))
     check_accounting(records, counters)
     assert counters["total"]["scored"] == 12
-    # every frame detected once at the source's scale; probes on frame 0 and about every 5th
-    # frame after (how frames batch shifts a probe by at most the batch)
+    # every frame detected once at the source's scale; probes on frames 0 and 6 (5 frames at
+    # the source's scale between them) however the frames batched
     assert detector.frames_at[1.5] == 12, detector.frames_at
-    assert 2 <= detector.frames_at[probe_scale] <= 3, detector.frames_at
+    assert detector.frames_at[probe_scale] == 2, detector.frames_at
+
+
+class FrameDependentDetector:
+    """A stand-in detector that logs (source, frame, scale) of every frame it detects and finds
+    one confident face whose size depends on the frame (its first pixel says which), so that
+    each probe moves its source's scale."""
+
+    name = "frame-dependent"
+
+    def __init__(self) -> None:
+        self.log: list[tuple[int, int, float]] = []
+
+    def detect(self, frames, scales):  # type: ignore[no-untyped-def]
+        out = []
+        for frame, scale in zip(frames, scales):
+            source, index = int(frame[0, 0, 0]), int(frame[0, 0, 1])
+            self.log.append((source, index, round(scale, 6)))
+            side = 12.0 + 7.0 * (index % 5) + 5.0 * source
+            out.append(Detections(np.array([[50.0, 50.0, 50.0 + side, 50.0 + side]], np.float32),
+                                  np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32), 1))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def detections_of(batches: list[list[tuple[int, int]]]) -> list[tuple[int, int, float]]:
+    """What FrameDependentDetector was asked, frame by frame, when a face stage detects
+    ``batches`` of (source, frame index) of two videos, in this order."""
+    detector = FrameDependentDetector()
+    stage = FaceStage(detector, scale_rule=ScaleRule(  # type: ignore[arg-type]
+        face_target=40.0, quantile=0.0, min_scale=0.5, max_scale=3.0, sequence_min_scale=0.5,
+        probe_every=3, large_side=0.0))
+    for batch in batches:
+        tasks = []
+        for source, index in batch:
+            image = np.zeros((360, 640, 3), np.uint8)
+            image[0, 0] = (source, index, 0)
+            tasks.append(SimpleNamespace(image=image, sequence_key=(f"cam{source}", None)))
+        stage._detect(tasks)  # type: ignore[arg-type]
+    return sorted(detector.log)
+
+
+def test_how_frames_batch_does_not_change_the_scale_any_frame_is_detected_at():
+    frames = [(source, index) for index in range(14) for source in (0, 1)]
+    one_by_one = detections_of([[f] for f in frames])
+    probes = [(s, k) for s, k, scale in one_by_one if scale == 1.0]  # 640x360: probed as it is
+    assert [k for s, k in probes if s == 0] == [0, 4, 8, 12], probes  # every 3 frames after
+    rng = np.random.default_rng(3)
+    for _ in range(5):  # batches of 1-9 frames: a source due twice in one batch too
+        cuts = np.sort(rng.choice(np.arange(1, len(frames)), size=5, replace=False))
+        batches = [list(part) for part in np.split(np.array(frames), cuts)]
+        assert detections_of([[tuple(int(v) for v in f) for f in b] for b in batches]) \
+            == one_by_one, [len(b) for b in batches]
 
 
 #: what ScaleDependentDetector finds: a small face, and a large one framed well at the probe's

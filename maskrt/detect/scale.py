@@ -177,6 +177,11 @@ class SequenceScale:
         """Whether the next frame is probed."""
         return self.scale is None or self._since_probe >= self.rule.probe_every
 
+    @property
+    def since_probe(self) -> int | None:
+        """Frames detected at the source's scale since its last probe (None: never probed)."""
+        return None if self.scale is None else self._since_probe
+
     def probed(self, chosen: float, large: int = 0) -> None:
         """A probe chose ``chosen`` and found ``large`` faces too large at it: the source's
         scale moves towards it (never below the rule's sequence floor: a served probe is

@@ -88,24 +88,21 @@ class ServedFaceStage(FaceStage):
         return [failed.get(id(task), task) for task in tasks]
 
     def _ask(self, tasks: Sequence[FrameTask]) -> list[Any]:
-        """Per task, the server's answer or the error: probes first (photos; a source's first
-        frame due for one), then the frames detected at their source's scale."""
-        sequences, probed, steady = self.plan(tasks)
-        answers: list[Any] = [None] * len(tasks)
-        for i in probed:
-            answers[i] = self._request(tasks[i], None)
-            if sequences[i] is not None and not isinstance(answers[i], Exception):
-                sequences[i].probed(answers[i].scale)  # type: ignore[union-attr]
-        for i in steady:
-            sequence = sequences[i]
-            scale = sequence.scale  # type: ignore[union-attr]
-            answers[i] = self._request(tasks[i], scale)  # None: its source's probe failed
-            if isinstance(answers[i], Exception):
-                continue
-            if scale is not None:
-                sequence.step()  # type: ignore[union-attr]
-            else:  # its source's probe failed: this frame was probed instead
-                sequence.probed(answers[i].scale)  # type: ignore[union-attr]
+        """Per task, the server's answer or the error, one request at a time in the batch's
+        order (so a source's probes fall on the same frames however its frames batch): a photo,
+        or a source's frame due for a probe, is probed by the server's rule; the others are
+        detected at their source's scale."""
+        answers: list[Any] = []
+        for task in tasks:
+            sequence = self._sequence(task)
+            scale = None if sequence is None or sequence.due() else sequence.scale
+            answers.append(self._request(task, scale))
+            if sequence is None or isinstance(answers[-1], Exception):
+                continue  # a failed probe: the source's next frame is probed instead
+            if scale is None:
+                sequence.probed(answers[-1].scale)
+            else:
+                sequence.step()
         return answers
 
     def _request(self, task: FrameTask, scale: float | None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from maskrt.detect.base import Detections, Detector
@@ -77,60 +78,95 @@ class FaceStage(Stage):
 
     def _detect(self, tasks: Sequence[FrameTask]) -> list[Detections]:
         """The faces of pipeline frames: photos and sequence frames due for a probe go through
-        the rule; other sequence frames are detected at their source's scale."""
-        rule = self.scale_rule
-        if rule is None:
+        the rule; other sequence frames are detected at their source's scale as it was when
+        their turn came (see :meth:`plan`)."""
+        if self.scale_rule is None:
             return self.detector.detect([task.image for task in tasks])
-        sequences, probed, steady = self.plan(tasks)
         found: list[Detections | None] = [None] * len(tasks)
+        sequences = [self._sequence(task) for task in tasks]
+        for batch_round in self.plan(sequences):
+            self._detect_round(self.scale_rule, tasks, sequences, batch_round, found)
+        return found  # type: ignore[return-value]
+
+    def _detect_round(self, rule: ScaleRule, tasks: Sequence[FrameTask],
+                      sequences: list[SequenceScale | None], batch_round: "Round",
+                      found: list[Detections | None]) -> None:
+        """One round of :meth:`plan`: the frames before their source's probe at the scale
+        before it, the probes, then the frames after it at the new scale (one detector call
+        for both: each frame has its own scale)."""
+        steady = batch_round.before + batch_round.after
+        scales = {i: self._step(sequences[i]) for i in batch_round.before}
+        images = [tasks[i].image for i in batch_round.probed]
         chosen: list[float] = []
         large: list[int] = []
-        images = [tasks[i].image for i in probed]
         detected = rule.detect(self.detector, images, chosen, large,
-                               sequence=[sequences[i] is not None for i in probed])
-        for i, faces, scale, n in zip(probed, detected, chosen, large):
+                               sequence=[sequences[i] is not None for i in batch_round.probed])
+        for i, faces, scale, n in zip(batch_round.probed, detected, chosen, large):
             found[i] = faces
             if sequences[i] is not None:
                 sequences[i].probed(scale, n)  # type: ignore[union-attr]
-        if steady:
-            scales = [sequences[i].scale for i in steady]  # type: ignore[union-attr]
-            for i, faces in zip(steady, self.detector.detect([tasks[i].image for i in steady],
-                                                             scales)):
-                found[i] = faces
-                sequences[i].step()  # type: ignore[union-attr]
-            large_sources = [i for i in steady if sequences[i].has_large]  # type: ignore[union-attr]
-            self._keep_large(large_sources, tasks, sequences, found)
-        return found  # type: ignore[return-value]
+        scales.update({i: self._step(sequences[i]) for i in batch_round.after})
+        if not steady:
+            return
+        for i, faces in zip(steady, self.detector.detect([tasks[i].image for i in steady],
+                                                         [scales[i][0] for i in steady])):
+            found[i] = faces
+        self._keep_large([i for i in steady if scales[i][1]], tasks,
+                         [scales[i][0] for i in steady if scales[i][1]], found)
 
-    def _keep_large(self, indices: list[int], tasks: Sequence[FrameTask],
-                    sequences: list[SequenceScale | None], found: list[Detections | None]) -> None:
-        """Frames of sources whose last probe found large faces: a second pass at the probe's
-        scale gives those faces (see :mod:`maskrt.detect.scale`)."""
+    @staticmethod
+    def _step(sequence: SequenceScale | None) -> tuple[float, bool]:
+        """A frame detected at its source's scale now: that scale and whether the source's last
+        probe found large faces (the source counts the frame)."""
+        assert sequence is not None and sequence.scale is not None  # plan() probed it first
+        taken = (sequence.scale, sequence.has_large)
+        sequence.step()
+        return taken
+
+    def _keep_large(self, indices: list[int], tasks: Sequence[FrameTask], scales: list[float],
+                    found: list[Detections | None]) -> None:
+        """Frames (``indices``, detected at ``scales``) of sources whose last probe found large
+        faces: a second pass at the probe's scale gives those faces (see
+        :mod:`maskrt.detect.scale`)."""
         rule = self.scale_rule
         if not indices or rule is None:
             return
         probes = [rule.probe_scale(tasks[i].image.shape) for i in indices]
-        for i, p, faces in zip(indices, probes,
-                               self.detector.detect([tasks[i].image for i in indices], probes)):
-            kept = rule.large(faces, p, sequences[i].scale)  # type: ignore[union-attr, arg-type]
-            found[i] = with_large(found[i], kept)  # type: ignore[arg-type]
+        for i, p, scale, faces in zip(indices, probes, scales,
+                                      self.detector.detect([tasks[i].image for i in indices],
+                                                           probes)):
+            found[i] = with_large(found[i], rule.large(faces, p, scale))  # type: ignore[arg-type]
 
-    def plan(self, tasks: Sequence[FrameTask]
-             ) -> tuple[list[SequenceScale | None], list[int], list[int]]:
-        """Each task's sequence scale (None: a photo, or no scale rule), and which tasks are
-        probed (photos; a source's first frame due for a probe in the batch) and which are
-        detected at their source's scale (after the probes: they take the new scale)."""
-        sequences = [self._sequence(task) for task in tasks]
-        probed, steady, claimed = [], [], set()
-        for i, seq in enumerate(sequences):
-            if seq is None:
-                probed.append(i)
-            elif seq.due() and id(seq) not in claimed:
-                probed.append(i)
-                claimed.add(id(seq))
-            else:
-                steady.append(i)
-        return sequences, probed, steady
+    def plan(self, sequences: Sequence[SequenceScale | None]) -> list["Round"]:
+        """The batch's frames (their sources' scales: None for a photo) in rounds, so that each
+        frame is probed or detected exactly as if the frames had come one at a time: a frame
+        is probed when its source is due counting the frames before it in this batch; a
+        source's frames before its probe take the scale before it, those after the new one;
+        a source due twice in one batch starts a new round. (Before, every frame of a source
+        after the batch's first was counted after the probes: where a probe fell depended on
+        how the frames happened to batch, so two runs of the same videos gave different
+        records.)"""
+        every = self.scale_rule.probe_every if self.scale_rule is not None else 1
+        rounds = [Round()]
+        #: per source: frames since its last probe, counting this batch's (None: never probed)
+        since: dict[int, int | None] = {}
+        for i, sequence in enumerate(sequences):
+            if sequence is None:
+                rounds[-1].probed.append(i)
+                continue
+            key = id(sequence)
+            count = since[key] if key in since else sequence.since_probe
+            if count is not None and count < every:
+                current = rounds[-1]
+                (current.after if key in current.probed_sources else current.before).append(i)
+                since[key] = count + 1
+                continue
+            if key in rounds[-1].probed_sources:
+                rounds.append(Round())
+            rounds[-1].probed.append(i)
+            rounds[-1].probed_sources.add(key)
+            since[key] = 0
+        return rounds
 
     def _sequence(self, task: FrameTask) -> SequenceScale | None:
         key = task.sequence_key
@@ -157,3 +193,16 @@ class FaceStage(Stage):
 
     def close(self) -> None:
         self.detector.close()
+
+
+@dataclass
+class Round:
+    """Frames of one face-stage batch (indices) detected together: ``before`` at their
+    source's scale before this round's probes, ``probed`` (photos, and sources due for a probe:
+    at most one a source), ``after`` at the scale their source's probe chose."""
+
+    before: list[int] = field(default_factory=list)
+    probed: list[int] = field(default_factory=list)
+    after: list[int] = field(default_factory=list)
+    #: id() of the SequenceScale of each source probed in this round
+    probed_sources: set[int] = field(default_factory=set)
