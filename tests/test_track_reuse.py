@@ -15,7 +15,8 @@ from maskrt.track.decision import TrackDecision
 from maskrt.track.settings import TrackSettings, check_track_mode, parse_track_options
 from maskrt.track.source import DECISION, TRACK_ENDED, TRACK_STARTED, SourceTracks
 from maskrt.stream.sources.base import Frame, Source
-from maskrt.stream.work import FrameTask, Region, SourceHandle
+from maskrt.stream.work import (REASON_DEFERRED, REASON_NOT_CLASSIFIED, FrameTask, Region,
+                                 SourceHandle, unclassified_reason)
 from maskrt.track.stage import TrackStage
 
 
@@ -353,3 +354,50 @@ def test_a_live_source_behind_its_frames_is_detected_less_often_up_to_live_max_e
         TrackSettings(live_lag_ms=-1)
     with pytest.raises(ValueError, match="live_max_every >= 1"):
         TrackSettings(live_max_every=0)
+
+
+def test_a_capped_frame_classifies_new_tracks_first_then_the_largest_and_defers_the_rest():
+    """classify_max (a lagging live frame's live_classify_max): five new people, two a frame
+    go to the classifier, the largest first; the others are deferred and asked for again in
+    the next frames, new tracks before reclassifications."""
+    tracks = SourceTracks("cam", None, TrackSettings(reclassify_every=2), reuse=True)
+    sides = [20, 40, 25, 35, 30]
+    boxes = [[10 + 50 * i, 10, 10 + 50 * i + s, 10 + s] for i, s in enumerate(sides)]
+    asked, deferred = [], []
+    for frame in range(4):
+        t = task(frame, boxes)
+        tracks.assign(t, classify_max=2)
+        asked.append(sorted(r.box[2] - r.box[0] for r in t.regions if r.classify))
+        deferred.append(sorted(r.box[2] - r.box[0] for r in t.regions if r.deferred))
+        results = [result(0.1) if r.classify else None for r in t.regions]
+        tracks.resolve(t, results, [None] * len(results))
+    # frame 2: the last new one, then the largest of the two due again (reclassify_every 2
+    # after frame 0); frame 3: the one deferred and the two classified in frame 1 are due
+    assert asked == [[35, 40], [25, 30], [20, 40], [30, 35]]
+    assert deferred == [[20, 25, 30], [20], [35], [25]]
+    uncapped = SourceTracks("cam", None, TrackSettings(), reuse=True)
+    t = task(0, boxes)
+    uncapped.assign(t)
+    assert all(r.classify and not r.deferred for r in t.regions)
+    # a deferred face's record says why it has no label (not "an unconfirmed detection")
+    fresh = TrackDecision(TrackSettings())
+    assert unclassified_reason(Region((0, 0, 20, 20), deferred=True), fresh) == REASON_DEFERRED
+    assert unclassified_reason(Region((0, 0, 20, 20)), fresh) == REASON_NOT_CLASSIFIED
+
+
+def test_only_a_lagging_live_frame_is_capped():
+    """live_classify_max (2) applies to live frames read longer than live_lag_ms ago; fresh
+    live frames and files are never capped; 0 turns it off."""
+    def cap(stage, handle, age_ms):
+        frame = Frame(0, 0.0, t_read=time.perf_counter() - age_ms / 1000.0)
+        return stage._classify_max(FrameTask(handle, frame))
+
+    stage = TrackStage(settings=TrackSettings())
+    camera, video = SourceHandle(_Camera("cam")), SourceHandle(_Video("clip"))
+    assert TrackSettings().live_classify_max == 2
+    assert cap(stage, camera, 900.0) == 2
+    assert cap(stage, camera, 0.0) is None
+    assert cap(stage, video, 900.0) is None
+    assert cap(TrackStage(settings=TrackSettings(live_classify_max=0)), camera, 900.0) is None
+    with pytest.raises(ValueError, match="live_classify_max >= 0"):
+        TrackSettings(live_classify_max=-1)

@@ -24,12 +24,11 @@ from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
 from maskrt.stream.annotate import annotate_faces
 from maskrt.stream.records import SCORED, Record, placed
-from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask
+from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask, unclassified_reason
 
 log = logging.getLogger("maskrt.pipeline")
 
 #: the reason of a tracked face left unclassified (TrackSettings.classify_low)
-NOT_CLASSIFIED = "not classified: an unconfirmed detection below the track's high_score"
 
 
 @dataclass
@@ -316,8 +315,7 @@ class ExplainStage:
             record.p_with_mask = result.p_with_mask
             record.p_without_mask = result.p_without_mask
         elif record.reason is None:
-            record.reason = NOT_CLASSIFIED if decision is not None and decision.requested == 0 \
-                else "reused its track's decision, which has no classification yet"
+            record.reason = unclassified_reason(region, decision)
         if decision is not None:
             record.track_id = region.track_id
             record.track_label = decision.label

@@ -34,6 +34,10 @@ RETIRED_TRACKS = "retired_tracks"
 REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
 REASON_SUPERSEDED = "live frame superseded by a newer one of its source while queued (the " \
     "pipeline is behind the camera)"
+REASON_NOT_CLASSIFIED = "not classified: an unconfirmed detection below the track's high_score"
+#: a face of a track never classified, left for a later frame by live_classify_max
+REASON_DEFERRED = ("not classified yet: the machine is behind this live source, so its frame "
+                   "sent its other faces to the classifier first (live_classify_max)")
 
 
 class SourceHandle:
@@ -63,7 +67,9 @@ class Region:
     input: its uint8[224, 224, 3] network input, set by the prepare stage.
     classify: whether it goes through the classifier (False: a tracked face that takes its
     track's decision). track, track_id: its track (set by the track stage) and the track's
-    public id when the frame was tracked (None while the track is not confirmed).
+    public id when the frame was tracked (None while the track is not confirmed). deferred: a
+    face the classifier would have had, left for a later frame (a lagging live frame's cap,
+    ``live_classify_max``).
     logits, features: its classification when it came with the detection (a served faces
     pipeline: the server classified it; features only when asked): float32[2] and
     [512, 7, 7]; such a region is not sent to the classifier again.
@@ -77,6 +83,7 @@ class Region:
     classify: bool = True
     track: Any = field(default=None, repr=False)
     track_id: int | None = None
+    deferred: bool = False
     logits: np.ndarray | None = field(default=None, repr=False)
     features: Any = field(default=None, repr=False)
 
@@ -183,3 +190,13 @@ class FrameTask:
     def whole_frame_region(self) -> Region:
         h, w = self.image.shape[:2]  # type: ignore[union-attr]
         return Region((0, 0, w, h))
+
+
+def unclassified_reason(region: Region, decision: Any) -> str:
+    """Why a face's record has no label: left for a later frame, never to be classified (a
+    low-score detection), or its track's classification is still on its way."""
+    if region.deferred:
+        return REASON_DEFERRED
+    if decision is not None and decision.requested == 0:
+        return REASON_NOT_CLASSIFIED
+    return "reused its track's decision, which has no classification yet"

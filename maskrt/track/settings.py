@@ -39,6 +39,11 @@ class TrackSettings:
     stage takes it (the machine is behind) is left to the tracker too, as long as its source's
     last detected frame is fewer than live_max_every frames back: under load a camera is
     detected less often instead of losing frames (0 turns it off).
+    live_classify_max: such a lagging live frame also sends at most this many faces to the
+    classifier: faces of tracks never classified first, then the largest; the others take
+    their track's decision, or wait for a later frame when it has none (a scene cut's new
+    faces are classified over a few frames instead of in one call that holds every camera
+    back). 0: no cap; files never.
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
@@ -80,6 +85,7 @@ class TrackSettings:
     live_detect_every: int = 2
     live_lag_ms: float = 150.0
     live_max_every: int = 6
+    live_classify_max: int = 2
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,9 +103,9 @@ class TrackSettings:
                      "live_detect_every", "live_max_every", "settle_frames"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
-        if self.max_lost < 0 or self.live_lag_ms < 0 or self.steady_hits < 0:
-            problems.append(f"max_lost >= 0, live_lag_ms >= 0, steady_hits >= 0 (got "
-                            f"{self.max_lost}, {self.live_lag_ms}, {self.steady_hits})")
+        for name in ("max_lost", "live_lag_ms", "steady_hits", "live_classify_max"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} >= 0 (got {getattr(self, name)})")
         if self.logit_clip <= 0 or self.size_ref <= 0 or self.grow < 1.0:
             problems.append(f"logit_clip > 0, size_ref > 0, grow >= 1 (got {self.logit_clip}, "
                             f"{self.size_ref}, {self.grow})")

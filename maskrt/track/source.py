@@ -58,12 +58,13 @@ class SourceTracks:
 
     # ------------------------------------------------------------------ track stage
 
-    def assign(self, task: Any) -> None:
+    def assign(self, task: Any, classify_max: int | None = None) -> None:
         """Give each region of ``task`` its track (``region.track``, ``region.track_id``) and
-        decide whether it is classified (``region.classify``). The tracker also sees the
-        candidates below the report threshold (``task.unreported``): those on a confirmed track
-        (a known person whose face scored low in this frame) join ``task.regions``, after the
-        reported ones; the others stay unreported and unclassified."""
+        decide whether it is classified (``region.classify``; at most ``classify_max`` of them,
+        see :meth:`_capped`). The tracker also sees the candidates below the report threshold
+        (``task.unreported``): those on a confirmed track (a known person whose face scored
+        low in this frame) join ``task.regions``, after the reported ones; the others stay
+        unreported and unclassified."""
         regions = list(task.regions)
         # a task without unreported candidates (not a FrameTask) tracks its regions alone
         candidates = regions + list(getattr(task, "unreported", None) or ())
@@ -83,12 +84,23 @@ class SourceTracks:
             regions += [r for r in candidates[len(regions):] if r.track_id is not None]
             task.regions, task.unreported = regions, []
             for region in regions:
-                track = region.track
-                side = shorter_side(region.box)
-                region.classify = self._classify(track, index, side)
-                if region.classify:
-                    track.data.requested_at(index, side)
+                region.classify = self._classify(region.track, index, shorter_side(region.box))
+            for region in self._capped([r for r in regions if r.classify], classify_max):
+                region.track.data.requested_at(index, shorter_side(region.box))
             self._ended.extend((index, track) for track in update.ended)
+
+    @staticmethod
+    def _capped(wanted: list[Region], classify_max: int | None) -> list[Region]:
+        """The regions of ``wanted`` that go to the classifier: all of them, or the
+        ``classify_max`` most needed (faces of tracks never classified first, then the
+        largest); the others are not classified in this frame (``region.deferred``: their
+        tracks are asked again in the next)."""
+        if classify_max is None or len(wanted) <= classify_max:
+            return wanted
+        order = sorted(wanted, key=lambda r: (r.track.data.requested > 0, -shorter_side(r.box)))
+        for region in order[classify_max:]:
+            region.classify, region.deferred = False, True
+        return order[:classify_max]
 
     def coast(self, task: Any) -> None:
         """A frame the detector skipped: its regions are the confirmed tracks' predicted boxes

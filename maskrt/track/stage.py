@@ -51,7 +51,7 @@ class TrackStage(Stage):
         if predict:
             tracks.coast(task)
         else:
-            tracks.assign(task)
+            tracks.assign(task, self._classify_max(task))
         task.tracks = tracks
         return task
 
@@ -86,10 +86,22 @@ class TrackStage(Stage):
         settings = self.settings
         if not getattr(task.handle.source, "live", False):
             return settings.detect_every
-        lag_s = settings.live_lag_ms / 1000.0
-        if lag_s > 0 and time.perf_counter() - task.frame.t_read > lag_s:
+        if self._lagging(task):
             return max(settings.live_detect_every, settings.live_max_every)
         return settings.live_detect_every
+
+    def _classify_max(self, task: FrameTask) -> int | None:
+        """The most faces of ``task``'s frame the classifier gets: live_classify_max for a live
+        frame that waited longer than live_lag_ms, else no cap (None)."""
+        cap = self.settings.live_classify_max
+        if cap > 0 and getattr(task.handle.source, "live", False) and self._lagging(task):
+            return cap
+        return None
+
+    def _lagging(self, task: FrameTask) -> bool:
+        """Whether ``task``'s frame was read longer than live_lag_ms ago (0: never)."""
+        lag_s = self.settings.live_lag_ms / 1000.0
+        return lag_s > 0 and time.perf_counter() - task.frame.t_read > lag_s
 
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
