@@ -375,10 +375,11 @@ def test_a_capped_frame_classifies_new_tracks_first_then_the_largest_and_defers_
     # after frame 0); frame 3: the one deferred and the two classified in frame 1 are due
     assert asked == [[35, 40], [25, 30], [20, 40], [30, 35]]
     assert deferred == [[20, 25, 30], [20], [35], [25]]
-    uncapped = SourceTracks("cam", None, TrackSettings(), reuse=True)
-    t = task(0, boxes)
-    uncapped.assign(t)
-    assert all(r.classify and not r.deferred for r in t.regions)
+    for uncapped, cap in ((SourceTracks("cam", None, TrackSettings(), reuse=True), None),
+                          (SourceTracks("cam", None, TrackSettings(), reuse=False), 2)):
+        t = task(0, boxes)  # no cap, or reuse off: every face, every frame
+        uncapped.assign(t, classify_max=cap)
+        assert all(r.classify and not r.deferred for r in t.regions)
     # a deferred face's record says why it has no label (not "an unconfirmed detection")
     fresh = TrackDecision(TrackSettings())
     assert unclassified_reason(Region((0, 0, 20, 20), deferred=True), fresh) == REASON_DEFERRED

@@ -43,7 +43,7 @@ class TrackSettings:
     classifier: faces of tracks never classified first, then the largest; the others take
     their track's decision, or wait for a later frame when it has none (a scene cut's new
     faces are classified over a few frames instead of in one call that holds every camera
-    back). 0: no cap; files never.
+    back). 0: no cap; files and `--reuse off` never.
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *

@@ -85,7 +85,8 @@ class SourceTracks:
             task.regions, task.unreported = regions, []
             for region in regions:
                 region.classify = self._classify(region.track, index, shorter_side(region.box))
-            for region in self._capped([r for r in regions if r.classify], classify_max):
+            cap = classify_max if self.reuse else None  # reuse off: every face, every frame
+            for region in self._capped([r for r in regions if r.classify], cap):
                 region.track.data.requested_at(index, shorter_side(region.box))
             self._ended.extend((index, track) for track in update.ended)
 
