@@ -28,8 +28,6 @@ from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask, unclassif
 
 log = logging.getLogger("maskrt.pipeline")
 
-#: the reason of a tracked face left unclassified (TrackSettings.classify_low)
-
 
 @dataclass
 class InferredBatch:

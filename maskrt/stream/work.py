@@ -34,6 +34,7 @@ RETIRED_TRACKS = "retired_tracks"
 REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
 REASON_SUPERSEDED = "live frame superseded by a newer one of its source while queued (the " \
     "pipeline is behind the camera)"
+#: the reason of a tracked face left unclassified (TrackSettings.classify_low)
 REASON_NOT_CLASSIFIED = "not classified: an unconfirmed detection below the track's high_score"
 #: a face of a track never classified, left for a later frame by live_classify_max
 REASON_DEFERRED = ("not classified yet: the machine is behind this live source, so its frame "
