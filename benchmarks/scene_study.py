@@ -50,6 +50,7 @@ def score_photos(images: Sequence[np.ndarray], options: dict[str, Any], engine: 
 
     stage = face_stage("default", **options)
     start = time.perf_counter()
+    images = [stage.sharpened(image) for image in images]
     found = stage.detect(images)
     detect_s = (time.perf_counter() - start) / max(1, len(images))
     stage.close()

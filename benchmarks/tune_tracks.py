@@ -49,6 +49,7 @@ def detect_clips(clip_dir: Path, face_options: dict[str, Any] | None = None
                 break
             # as the face stage detects a video's frame: the source's scale, probed now and
             # then (FaceStage._detect reads only a task's image and sequence key)
+            image = stage.sharpened(image)
             frame = SimpleNamespace(image=image, sequence_key=(avi.name, None))
             regions, _ = stage.regions(stage._detect([frame])[0], image.shape)
             t0 = time.perf_counter()

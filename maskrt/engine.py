@@ -136,6 +136,7 @@ class Engine:
         images, single = self._images(frames)
         images = [to_bgr8(to_host(image)) if is_tensor(image) else image for image in images]
         stage = self._face_stage()
+        images = [stage.sharpened(image) for image in images]
         regions = [stage.reported(stage.regions(found, image.shape)[0], report_threshold)
                    for found, image in zip(stage.detect(images), images)]
         owners = [k for k, rs in enumerate(regions) for _ in rs]

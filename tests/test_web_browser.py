@@ -181,6 +181,20 @@ def test_the_page_of_a_real_run_with_a_camera_and_a_video(tmp_path: Path, browse
     assert "live view at" in stderr
 
 
+def interrupt(process: subprocess.Popen, timeout: float) -> str:
+    """Ctrl-C for ``process``; its stderr. One that does not end within ``timeout`` fails
+    the test with every thread's traceback (SIGABRT: PYTHONFAULTHANDLER set for it), the
+    evidence of where it hung."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        stderr = process.communicate(timeout=30)[1]
+        pytest.fail(f"{process.args[1:4]} still running {timeout:.0f} s after Ctrl-C; its "
+                    f"threads:\n{stderr[-6000:]}")
+
+
 def _watch_the_run(browser: DevTools, port: int, camera: str, clip: str, out: Path,
                    shots: Path) -> None:
     url = f"http://127.0.0.1:{port}/"
@@ -242,7 +256,8 @@ def test_the_page_of_a_finished_run(tmp_path: Path, browser: DevTools) -> None:
     summary = json.loads((out / "summary.json").read_text())
     port = free_port()
     view = subprocess.Popen([sys.executable, "-m", "maskrt", "view", str(out), "--port",
-                             str(port)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+                             str(port)], cwd=REPO, env={**env, "PYTHONFAULTHANDLER": "1"},
+                            stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + TIMEOUT
@@ -266,6 +281,5 @@ def test_the_page_of_a_finished_run(tmp_path: Path, browser: DevTools) -> None:
                      "i.naturalWidth > 0)", "the thumbnails")
         browser.screenshot(shots_dir(tmp_path) / "web_run.png")
     finally:
-        view.send_signal(signal.SIGINT)
-        view.communicate(timeout=30)
+        interrupt(view, 30)
     assert view.returncode in (0, 130)

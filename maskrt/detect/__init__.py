@@ -7,6 +7,7 @@
   torchvision's NMS, the network run as a torch module or as a TensorRT engine (built and
   cached like the classifier's).
 * ``scale.py``: the detector's input scale chosen per frame (``upscale="auto"``).
+* ``sharpen.py``: blurred frames sharpened before detection and classification (``sharpen``).
 * ``regions.py``: detections -> clipped face boxes and widened crops.
 * ``stage.py``: :class:`FaceStage`, the pipeline stage.
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from maskrt.detect.regions import check_box_fit, check_report_threshold
 from maskrt.detect.scale import ScaleRule
+from maskrt.detect.sharpen import Sharpener
 
 log = logging.getLogger("maskrt.detect")
 
@@ -67,12 +69,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {"upscale": "auto", "score_threshold": 0.1, "nms_iou": 0.3, "widen": 1.2,
                 "min_face": 4.0, "max_faces": 200,
                 "box_fit": (1.10, 0.95, 0.0, 0.11, 0.98, 0.82, -0.01, 0.07),
-                "report_threshold": REPORT_THRESHOLD, **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
+                "report_threshold": REPORT_THRESHOLD, "sharpen": Sharpener.amount,
+                **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717, 0.721
     # with box_fit; at threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with INT8).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
              "min_face": 4.0, "max_faces": 200, "box_fit": (1.09, 0.94, 0.0, 0.11),
-             "report_threshold": REPORT_THRESHOLD, **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
+             "report_threshold": REPORT_THRESHOLD, "sharpen": 0.0, **_SCALE_DEFAULTS,
+             **_RUNTIME_DEFAULTS},
 }
 _DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
 #: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
@@ -185,7 +189,7 @@ def face_stage(preset: str = "default", detector: Any = None, classifier_device:
                **overrides: Any) -> Any:
     """The pipeline stage that finds faces: ``detector`` (default: YuNet of ``preset``, beside
     the classifier's ``classifier_device`` when ``detector_device`` is "auto") and the preset's
-    region settings (widen, min_face, max_faces, box_fit, report_threshold)."""
+    region settings (widen, min_face, max_faces, box_fit, report_threshold, sharpen)."""
     from maskrt.detect.stage import FaceStage
 
     settings = preset_settings(preset, **overrides)
@@ -194,7 +198,8 @@ def face_stage(preset: str = "default", detector: Any = None, classifier_device:
     return FaceStage(detector, widen=settings["widen"], min_face=settings["min_face"],
                      max_faces=settings["max_faces"], box_fit=settings["box_fit"],
                      scale_rule=scale_rule(settings),
-                     report_threshold=settings["report_threshold"])
+                     report_threshold=settings["report_threshold"],
+                     sharpen=Sharpener(amount=float(settings["sharpen"])))
 
 
 def scale_rule(settings: dict[str, Any]) -> ScaleRule | None:

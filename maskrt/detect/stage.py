@@ -9,6 +9,7 @@ from maskrt.detect.base import Detections, Detector
 from maskrt.detect.regions import (NO_BOX_FIT, BoxFit, check_box_fit, check_report_threshold,
                                    face_regions, split_reported)
 from maskrt.detect.scale import ScaleRule, SequenceScale, with_large
+from maskrt.detect.sharpen import Sharpener
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import SKIPPED_DETECTION, FrameTask, Region
 
@@ -30,6 +31,8 @@ class FaceStage(Stage):
     report_threshold: faces scored below it are not reported: they go to ``task.unreported``,
     where only the tracker sees them (it keeps a known person's track with them), not to
     ``task.regions``; the classifier never sees them.
+    sharpen: frames measured as blurred are sharpened first (:mod:`maskrt.detect.sharpen`); the
+    frame is replaced, so crops and overlays are of the sharpened frame. None: never.
     """
 
     name = "faces"
@@ -37,7 +40,8 @@ class FaceStage(Stage):
     def __init__(self, detector: Detector, *, widen: float = 1.2, min_face: float = 4.0,
                  max_faces: int = 200, batch_size: int = 8,
                  box_fit: BoxFit = NO_BOX_FIT,
-                 scale_rule: ScaleRule | None = None, report_threshold: float = 0.0) -> None:
+                 scale_rule: ScaleRule | None = None, report_threshold: float = 0.0,
+                 sharpen: Sharpener | None = None) -> None:
         if widen < 1.0 or min_face < 1.0 or max_faces < 1 or batch_size < 1:
             raise ValueError(f"faces: expected widen >= 1, min_face >= 1, max_faces >= 1 and "
                              f"batch_size >= 1, got {widen}, {min_face}, {max_faces}, {batch_size}")
@@ -49,6 +53,7 @@ class FaceStage(Stage):
         self.box_fit = check_box_fit(box_fit)
         self.scale_rule = scale_rule
         self.report_threshold = check_report_threshold(report_threshold)
+        self.sharpen = sharpen if sharpen is not None and sharpen.amount > 0 else None
         #: per video or live source (see FrameTask.sequence_key): its detector scale; one
         #: entry per source id (a folder's next video replaces its previous one)
         self._sequences: dict[str, tuple[tuple[str, str | None], SequenceScale]] = {}
@@ -59,6 +64,8 @@ class FaceStage(Stage):
         return self.process_batch([task])[0]
 
     def process_batch(self, tasks: Sequence[FrameTask]) -> list[Any]:
+        for task in tasks:  # frames left to the tracker too: their crops are classified
+            task.image = self.sharpened(task.image)
         skip = self.skip_detection
         searched = [task for task in tasks if skip is None or not skip(task)]
         detections = self._detect(searched) if searched else []
@@ -70,8 +77,14 @@ class FaceStage(Stage):
                 task.extra[SKIPPED_DETECTION] = True
         return list(tasks)
 
+    def sharpened(self, image: Any) -> Any:
+        """``image`` as this stage finds faces in it (sharpened when blurred; see ``sharpen``):
+        callers of :meth:`detect` crop and draw on it."""
+        return self.sharpen(image) if self.sharpen is not None else image
+
     def detect(self, images: Sequence[Any]) -> list[Detections]:
-        """The faces of photos (no sequence): with a scale rule, each probed and scaled."""
+        """The faces of photos (no sequence), which the caller passed through
+        :meth:`sharpened`: with a scale rule, each probed and scaled."""
         if self.scale_rule is None:
             return self.detector.detect(images)
         return self.scale_rule.detect(self.detector, images)

@@ -145,6 +145,7 @@ class FrameFaces:
 
         check_frame(frame)
         self.session.bls = bls
+        frame = self.stage.sharpened(frame)  # as the local face stage: crops of it too
         found, used = self.detect(frame, check_scale(scale))
         stage = self.stage
         regions, _ = face_regions(found, frame.shape, widen=stage.widen, min_face=stage.min_face,

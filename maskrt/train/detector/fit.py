@@ -119,7 +119,7 @@ def detector_figures(scenes: Sequence[SceneImage], model: str, **face_options: o
     stage = face_stage("default", detector_model=model, **face_options)
     detections, truths, by_class = [], [], {"with_mask": [], "without_mask": []}
     for scene in scenes:
-        image = decode_image(scene.image)
+        image = stage.sharpened(decode_image(scene.image))
         regions = stage.regions(stage.detect([image])[0], image.shape)[0]
         boxes = [list(r.box) for r in regions]
         scores = [r.score for r in regions]
