@@ -75,8 +75,10 @@ def test_settings_are_checked_with_what_came():
     for bad in ({"amount": -1.0}, {"sigma": 0.0}, {"soft": 0.4, "blurred": 0.3}):
         with pytest.raises(ValueError, match="sharpen: expected"):
             Sharpener(**bad)
-    with pytest.raises(ValueError, match="sharpen: expected amount >= 0.*-2"):
+    with pytest.raises(ValueError, match=r"sharpen: expected a weight >= 0 \(0 turns it off\), got -2.0"):
         face_stage("default", sharpen=-2.0)
+    with pytest.raises(ValueError, match="got nan"):
+        face_stage("default", sharpen=float("nan"))
     with pytest.raises(ValueError, match="--face-option sharpen: expected a number, got 'x'"):
         parse_face_options(["sharpen=x"])
     assert face_stage("default", sharpen=0.0).sharpen is None

@@ -47,9 +47,12 @@ class Sharpener:
     blurred: float = 0.33
 
     def __post_init__(self) -> None:
-        if not (self.amount >= 0 and self.sigma > 0 and 0 < self.soft < self.blurred < 1):
-            raise ValueError(f"sharpen: expected amount >= 0, sigma > 0 and 0 < soft < blurred "
-                             f"< 1, got {self.amount}, {self.sigma}, {self.soft}, {self.blurred}")
+        if not self.amount >= 0:  # NaN too
+            raise ValueError(f"sharpen: expected a weight >= 0 (0 turns it off), got "
+                             f"{self.amount}")
+        if not (self.sigma > 0 and 0 < self.soft < self.blurred < 1):
+            raise ValueError(f"sharpen: expected sigma > 0 and 0 < soft < blurred < 1, got "
+                             f"{self.sigma}, {self.soft}, {self.blurred}")
 
     def weight(self, image: np.ndarray) -> float:
         """The unsharp mask's weight for ``image`` (0 for a sharp one)."""
