@@ -75,7 +75,8 @@ def test_settings_are_checked_with_what_came():
     for bad in ({"amount": -1.0}, {"sigma": 0.0}, {"soft": 0.4, "blurred": 0.3}):
         with pytest.raises(ValueError, match="sharpen: expected"):
             Sharpener(**bad)
-    with pytest.raises(ValueError, match=r"sharpen: expected a weight >= 0 \(0 turns it off\), got -2.0"):
+    with pytest.raises(ValueError,
+                       match=r"sharpen: expected a weight >= 0 \(0 turns it off\), got -2.0"):
         face_stage("default", sharpen=-2.0)
     with pytest.raises(ValueError, match="got nan"):
         face_stage("default", sharpen=float("nan"))

@@ -13,9 +13,10 @@ scenes train and val); an already blurred one has little left to lose (0.2-0.47 
 above). Being a ratio of energies, it is led by a frame's sharpest parts: a sharp subject
 before a blurred background (depth of field) measures as sharp (train and val photos with all
 but their centre blurred by sigma 3: 0.05-0.17, as unchanged), and per-tile ratios told sharp
-from blurred photos less well. Frames are sharpened with ``amount`` scaled linearly from 0 at ratio ``soft`` to full at
-``blurred``, so a video's frames near the edge never switch sharpening on and off; the frame the
-faces are found in, the crops the classifier sees and the overlays are that sharpened frame.
+from blurred photos less well. Frames are sharpened with ``amount`` scaled linearly from 0 at
+ratio ``soft`` to full at ``blurred``, so a video's frames near the edge never switch
+sharpening on and off; the frame the faces are found in, the crops the classifier sees and the
+overlays are that sharpened frame.
 
 The constants were chosen on scenes val and checked on train (README, "Faces in scenes"):
 ``soft`` lies above the ratio of 276 of the 277 unchanged train photos and every val photo,
