@@ -304,6 +304,32 @@ def test_live_frames_give_way_to_newer_ones_before_the_detector_and_when_aging_a
     assert dropped == [old] and len(queue) == 2
 
 
+
+@pytest.mark.parametrize("mode, reuse, options, cheap", [
+    ("auto", True, {}, True), ("on", True, {}, True), ("off", True, {}, False),
+    ("auto", False, {}, False), ("auto", True, {"live_lag_ms": 0}, False),
+    ("auto", True, {"live_max_every": 1}, False)])
+def test_late_live_frames_are_kept_in_front_of_the_detector_only_when_predicting_them_is_cheap(
+        mode, reuse, options, cheap):
+    """A live frame the machine is behind on waits for the detector (and is then left to the
+    tracker) only where the tracker predicts it and its classifications are capped; otherwise
+    its camera's newer frame replaces it at once (an untracked frame would cost a detection)."""
+    stage = TrackStage(mode, reuse, TrackSettings().with_options(options))
+    assert stage.predicts_late_live_frames is cheap
+
+
+def test_the_pipeline_keeps_a_tracked_live_frame_until_it_ages(tmp_path):
+    from maskrt.stream.pipeline import Pipeline
+    from streaming_fixtures import shared_engine
+
+    def rule(**kwargs):
+        return Pipeline(shared_engine(), [], **kwargs)._before_detector()
+
+    assert rule() == FrameTask.supersedes
+    assert rule(track="off") == FrameTask.replaces
+    assert rule(reuse=False) == FrameTask.replaces
+    assert rule(regions="frame") == FrameTask.replaces  # no detector to skip
+
 class _Camera(Source):
     kind, live = "camera", True
 
@@ -386,19 +412,22 @@ def test_a_capped_frame_classifies_new_tracks_first_then_the_largest_and_defers_
     assert unclassified_reason(Region((0, 0, 20, 20)), fresh) == REASON_NOT_CLASSIFIED
 
 
-def test_only_a_lagging_live_frame_is_capped():
-    """live_classify_max (2) applies to live frames read longer than live_lag_ms ago; fresh
-    live frames and files are never capped; 0 turns it off."""
+def test_live_frames_are_capped_lagging_ones_most():
+    """live_classify_max (2) applies to live frames read longer than live_lag_ms ago,
+    live_classify_fresh (4) to the others (a scene cut's first frame is fresh); files are never
+    capped; 0 turns either off."""
     def cap(stage, handle, age_ms):
         frame = Frame(0, 0.0, t_read=time.perf_counter() - age_ms / 1000.0)
         return stage._classify_max(FrameTask(handle, frame))
 
     stage = TrackStage(settings=TrackSettings())
     camera, video = SourceHandle(_Camera("cam")), SourceHandle(_Video("clip"))
-    assert TrackSettings().live_classify_max == 2
+    assert (TrackSettings().live_classify_max, TrackSettings().live_classify_fresh) == (2, 4)
     assert cap(stage, camera, 900.0) == 2
-    assert cap(stage, camera, 0.0) is None
-    assert cap(stage, video, 900.0) is None
+    assert cap(stage, camera, 0.0) == 4
+    assert cap(stage, video, 900.0) is None and cap(stage, video, 0.0) is None
     assert cap(TrackStage(settings=TrackSettings(live_classify_max=0)), camera, 900.0) is None
-    with pytest.raises(ValueError, match="live_classify_max >= 0"):
-        TrackSettings(live_classify_max=-1)
+    assert cap(TrackStage(settings=TrackSettings(live_classify_fresh=0)), camera, 0.0) is None
+    for name in ("live_classify_max", "live_classify_fresh"):
+        with pytest.raises(ValueError, match=f"{name} >= 0"):
+            TrackSettings(**{name: -1})

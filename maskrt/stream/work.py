@@ -36,9 +36,9 @@ REASON_SUPERSEDED = "live frame superseded by a newer one of its source while qu
     "pipeline is behind the camera)"
 #: the reason of a tracked face left unclassified (TrackSettings.classify_low)
 REASON_NOT_CLASSIFIED = "not classified: an unconfirmed detection below the track's high_score"
-#: a face of a track never classified, left for a later frame by live_classify_max
-REASON_DEFERRED = ("not classified yet: the machine is behind this live source, so its frame "
-                   "sent its other faces to the classifier first (live_classify_max)")
+#: a face of a track never classified, left for a later frame by a live frame's cap
+REASON_DEFERRED = ("not classified yet: a live frame sends a few faces to the classifier, the "
+                   "others go in later frames (live_classify_max, live_classify_fresh)")
 
 
 class SourceHandle:
@@ -69,8 +69,8 @@ class Region:
     classify: whether it goes through the classifier (False: a tracked face that takes its
     track's decision). track, track_id: its track (set by the track stage) and the track's
     public id when the frame was tracked (None while the track is not confirmed). deferred: a
-    face the classifier would have had, left for a later frame (a lagging live frame's cap,
-    ``live_classify_max``).
+    face the classifier would have had, left for a later frame (a live frame's cap,
+    ``live_classify_max`` or ``live_classify_fresh``).
     logits, features: its classification when it came with the detection (a served faces
     pipeline: the server classified it; features only when asked): float32[2] and
     [512, 7, 7]; such a region is not sent to the classifier again.

@@ -44,6 +44,9 @@ class TrackSettings:
     their track's decision, or wait for a later frame when it has none (a scene cut's new
     faces are classified over a few frames instead of in one call that holds every camera
     back). 0: no cap; files and `--reuse off` never.
+    live_classify_fresh: the same cap for a live frame that is not lagging (0: no cap): the
+    first frame of a camera's scene cut is fresh, and its new faces in one call (16-50 on the
+    val clips, 1-2 s of a 2-core CPU) made every frame behind it late.
 
     Decision per person: ``p_track_without_mask`` = sigmoid of the weighted mean of the
     classified faces' log-odds (each clipped to +-logit_clip), weight = face_score *
@@ -86,6 +89,7 @@ class TrackSettings:
     live_lag_ms: float = 150.0
     live_max_every: int = 6
     live_classify_max: int = 2
+    live_classify_fresh: int = 4
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,7 +107,8 @@ class TrackSettings:
                      "live_detect_every", "live_max_every", "settle_frames"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
-        for name in ("max_lost", "live_lag_ms", "steady_hits", "live_classify_max"):
+        for name in ("max_lost", "live_lag_ms", "steady_hits", "live_classify_max",
+                     "live_classify_fresh"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} >= 0 (got {getattr(self, name)})")
         if self.logit_clip <= 0 or self.size_ref <= 0 or self.grow < 1.0:

@@ -91,17 +91,30 @@ class TrackStage(Stage):
         return settings.live_detect_every
 
     def _classify_max(self, task: FrameTask) -> int | None:
-        """The most faces of ``task``'s frame the classifier gets: live_classify_max for a live
-        frame that waited longer than live_lag_ms, else no cap (None)."""
-        cap = self.settings.live_classify_max
-        if cap > 0 and getattr(task.handle.source, "live", False) and self._lagging(task):
-            return cap
-        return None
+        """The most faces of ``task``'s frame the classifier gets: for a live frame,
+        live_classify_max when it waited longer than live_lag_ms, else live_classify_fresh;
+        no cap (None) for files or where the option is 0."""
+        if not getattr(task.handle.source, "live", False):
+            return None
+        settings = self.settings
+        cap = settings.live_classify_max if self._lagging(task) else settings.live_classify_fresh
+        return cap if cap > 0 else None
 
     def _lagging(self, task: FrameTask) -> bool:
         """Whether ``task``'s frame was read longer than live_lag_ms ago (0: never)."""
         lag_s = self.settings.live_lag_ms / 1000.0
         return lag_s > 0 and time.perf_counter() - task.frame.t_read > lag_s
+
+    @property
+    def predicts_late_live_frames(self) -> bool:
+        """Whether a live frame the machine is behind on costs little here: the tracker
+        predicts its faces instead of the detector finding them (``live_lag_ms`` and
+        ``live_max_every``), and its classifications are capped (reuse on). The pipeline then
+        keeps such a frame in front of the detector until it has aged instead of dropping it
+        for its camera's next one."""
+        settings = self.settings
+        return (self.mode != "off" and self.reuse and settings.live_lag_ms > 0
+                and settings.live_max_every > 1)
 
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
