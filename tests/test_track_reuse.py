@@ -323,7 +323,8 @@ def test_the_pipeline_keeps_a_tracked_live_frame_until_it_ages(tmp_path):
     from streaming_fixtures import shared_engine
 
     def rule(**kwargs):
-        return Pipeline(shared_engine(), [], **kwargs)._before_detector()
+        pipeline = Pipeline(shared_engine(), [], **kwargs)
+        return pipeline.tracking.before_detector(pipeline._chain)
 
     assert rule() == FrameTask.supersedes
     assert rule(track="off") == FrameTask.replaces

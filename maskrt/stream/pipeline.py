@@ -84,8 +84,7 @@ class Pipeline:
                  track: Any = "auto", reuse: bool = True, track_options: dict | None = None,
                  max_latency_ms: float | None = 1000.0) -> None:
         if max_batch is not None:
-            warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning,
-                          stacklevel=2)
+            warnings.warn("Pipeline(max_batch=) is now batch_size=", DeprecationWarning, 2)
             batch_size = max_batch
         check_settings(batch_size, max_wait_ms, preprocess_threads, queue_size, max_side,
                         output_capacity, max_latency_ms, stages, max_pixels)
@@ -150,10 +149,10 @@ class Pipeline:
         for sink in self.sinks:
             sink.open(self)
         inbox: Any = self._sources
-        before_detector = self._before_detector()
+        before_detector = self.tracking.before_detector(self._chain)
         for stage in self._chain:
             # The last holds the next batch (in faces to classify) while the backend runs; the
-            # others smooth hand-offs. Live frames: see FrameTask.replaces and supersedes.
+            # others smooth hand-offs. Live frames: see TrackStage.before_detector.
             first, last = stage is self._chain[0], stage is self._chain[-1]
             outbox: BoundedQueue[FrameTask] = BoundedQueue(
                 self.batch_size if last else STAGE_QUEUE_SIZE, name=stage.name,
@@ -171,16 +170,6 @@ class Pipeline:
             self._start_reader(handle)
         self._check_input_closed()
         return self
-
-    def _before_detector(self) -> Any:
-        """When a live frame waiting in front of the detector gives way to its camera's newer
-        one: at once (the newest frame only), unless the tracker can score it for little
-        (:attr:`TrackStage.predicts_late_live_frames`): then, as after the detector, once it
-        has waited half its max latency. One 720p camera on 2 cores (2026-12-04, README
-        "Video"): 65-75% of its frames scored with the newest only, 90-94% with this."""
-        cheap = self.tracking.predicts_late_live_frames and any(
-            hasattr(stage, "skip_detection") for stage in self._chain)
-        return FrameTask.supersedes if cheap else FrameTask.replaces
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

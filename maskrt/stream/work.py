@@ -160,7 +160,7 @@ class FrameTask:
     def replaces(self, queued: "FrameTask") -> bool:
         """Whether this frame makes ``queued`` pointless before any costly work was spent on
         it: both from one live source with a max latency (the queue in front of the detector
-        keeps an untracked live camera's newest frame only; see Pipeline._before_detector)."""
+        keeps an untracked live camera's newest frame only; see TrackStage.before_detector)."""
         return queued.handle is self.handle and self.handle.max_latency_s is not None
 
     def supersedes(self, queued: "FrameTask") -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import RETIRED_TRACKS, SKIPPED_DETECTION, FrameTask
@@ -115,6 +115,16 @@ class TrackStage(Stage):
         settings = self.settings
         return (self.mode != "off" and self.reuse and settings.live_lag_ms > 0
                 and settings.live_max_every > 1)
+
+    def before_detector(self, stages: list[Stage]) -> Callable[[FrameTask, FrameTask], bool]:
+        """When a live frame waiting in front of the detector (of ``stages``) gives way to its
+        camera's newer one: at once (the newest frame only), unless the tracker can score it
+        for little (:attr:`predicts_late_live_frames`): then, as after the detector, once it
+        has waited half its max latency. One 720p camera on 2 cores (2026-12-04, README
+        "Video"): 65-75% of its frames scored with the newest only, 90-94% with this."""
+        cheap = self.predicts_late_live_frames and any(
+            hasattr(stage, "skip_detection") for stage in stages)
+        return FrameTask.supersedes if cheap else FrameTask.replaces
 
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
