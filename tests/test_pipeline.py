@@ -20,7 +20,7 @@ from maskrt.stream.accounting import FlowClock
 from maskrt.stream.pipeline import Pipeline as FacesPipeline
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import (REASON_LATE, REASON_QUEUE_FULL, REASON_REMOVED, REASON_STOPPED,
-                               REASON_SUPERSEDED)
+                               REASON_SUPERSEDED, REASON_WOULD_BE_LATE)
 from maskrt.stream.sources import DropFolderSource, Frame, Source, StreamSource
 from streaming_fixtures import (assert_threads_end, run_pipeline, check_accounting, face_frames, face_paths, maskrt_threads,
                                 shared_engine, write_frames_dir, write_video)
@@ -447,7 +447,8 @@ def test_http_mjpeg_server_killed_and_restarted(engine, tmp_path, caplog):
     # A slow consumer makes the live source drop frames: its oldest queued ones, those
     # superseded by newer ones between stages, or those too late to be scored.
     drops = [r for r in records if r.status == "dropped"
-             and r.reason in (REASON_QUEUE_FULL, REASON_SUPERSEDED, REASON_LATE)]
+             and r.reason in (REASON_QUEUE_FULL, REASON_SUPERSEDED, REASON_LATE,
+                                  REASON_WOULD_BE_LATE)]
     assert len(drops) >= 2, "a slow consumer must make the live source drop frames"
     failures = [r for r in records if r.status == "failed"]
     assert failures[0].frame_index == failure_at and "stream lost" in failures[0].reason

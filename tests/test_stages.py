@@ -278,3 +278,33 @@ def test_on_a_gpu_frames_features_and_overlays_stay_on_the_device(cuda_device, e
                                          batch_size=4))
     check_accounting(records, counters)
     assert all(isinstance(r.overlay, np.ndarray) and r.overlay.dtype == np.uint8 for r in records)
+
+
+def test_an_aging_live_frame_the_classifier_would_return_late_is_dropped_before_the_call():
+    """At the backend's recent pace (seconds per region), a live frame that has waited half its
+    max latency and would come back past it is dropped; a younger one never (a frame of many
+    new faces would be dropped again and again), nor a file's, nor any before the first call."""
+    from types import SimpleNamespace
+
+    from maskrt.stream.batching import InferStage
+    from maskrt.stream.sources.base import Frame
+    from maskrt.stream.work import FrameTask
+
+    def late(max_latency_s, age_s, faces, before, pace):
+        f = Frame(0, None)
+        f.t_read = 100.0 - age_s
+        task = FrameTask(SimpleNamespace(max_latency_s=max_latency_s), f)
+        task.regions = [Region((0, 0, 10, 10)) for _ in range(faces)]
+        return task.would_end_late(pace, before, 100.0)
+
+    stage = InferStage(None, batch_size=8, max_wait_s=0.02, ledger=None)
+    assert stage.region_s is None and not late(1.0, 0.95, 4, 8, stage.region_s)  # no pace yet
+    stage._count([], 4, 0.4)
+    assert stage.region_s == pytest.approx(0.1)  # 0.1 s a region
+    assert not late(1.0, 0.8, 1, 0, 0.1)  # back at 0.9 s
+    assert late(1.0, 0.8, 1, 2, 0.1)  # after 2 others: 1.1 s
+    assert late(1.0, 0.8, 0, 3, 0.1)  # its records wait for the call too
+    assert not late(1.0, 0.4, 40, 0, 0.1)  # young: never
+    assert not late(None, 50.0, 4, 8, 0.1)  # files never drop
+    stage._count([], 2, 0.6)  # slower now: the average moves a fifth of the way
+    assert stage.region_s == pytest.approx(0.8 * 0.1 + 0.2 * 0.3)

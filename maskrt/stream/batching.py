@@ -24,7 +24,8 @@ from maskrt.stream.accounting import Ledger, frame_record
 from maskrt.stream.queue import CLOSED, BoundedQueue
 from maskrt.stream.annotate import annotate_faces
 from maskrt.stream.records import SCORED, Record, placed
-from maskrt.stream.work import REASON_LATE, RETIRED_TRACKS, FrameTask, unclassified_reason
+from maskrt.stream.work import (REASON_LATE, REASON_WOULD_BE_LATE, RETIRED_TRACKS, FrameTask,
+                               unclassified_reason)
 
 log = logging.getLogger("maskrt.pipeline")
 
@@ -53,6 +54,8 @@ class InferStage:
         self.batches = self.regions = self.largest = self.mixed = self.reused = self.served = 0
         self.busy_s = 0.0
         self._unavailable = False  # the last batch failed with BackendUnavailable
+        #: the backend's recent seconds per region (moving average; None before the first call)
+        self.region_s: float | None = None
         #: called as observer(regions, seconds) after each backend call, from this stage's thread
         self.observers: list[Callable[[int, float], None]] = []
 
@@ -75,10 +78,11 @@ class InferStage:
         deadline = first.t_prepared + self.max_wait_s
         task: Any = first
         while True:
-            # Not predicted from the backend's pace: a frame of 40 new faces would then be
-            # dropped again and again, and its people never classified.
-            if task.late(time.perf_counter()):
+            now = time.perf_counter()
+            if task.late(now):
                 self.ledger.drop(task, REASON_LATE)
+            elif task.would_end_late(self.region_s, count, now):
+                self.ledger.drop(task, REASON_WOULD_BE_LATE)
             else:
                 tasks.append(task)
                 count += len(task.to_classify)
@@ -147,6 +151,8 @@ class InferStage:
             self.largest = max(self.largest, regions)
             self.mixed += len({task.source_id for task in tasks}) > 1
             self.busy_s += seconds
+            pace = seconds / max(1, regions)
+            self.region_s = pace if self.region_s is None else 0.8 * self.region_s + 0.2 * pace
         for observer in self.observers:
             try:
                 observer(regions, seconds)

@@ -32,6 +32,8 @@ SKIPPED_DETECTION = "skipped_detection"
 #: explain stage with the next video's first frame (they end once that frame is recorded)
 RETIRED_TRACKS = "retired_tracks"
 REASON_LATE = "live frame older than max_latency_ms: dropped before scoring"
+REASON_WOULD_BE_LATE = ("live frame that would be older than max_latency_ms when the classifier "
+                        "returns (at its recent pace): dropped before scoring")
 REASON_SUPERSEDED = "live frame superseded by a newer one of its source while queued (the " \
     "pipeline is behind the camera)"
 #: the reason of a tracked face left unclassified (TrackSettings.classify_low)
@@ -187,6 +189,18 @@ class FrameTask:
         """A live frame that can no longer be scored within its source's max latency."""
         limit = self.handle.max_latency_s
         return limit is not None and now - self.frame.t_read > limit
+
+    def would_end_late(self, region_s: float | None, before: int, now: float) -> bool:
+        """Whether a live frame that has waited half its max latency already would come back
+        from the backend past it, its faces going after ``before`` others at ``region_s``
+        seconds a region (the backend's recent pace; None: not known yet). A younger frame is
+        never dropped this way: one of many new faces (a cut) would be dropped again and again,
+        its people never classified."""
+        limit = self.handle.max_latency_s
+        if limit is None or region_s is None:
+            return False
+        age = now - self.frame.t_read
+        return age > limit / 2 and age + region_s * (before + len(self.to_classify)) > limit
 
     def whole_frame_region(self) -> Region:
         h, w = self.image.shape[:2]  # type: ignore[union-attr]
