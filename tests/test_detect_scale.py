@@ -74,6 +74,30 @@ def test_a_sequence_probes_its_first_frame_then_every_probe_every_frames_and_mov
     assert sequence.scale == pytest.approx(math.sqrt(2.0 * 0.5))  # geometric mean
 
 
+def test_a_new_scene_is_probed_at_once_and_takes_its_scale_unsmoothed():
+    first, second = (cv2.imread(str(p)) for p in scene_paths(2))
+    sequence = SequenceScale(ScaleRule(probe_every=30, probe_cut=0.8, smoothing=0.5,
+                                       sequence_min_scale=0.5))
+    assert not sequence.new_scene(first)  # nothing to compare with yet
+    sequence.probed(2.0)
+    # the same shot, the camera moved a little and the light dimmed: not a new scene
+    assert not sequence.new_scene(np.roll(first, 7, axis=1))
+    assert not sequence.new_scene(cv2.convertScaleAbs(np.roll(first, 9, axis=0), alpha=0.9))
+    sequence.step()
+    assert not sequence.due()
+    assert sequence.new_scene(second)  # another photo: probe now
+    sequence.probed(0.5, restart=True)
+    assert sequence.scale == 0.5  # not the geometric mean with the previous shot's 2.0
+    sequence.probed(2.0)
+    assert sequence.scale == pytest.approx(1.0)  # within a shot: smoothed as before
+    off = SequenceScale(ScaleRule(probe_cut=0.0))
+    off.probed(1.0)
+    assert not off.new_scene(first) and not off.new_scene(second)
+    with pytest.raises(ValueError, match=r"probe_cut in \[0, 1\]"):
+        ScaleRule(probe_cut=1.5)
+    assert parse_face_options(["probe_cut=0.5"]) == {"probe_cut": 0.5}
+
+
 @pytest.fixture(scope="module")
 def auto_stage():
     stage = face_stage("default", upscale="auto")
@@ -135,6 +159,29 @@ def test_a_video_is_probed_on_its_first_frame_and_every_probe_every_frames(tmp_p
     # the source's scale between them) however the frames batched
     assert detector.frames_at[1.5] == 12, detector.frames_at
     assert detector.frames_at[probe_scale] == 2, detector.frames_at
+
+
+def test_a_video_cut_to_another_shot_is_probed_at_the_cut(tmp_path):
+    first, second = (cv2.imread(str(p)) for p in scene_paths(2))
+    size = (first.shape[1], first.shape[0])
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for k in range(12):  # six frames of one shot, then six of another
+        writer.write(np.roll(first, 3 * k, axis=1) if k < 6 else
+                     np.roll(cv2.resize(second, size), 3 * k, axis=1))
+    writer.release()
+    probes = {}
+    for probe_cut in (0.8, 0.0):
+        detector = CountingDetector()
+        stage = FaceStage(detector, scale_rule=ScaleRule(probe_side=200, min_scale=1.5,
+                                                         max_scale=1.5, probe_every=30,
+                                                         probe_cut=probe_cut))
+        records, counters = run_pipeline(Pipeline(shared_engine(), [str(path)], stages=[stage],
+                                                  regions="frame", track="off"))
+        check_accounting(records, counters)
+        assert detector.frames_at[1.5] == 12, detector.frames_at
+        probes[probe_cut] = detector.frames_at[stage.scale_rule.probe_scale(first.shape)]
+    assert probes == {0.8: 2, 0.0: 1}  # frames 0 and 6; off: frame 0 only
 
 
 class FrameDependentDetector:

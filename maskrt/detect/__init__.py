@@ -45,7 +45,8 @@ DETECTOR_MODELS = {"yunet-masks": "yunet_n_masks.onnx", "yunet": "yunet_n_dynami
 #: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
 _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
                                    ("face_target", "min_scale", "max_scale",
-                                    "sequence_min_scale", "probe_every", "large_side")}
+                                    "sequence_min_scale", "probe_every", "probe_cut",
+                                    "large_side")}
 #: the least face score of a reported face (records, overlays, events, metrics), chosen for the
 #: fine-tuned detector by 5-fold cross-validation over scenes val (the detector trained on
 #: train) for the best F1 of reported faces, class-aware at IoU 0.5 (benchmarks/tune_faces.py

@@ -95,12 +95,13 @@ class ServedFaceStage(FaceStage):
         answers: list[Any] = []
         for task in tasks:
             sequence = self._sequence(task)
-            scale = None if sequence is None or sequence.due() else sequence.scale
+            cut = sequence is not None and sequence.new_scene(task.image)
+            scale = None if sequence is None or sequence.due() or cut else sequence.scale
             answers.append(self._request(task, scale))
             if sequence is None or isinstance(answers[-1], Exception):
                 continue  # a failed probe: the source's next frame is probed instead
             if scale is None:
-                sequence.probed(answers[-1].scale)
+                sequence.probed(answers[-1].scale, restart=cut)
             else:
                 sequence.step()
         return answers

@@ -97,7 +97,7 @@ class FaceStage(Stage):
             return self.detector.detect([task.image for task in tasks])
         found: list[Detections | None] = [None] * len(tasks)
         sequences = [self._sequence(task) for task in tasks]
-        for batch_round in self.plan(sequences):
+        for batch_round in self.plan(sequences, [task.image for task in tasks]):
             self._detect_round(self.scale_rule, tasks, sequences, batch_round, found)
         return found  # type: ignore[return-value]
 
@@ -117,7 +117,8 @@ class FaceStage(Stage):
         for i, faces, scale, n in zip(batch_round.probed, detected, chosen, large):
             found[i] = faces
             if sequences[i] is not None:
-                sequences[i].probed(scale, n)  # type: ignore[union-attr]
+                sequences[i].probed(scale, n,  # type: ignore[union-attr]
+                                    restart=i in batch_round.new_scenes)
         scales.update({i: self._step(sequences[i]) for i in batch_round.after})
         if not steady:
             return
@@ -150,10 +151,12 @@ class FaceStage(Stage):
                                                            probes)):
             found[i] = with_large(found[i], rule.large(faces, p, scale))  # type: ignore[arg-type]
 
-    def plan(self, sequences: Sequence[SequenceScale | None]) -> list["Round"]:
-        """The batch's frames (their sources' scales: None for a photo) in rounds, so that each
-        frame is probed or detected exactly as if the frames had come one at a time: a frame
-        is probed when its source is due counting the frames before it in this batch; a
+    def plan(self, sequences: Sequence[SequenceScale | None],
+             images: Sequence[Any]) -> list["Round"]:
+        """The batch's frames (their sources' scales: None for a photo; their images) in
+        rounds, so that each frame is probed or detected exactly as if the frames had come one
+        at a time: a frame is probed when its source is due counting the frames before it in
+        this batch, or when it begins a new scene (SequenceScale.new_scene); a
         source's frames before its probe take the scale before it, those after the new one;
         a source due twice in one batch starts a new round. (Before, every frame of a source
         after the batch's first was counted after the probes: where a probe fell depended on
@@ -169,7 +172,8 @@ class FaceStage(Stage):
                 continue
             key = id(sequence)
             count = since[key] if key in since else sequence.since_probe
-            if count is not None and count < every:
+            cut = sequence.new_scene(images[i])
+            if count is not None and count < every and not cut:
                 current = rounds[-1]
                 (current.after if key in current.probed_sources else current.before).append(i)
                 since[key] = count + 1
@@ -178,6 +182,8 @@ class FaceStage(Stage):
                 rounds.append(Round())
             rounds[-1].probed.append(i)
             rounds[-1].probed_sources.add(key)
+            if cut:
+                rounds[-1].new_scenes.add(i)
             since[key] = 0
         return rounds
 
@@ -219,3 +225,5 @@ class Round:
     after: list[int] = field(default_factory=list)
     #: id() of the SequenceScale of each source probed in this round
     probed_sources: set[int] = field(default_factory=set)
+    #: the probed frames that begin a new scene (their probe's scale is taken unsmoothed)
+    new_scenes: set[int] = field(default_factory=set)
