@@ -318,7 +318,7 @@ def test_late_live_frames_are_kept_in_front_of_the_detector_only_when_predicting
     assert stage.predicts_late_live_frames is cheap
 
 
-def test_the_pipeline_keeps_a_tracked_live_frame_until_it_ages(tmp_path):
+def test_the_pipeline_keeps_a_tracked_live_frame_until_it_ages():
     from maskrt.stream.pipeline import Pipeline
     from streaming_fixtures import shared_engine
 
