@@ -1,7 +1,7 @@
 """Video: temporal reuse against classifying every face, and cameras per machine.
 
     python benchmarks/bench_video.py clips DIR [--repeats 1] [--json out/bench_video_clips.json]
-    python benchmarks/bench_video.py cameras DIR [--max-cameras 8] [--seconds 40]
+    python benchmarks/bench_video.py cameras DIR [--max-cameras 8] [--seconds 40] [--repeats 1]
                                                  [--json out/bench_video_cameras.json]
     (any other option, e.g. --track-option detect_every=2, is passed to maskrt)
 
@@ -15,7 +15,7 @@ DIR is a clip set made by ``../shared/tools/make_clips.py`` (clips/val from scen
   serving a clip of DIR in a loop, ``tests/streaming_servers.py``), scored by one ``maskrt score``
   for ``--seconds``; for N = 1, 2, ... the share of the frames the cameras sent that were scored
   and the p95 read-to-record latency; the largest N with >= 95% scored and p95 <= 1 s, with
-  reuse on and off.
+  reuse on and off (with ``--repeats`` R, each N runs R times and is judged by the medians).
 
 Figures are ratios within one run and medians; don't run it while something else loads the CPU.
 """
@@ -115,8 +115,12 @@ def _reasons(summary: dict[str, Any]) -> dict[str, int]:
     return totals
 
 
-def bench_cameras(clips: Path, max_cameras: int, seconds: float,
-                  extra: list[str]) -> dict[str, Any]:
+def bench_cameras(clips: Path, max_cameras: int, seconds: float, extra: list[str],
+                  repeats: int = 1) -> dict[str, Any]:
+    """N = 1, 2, ... cameras until one is not kept up with, reuse on then off; each N run
+    ``repeats`` times and judged by the medians of its runs (one run of 30 s at the edge
+    can pass or fail by chance: on a 2-core VNNI EPYC, 5 cameras gave 78.6% once and 96.5-99.0%
+    in four more runs)."""
     rows: list[dict[str, Any]] = []
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,15 +128,19 @@ def bench_cameras(clips: Path, max_cameras: int, seconds: float,
         for reuse in ("on", "off"):
             best[reuse] = 0
             for n in range(1, max_cameras + 1):
-                row = run_cameras(frames, n, seconds, reuse, extra)
-                rows.append(row)
-                ok = row["scored_share"] >= 0.95 and (row["p95_latency_ms"] or 1e9) <= 1000
-                print(f"reuse {reuse}, {n} cameras: {row['scored_share']:.1%} scored, p95 "
-                      f"{row['p95_latency_ms']} ms {'ok' if ok else 'NOT real time'}", flush=True)
+                runs = [run_cameras(frames, n, seconds, reuse, extra) for _ in range(repeats)]
+                rows.extend(runs)
+                share = statistics.median(r["scored_share"] for r in runs)
+                p95 = statistics.median(r["p95_latency_ms"] or 1e9 for r in runs)
+                ok = share >= 0.95 and p95 <= 1000
+                each = ", ".join(f"{r['scored_share']:.1%}" for r in runs)
+                print(f"reuse {reuse}, {n} cameras: {share:.1%} scored, p95 {p95:.0f} ms "
+                      f"(medians of {repeats}: {each}) {'ok' if ok else 'NOT real time'}",
+                      flush=True)
                 if not ok:
                     break
                 best[reuse] = n
-    return {"rows": rows, "cameras_in_real_time": best}
+    return {"rows": rows, "cameras_in_real_time": best, "repeats": repeats}
 
 
 def main() -> None:
@@ -150,7 +158,7 @@ def main() -> None:
     if args.kind == "clips":
         result = bench_clips(args.clips, args.repeats, extra)
     else:
-        result = bench_cameras(args.clips, args.max_cameras, args.seconds, extra)
+        result = bench_cameras(args.clips, args.max_cameras, args.seconds, extra, args.repeats)
     result.update(kind=args.kind, clips=str(args.clips), started=started, options=extra)
     print(json.dumps(result, indent=1))
     if args.json:
