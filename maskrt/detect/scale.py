@@ -95,7 +95,8 @@ class ScaleRule:
             raise ValueError(f"scale rule: expected face_target > 0, quantile in [0, 1], "
                              f"0 < min_scale <= max_scale, sequence_min_scale > 0, "
                              f"probe_side >= 32, probe_score in [0, 1], probe_every >= 1, "
-                             f"probe_cut in [0, 1], smoothing in [0, 1), large_side >= 0, got {self}")
+                             f"probe_cut in [0, 1], smoothing in [0, 1), large_side >= 0, "
+                             f"got {self}")
 
     def probe_scale(self, shape: tuple[int, ...]) -> float:
         """The probe pass's factor: the frame as it is, or reduced to ``probe_side``."""
