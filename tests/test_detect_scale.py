@@ -208,7 +208,8 @@ class FrameDependentDetector:
         pass
 
 
-def detections_of(batches: list[list[tuple[int, int]]]) -> list[tuple[int, int, float]]:
+def detections_of(batches: list[list[tuple[int, int]]],
+                  bright: frozenset[int] = frozenset()) -> list[tuple[int, int, float]]:
     """What FrameDependentDetector was asked, frame by frame, when a face stage detects
     ``batches`` of (source, frame index) of two videos, in this order."""
     detector = FrameDependentDetector()
@@ -218,8 +219,8 @@ def detections_of(batches: list[list[tuple[int, int]]]) -> list[tuple[int, int, 
     for batch in batches:
         tasks = []
         for source, index in batch:
-            image = np.zeros((360, 640, 3), np.uint8)
-            image[0, 0] = (source, index, 0)
+            image = np.full((360, 640, 3), 180 if index in bright else 0, np.uint8)
+            image[0, 0] = (source, index, 0)  # another shot where ``bright`` changes
             tasks.append(SimpleNamespace(image=image, sequence_key=(f"cam{source}", None)))
         stage._detect(tasks)  # type: ignore[arg-type]
     return sorted(detector.log)
@@ -236,6 +237,25 @@ def test_how_frames_batch_does_not_change_the_scale_any_frame_is_detected_at():
         batches = [list(part) for part in np.split(np.array(frames), cuts)]
         assert detections_of([[tuple(int(v) for v in f) for f in b] for b in batches]) \
             == one_by_one, [len(b) for b in batches]
+
+
+def test_how_frames_batch_does_not_change_where_a_new_shot_is_probed():
+    """Cuts (the picture changes from dark to bright and back) at frames 2, 5 and 8: probed
+    there, also the one among the first batch's frames, planned before any probe has set the
+    source's scale, however the frames batch."""
+    frames = [(source, index) for index in range(14) for source in (0, 1)]
+    bright = frozenset({2, 3, 4, 8, 9, 10, 11, 12, 13})
+    one_by_one = detections_of([[f] for f in frames], bright)
+    # probes are the passes at 1.0 (640x360 as it is); no chosen scale of source 0 is 1.0 here
+    probes = [k for s, k, scale in one_by_one if s == 0 and scale == 1.0]
+    assert probes == [0, 2, 5, 8, 12], probes  # the cuts, and every 3 frames after a probe
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        cuts = np.sort(rng.choice(np.arange(1, len(frames)), size=4, replace=False))
+        batches = [list(part) for part in np.split(np.array(frames), cuts)]
+        assert detections_of([[tuple(int(v) for v in f) for f in b] for b in batches],
+                             bright) == one_by_one, [len(b) for b in batches]
+    assert detections_of([frames[:8], frames[8:]], bright) == one_by_one  # frame 2 in batch 1
 
 
 #: what ScaleDependentDetector finds: a small face, and a large one framed well at the probe's

@@ -203,7 +203,9 @@ class SequenceScale:
             return False
         histogram = grey_histogram(image)
         previous, self._histogram = self._histogram, histogram
-        if previous is None or self.scale is None:
+        # not "or self.scale is None": a batch's frames are planned before its first probe has
+        # set the scale, and a cut among them must count as it would one frame at a time
+        if previous is None:
             return False
         import cv2
 
