@@ -120,7 +120,7 @@ def bench_cameras(clips: Path, max_cameras: int, seconds: float, extra: list[str
     """N = 1, 2, ... cameras until one is not kept up with, reuse on then off; each N run
     ``repeats`` times and judged by the medians of its runs (one run of 30 s at the edge
     can pass or fail by chance: on a 2-core VNNI EPYC, 5 cameras gave 78.6% once and 96.5-99.0%
-    in four more runs)."""
+    in seven more runs)."""
     rows: list[dict[str, Any]] = []
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
