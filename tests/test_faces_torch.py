@@ -29,13 +29,13 @@ def scene_images(n: int) -> list[np.ndarray]:
     return [cv2.imread(str(p)) for p in paths]
 
 
-def assert_same_faces(got, want) -> None:
+def assert_same_faces(got, want, score_atol: float = 1e-4) -> None:
     assert len(got) == len(want) and got.found == want.found
     order = np.lexsort((want.boxes[:, 1], want.boxes[:, 0]))
     mine = np.lexsort((got.boxes[:, 1], got.boxes[:, 0]))
     np.testing.assert_allclose(got.boxes[mine], want.boxes[order], atol=1.0)
     np.testing.assert_allclose(got.landmarks[mine], want.landmarks[order], atol=1.0)
-    np.testing.assert_allclose(got.scores[mine], want.scores[order], atol=1e-4)
+    np.testing.assert_allclose(got.scores[mine], want.scores[order], atol=score_atol)
 
 
 @pytest.mark.parametrize("preset", ["default", "fast"])
@@ -183,7 +183,9 @@ def test_torch_detector_on_the_gpu_equals_onnxruntime(cuda_device) -> None:
             make_detector("default", detector_device="cuda", detector_backend="torch") as gpu:
         assert isinstance(gpu, YuNetTorchDetector) and gpu.runtime == "torch"
         for g, w in zip(gpu.detect(images), reference.detect(images)):
-            assert_same_faces(g, w)
+            # cuDNN's convolutions run in TF32 on Ampere and later (torch's default): scores
+            # within 3e-3 (the H200 gave up to 1.25e-3; FP32 ONNX Runtime agrees to 1e-4).
+            assert_same_faces(g, w, score_atol=3e-3)
 
 
 @pytest.mark.cuda

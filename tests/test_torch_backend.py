@@ -115,6 +115,8 @@ def test_cuda_without_a_gpu_names_the_reason(seeded_model, device) -> None:
 @pytest.mark.parametrize("options, error, message", [
     ({"device": "cpu", "half": True}, BackendUnavailable, "half=True needs a CUDA device"),
     ({"device": "cpu", "cuda_graphs": True}, BackendUnavailable, "cuda_graphs=True needs a CUDA"),
+    ({"device": "cpu", "cudnn_benchmark": True}, BackendUnavailable,
+     "cudnn_benchmark=True needs a CUDA"),
     ({"device": "meta"}, ValueError, "expected device 'cpu' or 'cuda\\[:i\\]', got 'meta'"),
 ])
 def test_refusals_say_why(seeded_model, options, error, message) -> None:
@@ -160,6 +162,25 @@ def test_device_tensors_stay_on_the_device(seeded_model, real_images) -> None:
         assert relative_error(logits.cpu().numpy(), host_logits) < 1e-2
         with pytest.raises(ValueError, match="expected a tensor on cuda:0, got cpu"):
             backend.infer(torch.from_numpy(real_images))
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_cudnn_autotuning_is_opt_in_and_put_back_on_close(seeded_model, real_images) -> None:
+    """cuDNN's flag is process-wide: a default backend leaves it alone (the torch face detector
+    would otherwise autotune every new frame shape); cudnn_benchmark=True sets it while open."""
+    before = torch.backends.cudnn.benchmark
+    with create_backend("torch", model=seeded_model, device="cuda") as backend:
+        assert torch.backends.cudnn.benchmark is before
+        want, _ = backend.infer(real_images)
+    torch.backends.cudnn.benchmark = False
+    with create_backend("torch", model=seeded_model, device="cuda", cudnn_benchmark=True) as tuned:
+        assert torch.backends.cudnn.benchmark is True
+        logits, _ = tuned.infer(real_images)
+    assert torch.backends.cudnn.benchmark is False
+    torch.backends.cudnn.benchmark = before
+    np.testing.assert_array_equal(logits.argmax(1), want.argmax(1))
+    assert relative_error(logits, want) < 1e-2
 
 
 @pytest.mark.cuda

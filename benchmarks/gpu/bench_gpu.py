@@ -16,7 +16,8 @@ Figures (each the median of ``--repeats`` timed runs, with min and max as the sp
   bandwidth target is for this row). ``host_enqueue_s`` is the host's time per call to queue it;
 * torch backend FP16 channels_last: images/s at batch 1, 32, 256 with the batch already on the
   device, eager and with CUDA graphs; p50/p99 latency at batch 1 from a NumPy batch on the host
-  (upload, run, download, i.e. what a per-frame caller waits); FP32 eager at 256 as a baseline.
+  (upload, run, download, i.e. what a per-frame caller waits); FP32 eager at 256 as a baseline,
+  and FP16 at 256 with cuDNN's autotuning (cudnn_benchmark=true) against its default heuristics.
   Target: >= 30,000 images/s at batch 256;
 * explain overhead: classify+explain (inference, argmax, cam_overlay on the 224x224 batch, all on
   the device) vs classify-only throughput at batch 256. Target: ratio >= 0.95;
@@ -410,6 +411,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{label} (backend)", label,
                 lambda: create_backend("torch", model=net, device="cuda", half=False),
                 lambda b, out: backend_section(timer, rec, b, [big], host_images, label, out))
+            # Last: cuDNN's autotuning flag is process-wide while the backend is open.
+            label = "torch fp16 cudnn benchmark"
+            rows += rec.backend_rows(
+                f"{label} (backend)", label,
+                lambda: create_backend("torch", model=net, device="cuda", cudnn_benchmark=True),
+                lambda b, out: backend_section(timer, rec, b, [big], host_images, label, out))
         return rows
 
     section("torch", torch_rows)
@@ -574,6 +581,8 @@ def markdown(report: dict[str, Any]) -> str:
         base = None
         if label and label.endswith(" graphs"):
             base = by.get((label[:-len(" graphs")], batch))
+        elif label == "torch fp16 cudnn benchmark":
+            base = by.get(("torch fp16", batch))
         elif label and label.startswith("tensorrt"):
             base = by.get(("torch fp16", batch))
         elif label != "torch fp32 (baseline)" and fp32 and fp32.get("batch") == batch:

@@ -36,6 +36,7 @@
 #   bench          95 s   --smoke-cpu 16-19 s here; on the GPU: copies, 2 x 2 cam rows, 7 torch
 #                         rows, 2 x 200 latency calls, explain, one TensorRT engine build + rows
 #   sass           30 s   one nvcc -cubin for this GPU's arch + cuobjdump: ~3 s here
+#   ncu            60 s   8 kernel launches under Nsight Compute, 3 sections (not measured yet)
 #   check-torch    75 s   the same check on the CPU with the 392-image split: 41.6 s here (FP32
 #                         torch on 2 cores dominates; on the GPU the onnxruntime reference on 16
 #                         cores, CUDA init and cuDNN autotuning for batch 128 and the last batch)
@@ -50,6 +51,10 @@
 # are what is cut (the H200 run below took 118 s before them).
 # Measured on an H200 (2026-11-28, first run on a fresh machine): build 22 s, pytest-cuda 31 s,
 # memcheck 8 s, bench 21 s, check-torch 17 s: 118 s in all.
+# Again on an H200 (2026-12-04, second call, BUDGET_S=330): build 26 s, pytest-cuda 44 s, memcheck
+# 10 s, bench 19 s, sass 3 s, ncu 11 s, check-torch 14 s, faces-torch 38 s, faces-cpu 31 s; clips
+# took 22 s in the first call and hit 30 s in the second (now 60 s); the two tracked-clip runs
+# about 15 s each. Add the machine's start (a minute or two) to the device time of a call.
 # BUDGET_S (default 450 s, counted from the start) also cuts any step that would run past it, so
 # the call ends by about 450 s + 10 s (timeout's --kill-after) + the summary.
 #
@@ -153,10 +158,19 @@ HAVE_TRT=0
 ARCH=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')" \
   2>/dev/null || echo 90)
 
-# Wheels carried in .whl/ (no network there): onnx2torch for the torch face detector's CUDA test.
-# Before the device call, in the repository root:
-#   echo /.whl/ >> .git/info/exclude; pip download --no-deps -d .whl onnx2torch
-# and name ".whl" in the call's carry list.
+# Packages carried in .whl/ (no network there; the image has neither): lapx (the tracker's
+# assignment, a dependency of maskrt) and onnx2torch (the torch face detector). Before the device
+# call, in the repository root (the image's python is 3.12):
+#   echo /.whl/ >> .git/info/exclude; pip download --no-deps --only-binary=:all: \
+#     --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl lapx onnx2torch
+# and name ".whl" in the call's carry list. The device tool sends at most 64 MiB (the tree is
+# about 57 MiB of it): where wheels and .gpudata do not fit, unpack what is imported into
+# .whl/site instead (lapx's 15 MB wheel needs only lap/*.py and lap/_lapjv*.so) and take fewer
+# face-mask val crops; .whl/site is put on PYTHONPATH.
+if [ -d .whl/site ]; then
+  export PYTHONPATH="$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
+  echo "carried packages: $(ls .whl/site | tr '\n' ' ')"
+fi
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/maskrt-wheels .whl/*.whl \
     && export PYTHONPATH="/tmp/maskrt-wheels${PYTHONPATH:+:$PYTHONPATH}" \
@@ -255,6 +269,15 @@ fi
 step bench 95 "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT"
 # Registers, spills and instructions per pixel of this GPU's build (nvcc + cuobjdump, ~5 s).
 step sass 30 "$PY" benchmarks/gpu/sass_report.py --archs "$ARCH" --out "$OUT/sass.md"
+# Where the kernel-only time goes: Nsight Compute's duration, throughput and occupancy of each
+# launch of the two cam_overlay kernels (2 calls x 2 sizes; --clock-control none: clocks as is).
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
+if [ "$BUILD_OK" = 1 ] && [ -n "$NCU" ] && [ -x "$NCU" ]; then
+  step ncu 60 "$NCU" --clock-control none -k 'regex:cam_rows|blend_rows' --section SpeedOfLight \
+    --section Occupancy --section LaunchStats "$PY" benchmarks/gpu/ncu_cam.py
+else
+  SUMMARY+=("ncu            SKIPPED (no build, or Nsight Compute's ncu not found)")
+fi
 
 # ---- 5. accuracy of the GPU backends against the FP32 reference -----------------------------------
 VAL="${MASKRT_VAL_DIR:-}"
@@ -313,7 +336,7 @@ tracks_run() {  # tracks_run NAME LIMIT ARGS...: maskrt score on the clips into 
 }
 if [ ! -f "$MAKE_CLIPS" ] || [ ! -d "$SCENES_VAL/images" ]; then
   SUMMARY+=("tracks         SKIPPED (no $MAKE_CLIPS or scene split: carry .gpudata/tools and scenes)")
-elif step clips 30 "$PY" "$MAKE_CLIPS" "$SCENES_VAL" "$CLIPS" --clips 4 --seconds 10; then
+elif step clips 60 "$PY" "$MAKE_CLIPS" "$SCENES_VAL" "$CLIPS" --clips 4 --seconds 10; then
   if "$PY" -c "import onnx2torch" >/dev/null 2>&1; then
     tracks_run tracks-gpu 60 "${GPU_FACES[@]}" --face-option detector_backend=torch
   else

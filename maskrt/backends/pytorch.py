@@ -36,12 +36,17 @@ class TorchBackend(Backend):
     device: "cpu", "cuda", "cuda:1" or None (CUDA when a GPU is usable, else CPU).
     half: FP16 weights and activations; default True on CUDA, and refused on the CPU.
     cuda_graphs: capture one CUDA graph per batch size on first use and replay it (CUDA only).
+    cudnn_benchmark: let cuDNN time its algorithms per new input shape (CUDA only). cuDNN's flag
+    is process-wide: while this backend is open every convolution of the process is autotuned,
+    the torch face detector's too, whose input shape changes with nearly every scene photo and
+    detector scale (seconds per new shape on an H200). Pays only where shapes repeat (fixed
+    batch sizes); off by default, and close() puts the flag back as it found it.
     """
 
     name = "torch"
 
     def __init__(self, graph: Any, *, device: str | None = None, half: bool | None = None,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, cudnn_benchmark: bool = False) -> None:
         import torch
 
         from maskrt.graph.model import MaskNetUint8
@@ -61,6 +66,8 @@ class TorchBackend(Backend):
                                      "convolutions on the CPU are slow and not what users deploy)")
         if cuda_graphs and not on_cuda:
             raise BackendUnavailable("torch backend: cuda_graphs=True needs a CUDA device")
+        if cudnn_benchmark and not on_cuda:
+            raise BackendUnavailable("torch backend: cudnn_benchmark=True needs a CUDA device")
         self.precision = "fp16" if self.half else "fp32"
         self.cuda_graphs = bool(cuda_graphs)
         # A private copy: converting it (FP16, CUDA, channels_last) must never touch the model
@@ -72,10 +79,11 @@ class TorchBackend(Backend):
         self._host: dict[str, Any] = {}  # pinned staging, grown to the largest batch seen
         self._device_input: Any = None  # eager host path: upload target, grown likewise
         self._stream: Any = None
-        if on_cuda:
-            # Process-wide: let cuDNN time its algorithms per input shape (first call per batch
-            # size is slower; every later one uses the fastest kernels).
+        self._cudnn_benchmark_before: bool | None = None
+        if cudnn_benchmark:
+            self._cudnn_benchmark_before = torch.backends.cudnn.benchmark
             torch.backends.cudnn.benchmark = True
+        if on_cuda:
             with torch.cuda.device(self.device):
                 net = net.to(self.device, memory_format=torch.channels_last)
                 self._stream = torch.cuda.Stream(self.device)
@@ -181,6 +189,11 @@ class TorchBackend(Backend):
         self._host = {}
         self._device_input = None
         self._stream = None
+        if self._cudnn_benchmark_before is not None:
+            import torch
+
+            torch.backends.cudnn.benchmark = self._cudnn_benchmark_before
+            self._cudnn_benchmark_before = None
         super().close()
 
 

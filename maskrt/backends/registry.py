@@ -113,7 +113,10 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("torch", "PyTorch: CPU FP32, or CUDA FP16 channels_last", _torch, ("pytorch",),
                 {"device": _DEVICE,
                  "half": Option(_bool, "FP16 (default: true on CUDA; refused on the CPU)", "true/false"),
-                 "cuda_graphs": Option(_bool, "replay one CUDA graph per batch size", "true/false")}),
+                 "cuda_graphs": Option(_bool, "replay one CUDA graph per batch size", "true/false"),
+                 "cudnn_benchmark": Option(_bool, "let cuDNN time its algorithms per input shape "
+                                           "(process-wide; pays only for fixed batch sizes)",
+                                           "true/false")}),
     BackendSpec("tensorrt", "TensorRT FP16 engine (a GPU and TensorRT 10 or 11)", _tensorrt, ("trt",),
                 {"device": _DEVICE,
                  "engine_dir": Option(Path, "engine cache folder (default engines/)", "a folder"),

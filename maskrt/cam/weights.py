@@ -61,7 +61,7 @@ class CamWeights:
         with self._lock:
             tensor = self._on_device.get(key)
             if tensor is None:
-                tensor = torch.as_tensor(self.host, device=device).contiguous()
+                tensor = torch.tensor(self.host, device=device)  # a copy: host is read-only
                 self._on_device[key] = tensor
         return tensor
 
