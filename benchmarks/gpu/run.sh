@@ -60,13 +60,12 @@
 #
 # Validation images for step 5: $MASKRT_VAL_DIR, else .gpudata/facemask/val in the checkout, else
 # the 8 packaged sample faces; scene photos for step 6 and the face tests: $MASKRT_SCENES_DIR,
-# else .gpudata/scenes/val. The shared splits are not in the repository; to take them along,
-# before calling the device tool run (once, in the repository root):
-#   mkdir -p .gpudata/facemask .gpudata/scenes .gpudata/tools \
-#     && cp -r ../shared/data/facemask/val .gpudata/facemask/ \
-#     && cp -r ../shared/data/scenes/val .gpudata/scenes/ && cp ../shared/tools/make_clips.py \
-#     .gpudata/tools/ && echo /.gpudata/ >> .git/info/exclude
-# and name ".gpudata" in the call's carry list (8.3 MB).
+# else .gpudata/scenes/val. The shared splits are not in the repository; to take them along
+# (and the two packages the image lacks), run once, in the repository root, before calling the
+# device tool:
+#   bash benchmarks/gpu/prepare.sh
+# and name ".gpudata" and ".whl" in the call's carry list: it fits them, with the tracked files,
+# in the tool's 64 MiB (a subset of the face-mask val crops; see its header).
 #
 # Needs on the machine: a python3 with torch (CUDA), numpy, opencv, pybind11, setuptools, cmake,
 # nvcc, pytest; onnx + onnxruntime for the export/check parts (skipped, saying so, without them).
@@ -159,14 +158,8 @@ ARCH=$("$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'
   2>/dev/null || echo 90)
 
 # Packages carried in .whl/ (no network there; the image has neither): lapx (the tracker's
-# assignment, a dependency of maskrt) and onnx2torch (the torch face detector). Before the device
-# call, in the repository root (the image's python is 3.12):
-#   echo /.whl/ >> .git/info/exclude; pip download --no-deps --only-binary=:all: \
-#     --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl lapx onnx2torch
-# and name ".whl" in the call's carry list. The device tool sends at most 64 MiB (the tree is
-# about 57 MiB of it): where wheels and .gpudata do not fit, unpack what is imported into
-# .whl/site instead (lapx's 15 MB wheel needs only lap/*.py and lap/_lapjv*.so) and take fewer
-# face-mask val crops; .whl/site is put on PYTHONPATH.
+# assignment, a dependency of maskrt) and onnx2torch (the torch face detector), unpacked into
+# .whl/site by benchmarks/gpu/prepare.sh and put on PYTHONPATH; wheels in .whl/ are installed.
 if [ -d .whl/site ]; then
   export PYTHONPATH="$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
   echo "carried packages: $(ls .whl/site | tr '\n' ' ')"
