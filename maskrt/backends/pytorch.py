@@ -39,7 +39,7 @@ class TorchBackend(Backend):
     cudnn_benchmark: let cuDNN time its algorithms per new input shape (CUDA only). cuDNN's flag
     is process-wide: while this backend is open every convolution of the process is autotuned,
     the torch face detector's too, whose input shape changes with nearly every scene photo and
-    detector scale (seconds per new shape on an H200). Pays only where shapes repeat (fixed
+    detector scale (the order of half a second per new shape on an H200). Pays only where shapes repeat (fixed
     batch sizes); off by default, and close() puts the flag back as it found it.
     """
 
@@ -80,15 +80,15 @@ class TorchBackend(Backend):
         self._device_input: Any = None  # eager host path: upload target, grown likewise
         self._stream: Any = None
         self._cudnn_benchmark_before: bool | None = None
-        if cudnn_benchmark:
-            self._cudnn_benchmark_before = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = True
         if on_cuda:
             with torch.cuda.device(self.device):
                 net = net.to(self.device, memory_format=torch.channels_last)
                 self._stream = torch.cuda.Stream(self.device)
                 # The weights were uploaded on the current stream; the backend's stream waits.
                 self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        if cudnn_benchmark:  # last: a failed start leaves the process-wide flag alone
+            self._cudnn_benchmark_before = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
         self._net = net
 
     def describe(self) -> str:
