@@ -255,3 +255,29 @@ def test_face_options_are_typed_and_checked():
         parse_face_options(["faces=3"])
     with pytest.raises(ValueError, match="max_faces: expected an integer, got 'many'"):
         parse_face_options(["max_faces=many"])
+
+
+def test_detector_pad_rounds_inputs_up_within_max_side_and_is_checked() -> None:
+    """Inputs are zero-padded to multiples of detector_pad, never past max_side rounded up to
+    32 (a TensorRT profile's largest) nor under the input; a frame already a multiple of the
+    pad is detected exactly as with the smallest pad."""
+    from maskrt.detect import make_detector
+    from maskrt.detect.yunet import _by_padded_size, _padded
+
+    assert _padded((70, 90, 3)) == (96, 96)
+    assert _padded((70, 90, 3), 128) == (128, 128)
+    assert _padded((70, 300, 3), 128, max_side=300) == (128, 320)  # 384 would pass 300 -> 320
+    assert _padded((70, 2048, 3), 128, max_side=2048) == (128, 2048)
+    inputs = [np.zeros((70, 90, 3), np.uint8), np.zeros((100, 120, 3), np.uint8)]
+    assert _by_padded_size(inputs) == {(96, 96): [0], (128, 128): [1]}
+    assert _by_padded_size(inputs, 128) == {(128, 128): [0, 1]}  # one batch where 32 gives two
+
+    image = cv2.imread(str(sorted(SCENES.glob("*.jpg"))[0]))
+    image = cv2.resize(image, (384, 256))  # a multiple of 128 both ways
+    with make_detector("fast") as small, make_detector("fast", detector_pad=128) as large:
+        want, got = small.detect([image])[0], large.detect([image])[0]
+    assert len(want) > 0
+    np.testing.assert_array_equal(got.boxes, want.boxes)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    with pytest.raises(ValueError, match=r"detector_pad\) a multiple of 32 \(32, 64, 128...\), got 100"):
+        make_detector("fast", **parse_face_options(["detector_pad=100"]))

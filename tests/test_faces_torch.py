@@ -78,10 +78,29 @@ def test_the_device_blob_is_the_onnxruntime_detectors_blob() -> None:
 
     rng = np.random.default_rng(7)
     images = [rng.integers(0, 256, (70, 90, 3), np.uint8), rng.integers(0, 256, (64, 96, 3), np.uint8)]
-    with YuNetTorchDetector(device="cpu") as detector:
-        got = detector._device_blob(images)
-    assert got.dtype.is_floating_point and got.is_contiguous()
-    np.testing.assert_array_equal(got.numpy(), _blob(images))
+    for padded in ((96, 96), (128, 128)):  # the detector's own pad (32), and a larger one
+        with YuNetTorchDetector(device="cpu") as detector:
+            got = detector._device_blob(images, padded)
+        assert got.dtype.is_floating_point and got.is_contiguous()
+        assert tuple(got.shape) == (2, 3, *padded)
+        np.testing.assert_array_equal(got.numpy(), _blob(images, padded))
+
+
+def test_the_torch_detector_pads_as_the_onnxruntime_detector() -> None:
+    """detector_pad reaches both detectors: the same faces with a larger pad too."""
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    images = scene_images(6)
+    options = detector_options(preset_settings("default", upscale=2.0, detector_pad=128))
+    assert options["pad"] == 128
+    with make_detector("default", upscale=2.0, detector_pad=128) as reference:
+        assert reference.pad == 128
+        want = reference.detect(images)
+    with YuNetTorchDetector(device="cpu", **options) as detector:
+        got = detector.detect(images)
+    assert sum(len(f) for f in want) > 10
+    for g, w in zip(got, want):
+        assert_same_faces(g, w)
 
 
 def test_detector_device_option_and_missing_gpu() -> None:
@@ -175,12 +194,14 @@ def test_tensorrt_detector_without_tensorrt_says_what_to_install() -> None:
 
 
 @pytest.mark.cuda
-def test_torch_detector_on_the_gpu_equals_onnxruntime(cuda_device) -> None:
+@pytest.mark.parametrize("pad", [32, 128])
+def test_torch_detector_on_the_gpu_equals_onnxruntime(cuda_device, pad) -> None:
     from maskrt.detect.yunet_torch import YuNetTorchDetector
 
     images = scene_images(8)
-    with make_detector("default") as reference, \
-            make_detector("default", detector_device="cuda", detector_backend="torch") as gpu:
+    with make_detector("default", detector_pad=pad) as reference, \
+            make_detector("default", detector_device="cuda", detector_backend="torch",
+                          detector_pad=pad) as gpu:
         assert isinstance(gpu, YuNetTorchDetector) and gpu.runtime == "torch"
         for g, w in zip(gpu.detect(images), reference.detect(images)):
             # cuDNN's convolutions run in TF32 on Ampere and later (torch's default): scores

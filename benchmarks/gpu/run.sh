@@ -43,6 +43,7 @@
 #   check-trt      40 s   reuses the engine the bench built (same folder and profile)
 #   faces-torch    90 s   98 photos x (classify, explain) + 12 1080p frames + stage times, per
 #                         preset: 36 s for the fast preset alone with torch FP32 on 2 CPU cores here
+#   faces-pad128   90 s   faces-torch with detector_pad=128 (38 s for faces-torch on the H200)
 #   faces-trt     120 s   the same, plus building YuNet's engine on first use
 #   faces-cpu      60 s   the same on ONNX Runtime INT8: 62 s for both presets on 2 cores here,
 #                         so well under on the device machine's 16
@@ -304,6 +305,10 @@ elif [ "$HAVE_ONNX" = 1 ]; then
   if "$PY" -c "import onnx2torch" >/dev/null 2>&1; then
     faces_bench faces-torch 90 bench_scenes_torch.json "${GPU_FACES[@]}" \
       --face-option detector_backend=torch
+    # Inputs padded to multiples of 128, not 32: fewer distinct shapes for cuDNN to plan
+    # (the 98 photos are of many sizes; the 2026-12-04 run spent 19.3 ms a photo detecting)
+    faces_bench faces-pad128 90 bench_scenes_torch_pad128.json "${GPU_FACES[@]}" \
+      --face-option detector_backend=torch --face-option detector_pad=128
   else
     SUMMARY+=("faces-torch    SKIPPED (onnx2torch not importable: carry its wheel in .whl/)")
   fi
@@ -363,7 +368,7 @@ for run in tracks-gpu tracks-cpu; do  # video: frames/s of the tracked clips, GP
   [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"| tracked clips 1280x720 ($run): {r['backend']} | {r['throughput_fps']} frames/s, {r['classified_faces']} faces classified, {r['reused_faces']} reused | tracks-cpu: the CPU default, same run | latency p95 {r['latency_ms']['p95']} ms | |\")" "$f"
 done
 for f in "$OUT"/bench_scenes_*.json; do  # faces in scenes: one row per configuration and preset
-  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); fo=r['face_options']; [print(f\"| faces in scenes, {p} preset: {r['backend']}, detector {fo.get('detector_backend', 'onnxruntime')} {fo.get('detector_device', 'cpu')} | {v['images_per_s']:.1f} images/s ({v['images_per_s_explain']:.1f} with CAMs), 1080p {v['fps_1080p']:.1f} frames/s, mAP@0.5 {v['metric']['map50']:.3f} | bench_scenes_cpu.json: the CPU default, same run | stage ms/image {v['stage_ms']['detect']:.1f} detect, {v['stage_ms']['classify']:.1f} classify | |\") for p, v in r['presets'].items()]" "$f"
+  [ -f "$f" ] && "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); fo=r['face_options']; [print(f\"| faces in scenes, {p} preset: {r['backend']}, detector {fo.get('detector_backend', 'onnxruntime')} {fo.get('detector_device', 'cpu')} pad {fo.get('detector_pad', 32)} | {v['images_per_s']:.1f} images/s ({v['images_per_s_explain']:.1f} with CAMs), 1080p {v['fps_1080p']:.1f} frames/s, mAP@0.5 {v['metric']['map50']:.3f} | bench_scenes_cpu.json: the CPU default, same run | stage ms/image {v['stage_ms']['detect']:.1f} detect, {v['stage_ms']['classify']:.1f} classify | |\") for p, v in r['presets'].items()]" "$f"
 done
 echo
 printf '%s\n' "${SUMMARY[@]}" | grep -m1 '^memcheck' \

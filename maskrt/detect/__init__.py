@@ -42,6 +42,13 @@ RUNTIME_KEYS = tuple(_RUNTIME_DEFAULTS)
 #: YuNet-n fine-tuned on scenes train (python -m maskrt.train.detector; MODEL.md, "The face
 #: detector"); "yunet" the published YuNet-n
 DETECTOR_MODELS = {"yunet-masks": "yunet_n_masks.onnx", "yunet": "yunet_n_dynamic.onnx"}
+#: the detector's inputs are zero-padded at the bottom and right to multiples of
+#: ``detector_pad`` (a multiple of 32, YuNet's coarsest stride). 32 costs the least. A GPU
+#: runtime plans its convolutions once per input shape (cuDNN: on an H200 a folder of photos of
+#: many sizes was detected at 19.3 ms a photo against 7.1 on 16 CPU cores); 128 makes shapes
+#: repeat. On the CPU, scenes val / train mAP@0.5 0.894 / 0.907 at 32 and 0.895 / 0.908 at 128
+#: (2026-12-04); its speed on a GPU is for the next GPU run (benchmarks/gpu/run.sh).
+_PAD_DEFAULTS: dict[str, Any] = {"detector_pad": 32}
 #: the scale rule's settings (used when ``upscale`` is "auto"; see maskrt.detect.scale)
 _SCALE_DEFAULTS: dict[str, Any] = {key: getattr(ScaleRule, key) for key in
                                    ("face_target", "min_scale", "max_scale",
@@ -73,15 +80,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "min_face": 4.0, "max_faces": 200,
                 "box_fit": (1.10, 0.95, 0.0, 0.11, 0.98, 0.82, -0.01, 0.07),
                 "report_threshold": REPORT_THRESHOLD, "sharpen": Sharpener.amount,
-                **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
+                **_PAD_DEFAULTS, **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
     # Native size and fewer, surer faces: about 3.7 classified per photo (mAP@0.5 0.717, 0.721
     # with box_fit; at threshold 0.5 it was 0.755 with 4.4 faces, 12% slower with INT8).
     "fast": {"upscale": 1.0, "score_threshold": 0.65, "nms_iou": 0.3, "widen": 1.2,
              "min_face": 4.0, "max_faces": 200, "box_fit": (1.09, 0.94, 0.0, 0.11),
-             "report_threshold": REPORT_THRESHOLD, "sharpen": 0.0, **_SCALE_DEFAULTS,
-             **_RUNTIME_DEFAULTS},
+             "report_threshold": REPORT_THRESHOLD, "sharpen": 0.0, **_PAD_DEFAULTS,
+             **_SCALE_DEFAULTS, **_RUNTIME_DEFAULTS},
 }
-_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_RUNTIME_DEFAULTS)
+_DETECTOR_KEYS = ("upscale", "score_threshold", "nms_iou", *_PAD_DEFAULTS, *_RUNTIME_DEFAULTS)
 #: what ``detector_backend`` accepts; "auto": ONNX Runtime on the CPU, on a GPU TensorRT where it
 #: is installed, else torch
 DETECTOR_BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
@@ -124,7 +131,9 @@ def make_detector(preset: str = "default", classifier_device: Any = None, **over
 def detector_options(settings: dict[str, Any]) -> dict[str, Any]:
     """The YuNet constructor's keywords of preset ``settings`` (upscale "auto" becomes 1.0: the
     face stage's scale rule then gives each frame's scale)."""
-    options = {k: settings[k] for k in _DETECTOR_KEYS if k not in _RUNTIME_DEFAULTS}
+    options = {k: settings[k] for k in _DETECTOR_KEYS
+               if k not in _RUNTIME_DEFAULTS and k not in _PAD_DEFAULTS}
+    options["pad"] = settings["detector_pad"]
     if options["upscale"] == "auto":
         options["upscale"] = 1.0
     options["model"] = detector_model_path(str(settings["detector_model"]))

@@ -35,17 +35,20 @@ class YuNetDetector(Detector):
     longer side after upscaling exceeds this are scaled down instead (bounds the cost of 4K).
     session: a ready object with ONNX Runtime's ``run(names, feeds)`` and ``get_outputs()`` to
     run the graph instead of a session of ``model`` (the Triton faces model's, which runs it in
-    the repository's detector model).
+    the repository's detector model). pad: inputs are zero-padded at the bottom and right to
+    multiples of this (a multiple of 32, YuNet's coarsest stride; never past ``max_side`` rounded
+    up to 32): 32 costs the least; a larger one makes input shapes repeat across frames of
+    different sizes, which a GPU runtime plans once per shape.
     """
 
     name = "yunet"
 
     def __init__(self, *, score_threshold: float = 0.5, nms_iou: float = 0.3, upscale: float = 1.0,
                  top_k: int = 5000, max_side: int = 2048, model: str | os.PathLike[str] = MODEL_PATH,
-                 threads: int | None = None, session: Any = None) -> None:
+                 threads: int | None = None, session: Any = None, pad: int = PAD) -> None:
         from maskrt.backends.ort import cpu_session
 
-        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
+        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side, pad)
         self.model = Path(model)
         if session is not None:
             self._session, self.threads = session, threads
@@ -62,8 +65,8 @@ class YuNetDetector(Detector):
         scales = input_scales(frames, scales, self.upscale, self.max_side)
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
-        for indices in _by_padded_size(inputs).values():
-            batch = _blob([inputs[i] for i in indices])
+        for padded, indices in _by_padded_size(inputs, self.pad, self.max_side).items():
+            batch = _blob([inputs[i] for i in indices], padded)
             outputs = dict(zip(self._outputs, self._session.run(self._outputs, {"input": batch})))
             for slot, i in enumerate(indices):
                 raw = decode(outputs, slot, batch.shape[2:], self.score_threshold)
@@ -81,7 +84,7 @@ class YuNetDetector(Detector):
 
 
 def set_yunet_settings(detector: Any, score_threshold: float, nms_iou: float, upscale: float,
-                       top_k: int, max_side: int) -> None:
+                       top_k: int, max_side: int, pad: int = PAD) -> None:
     """Checks YuNet's settings (ValueError naming them) and sets them on ``detector``; shared by
     the ONNX Runtime and the torch detectors."""
     if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_iou <= 1.0:
@@ -91,7 +94,11 @@ def set_yunet_settings(detector: Any, score_threshold: float, nms_iou: float, up
         raise ValueError(f"yunet: expected upscale > 0, top_k >= 1, max_side >= {PAD}, got "
                          f"{upscale}, {top_k}, {max_side}")
     detector.score_threshold, detector.nms_iou = float(score_threshold), float(nms_iou)
+    if int(pad) != pad or pad < PAD or pad % PAD:
+        raise ValueError(f"yunet: expected pad (face option detector_pad) a multiple of {PAD} "
+                         f"(32, 64, 128...), got {pad}")
     detector.upscale, detector.top_k, detector.max_side = float(upscale), int(top_k), int(max_side)
+    detector.pad = int(pad)
 
 
 def input_scale(shape: tuple[int, ...], upscale: float, max_side: int) -> float:
@@ -160,21 +167,34 @@ def _resize(frame: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
 
 
-def _padded(shape: tuple[int, ...]) -> tuple[int, int]:
-    h, w = shape[:2]
-    return (-(-h // PAD) * PAD, -(-w // PAD) * PAD)
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
-def _by_padded_size(inputs: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+def _padded(shape: tuple[int, ...], pad: int = PAD, max_side: int | None = None) -> tuple[int, int]:
+    """The (height, width) an input of ``shape`` is zero-padded to: multiples of ``pad``, but not
+    past ``max_side`` rounded up to 32 (a TensorRT profile's largest), nor under ``shape``."""
+    def side(n: int) -> int:
+        padded = _round_up(n, pad)
+        if max_side is not None:
+            padded = max(_round_up(n, PAD), min(padded, _round_up(max_side, PAD)))
+        return padded
+
+    return side(shape[0]), side(shape[1])
+
+
+def _by_padded_size(inputs: Sequence[np.ndarray], pad: int = PAD,
+                    max_side: int | None = None) -> dict[tuple[int, int], list[int]]:
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(inputs):
-        groups.setdefault(_padded(image.shape), []).append(i)
+        groups.setdefault(_padded(image.shape, pad, max_side), []).append(i)
     return groups
 
 
-def _blob(images: Sequence[np.ndarray]) -> Any:
-    """float32 [n, 3, H, W] BGR 0-255, each image zero-padded at the bottom and right."""
-    ph, pw = _padded(images[0].shape)
+def _blob(images: Sequence[np.ndarray], padded: tuple[int, int]) -> Any:
+    """float32 [n, 3, H, W] BGR 0-255, each image zero-padded at the bottom and right to
+    ``padded`` (H, W)."""
+    ph, pw = padded
     blob = np.zeros((len(images), 3, ph, pw), dtype=np.float32)
     for i, image in enumerate(images):
         h, w = image.shape[:2]

@@ -23,7 +23,7 @@ import numpy as np
 
 from maskrt.backends.base import BackendUnavailable
 from maskrt.detect.base import Detections, Detector
-from maskrt.detect.yunet import (MODEL_PATH, STRIDES, _by_padded_size, _padded, _rescale, _resize,
+from maskrt.detect.yunet import (MODEL_PATH, PAD, STRIDES, _by_padded_size, _rescale, _resize,
                                  input_scales, set_yunet_settings)
 
 
@@ -49,10 +49,10 @@ class YuNetTorchDetector(Detector):
     def __init__(self, *, device: str = "cuda", runtime: str = "torch", score_threshold: float = 0.5,
                  nms_iou: float = 0.3, upscale: float = 1.0, top_k: int = 5000, max_side: int = 2048,
                  engine_dir: str | os.PathLike[str] = "engines",
-                 model: str | os.PathLike[str] = MODEL_PATH) -> None:
+                 model: str | os.PathLike[str] = MODEL_PATH, pad: int = PAD) -> None:
         import torch
 
-        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side)
+        set_yunet_settings(self, score_threshold, nms_iou, upscale, top_k, max_side, pad)
         if runtime not in RUNTIMES:
             raise ValueError(f"yunet-torch runtime: expected one of {list(RUNTIMES)}, got {runtime!r}")
         self.device, self.runtime = torch.device(device), runtime
@@ -84,22 +84,22 @@ class YuNetTorchDetector(Detector):
         scales = input_scales(frames, scales, self.upscale, self.max_side)
         inputs = [_resize(frame, scale) for frame, scale in zip(frames, scales)]
         results: list[Detections | None] = [None] * len(frames)
-        for group in _by_padded_size(inputs).values():
+        for padded, group in _by_padded_size(inputs, self.pad, self.max_side).items():
             step = self._max_batch or len(group)
             for indices in (group[i:i + step] for i in range(0, len(group), step)):
-                blob = self._device_blob([inputs[i] for i in indices])
+                blob = self._device_blob([inputs[i] for i in indices], padded)
                 outputs = self._run(blob)
                 for slot, i in enumerate(indices):
                     faces = self._decode_and_nms(outputs, slot, tuple(blob.shape[2:]))
                     results[i] = _rescale(faces, scales[i])
         return results  # type: ignore[return-value]
 
-    def _device_blob(self, images: Sequence[np.ndarray]) -> Any:
+    def _device_blob(self, images: Sequence[np.ndarray], padded: tuple[int, int]) -> Any:
         """The ONNX Runtime detector's blob (float32 [n, 3, H, W] BGR 0-255, zero-padded at the
-        bottom and right), built on the device from the uint8 frames."""
+        bottom and right to ``padded``), built on the device from the uint8 frames."""
         import torch
 
-        ph, pw = _padded(images[0].shape)
+        ph, pw = padded
         batch = np.zeros((len(images), ph, pw, 3), dtype=np.uint8)
         for i, image in enumerate(images):
             batch[i, :image.shape[0], :image.shape[1]] = image

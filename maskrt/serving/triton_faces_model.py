@@ -133,6 +133,7 @@ class FrameFaces:
         upscale = 1.0 if settings["upscale"] == "auto" else float(settings["upscale"])
         detector = YuNetDetector(score_threshold=settings["score_threshold"],
                                  nms_iou=settings["nms_iou"], upscale=upscale,
+                                 pad=settings["detector_pad"],
                                  model=parameters.get("detector_graph", "yunet"),
                                  session=self.session)
         self.stage = face_stage(preset, detector, **overrides)
