@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from maskrt import cli
@@ -337,3 +339,26 @@ def test_incorrect_crops_are_the_splits_masks_worn_incorrectly() -> None:
     assert expected > 0 and len(crops) == expected
     assert all(CLASSES[c.label] == "without_mask" and c.source == "incorrect" and c.image.size
                for c in crops)
+
+
+def test_clip_frames_become_a_voc_split_the_detector_trainer_reads(clip_dir: Path,
+                                                                    clip_set: ClipSet,
+                                                                    tmp_path: Path) -> None:
+    from maskrt.train.clip_frames import MIN_VISIBILITY, main as clip_frames_main
+    from maskrt.train.scenes import index_scenes
+
+    out = tmp_path / "frames"
+    assert clip_frames_main([str(clip_dir), str(out), "--every", "5"]) == 0
+    scenes = index_scenes(out)
+    wanted = {(clip.name, index) for clip in clip_set for index in clip.truth
+              if index % 5 == 0 and (clip.truth[index].visibility >= MIN_VISIBILITY).any()}
+    assert {(s.image.stem[:-6], int(s.image.stem[-5:])) for s in scenes} == wanted
+    for scene in scenes:
+        truth = clip_set.by_name()[scene.image.stem[:-6]].truth[int(scene.image.stem[-5:])]
+        visible = truth.visibility >= MIN_VISIBILITY
+        assert cv2.imread(str(scene.image)).shape[:2] == (360, 640)
+        assert sorted(scene.truth.labels) == sorted(GT_CLASSES[int(c)] for c in truth.classes[visible])
+        want = np.clip(np.rint(truth.boxes[visible]), 0, [640, 360, 640, 360])
+        got = scene.truth.boxes.astype(np.float64)
+        assert sorted(map(tuple, got)) == sorted(map(tuple, want))
+    assert clip_frames_main([str(tmp_path), str(out)]) == 2  # not a clip set: said, status 2
