@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -42,29 +43,36 @@ def export_clip_frames(clips_dir: str | Path, out_dir: str | Path, every: int = 
     return sum(_export_clip(clip, out, every) for clip in load_clip_set(clips_dir))
 
 
-def _export_clip(clip: Clip, out: Path, every: int) -> int:
+def sampled_frames(clip: Clip, every: int) -> Iterator[tuple[int, np.ndarray, GtFrame]]:
+    """(index, frame, ground truth) of every ``every``-th frame of ``clip`` that has ground
+    truth, in order (DatasetError when its video cannot be opened)."""
     capture = cv2.VideoCapture(str(clip.video))
     if not capture.isOpened():
         raise DatasetError(f"{clip.video}: expected a video OpenCV can read, could not open it")
-    written, index = 0, 0
     try:
+        index = 0
         while True:
             ok, frame = capture.read()
             if not ok:
-                break
+                return
             truth = clip.truth.get(index)
             if index % every == 0 and truth is not None:
-                name = f"{clip.name}_{index:05d}"
-                objects = _objects(truth, frame.shape[1], frame.shape[0])
-                if objects:
-                    cv2.imwrite(str(out / "images" / f"{name}.jpg"), frame,
-                                [cv2.IMWRITE_JPEG_QUALITY, 95])
-                    (out / "annotations" / f"{name}.xml").write_text(
-                        _annotation(f"{name}.jpg", frame.shape[1], frame.shape[0], objects))
-                    written += 1
+                yield index, frame, truth
             index += 1
     finally:
         capture.release()
+
+
+def _export_clip(clip: Clip, out: Path, every: int) -> int:
+    written = 0
+    for index, frame, truth in sampled_frames(clip, every):
+        objects = _objects(truth, frame.shape[1], frame.shape[0])
+        if objects:
+            name = f"{clip.name}_{index:05d}"
+            cv2.imwrite(str(out / "images" / f"{name}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            (out / "annotations" / f"{name}.xml").write_text(
+                _annotation(f"{name}.jpg", frame.shape[1], frame.shape[0], objects))
+            written += 1
     return written
 
 

@@ -151,8 +151,7 @@ def clip_crops(clips: str | os.PathLike[str], every: int = 6, widen: float = WID
     """The considered ground-truth faces of every ``every``-th frame of a clip set (see the
     module docstring; ``incorrect``: its mask_worn_incorrectly faces too, as without_mask);
     ``photo`` names the clip and frame."""
-    import cv2
-
+    from maskrt.train.clip_frames import sampled_frames
     from maskrt.train.clips import load_clip_set
     from maskrt.train.scene_crops import widened_box
 
@@ -160,26 +159,15 @@ def clip_crops(clips: str | os.PathLike[str], every: int = 6, widen: float = WID
         raise ValueError(f"clip crops: expected every >= 1, got {every}")
     crops: list[Crop] = []
     for clip in load_clip_set(clips):
-        capture = cv2.VideoCapture(str(clip.video))
-        try:
-            index = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                truth = clip.truth.get(index)
-                if index % every == 0 and truth is not None:
-                    h, w = frame.shape[:2]
-                    for box, considered, cls, visible in zip(truth.boxes, truth.consider,
-                                                             truth.classes, truth.visibility):
-                        taken = _clip_label(considered, cls, box, visible, incorrect)
-                        if taken is not None:
-                            x0, y0, x1, y1 = widened_box(box, widen, w, h)
-                            crops.append(Crop(frame[y0:y1, x0:x1].copy(), taken[0],
-                                              f"{clip.name}_f{index:04d}", taken[1]))
-                index += 1
-        finally:
-            capture.release()
+        for index, frame, truth in sampled_frames(clip, every):
+            h, w = frame.shape[:2]
+            for box, considered, cls, visible in zip(truth.boxes, truth.consider,
+                                                     truth.classes, truth.visibility):
+                taken = _clip_label(considered, cls, box, visible, incorrect)
+                if taken is not None:
+                    x0, y0, x1, y1 = widened_box(box, widen, w, h)
+                    crops.append(Crop(frame[y0:y1, x0:x1].copy(), taken[0],
+                                      f"{clip.name}_f{index:04d}", taken[1]))
     return crops
 
 
