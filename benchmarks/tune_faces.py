@@ -69,6 +69,14 @@ def main() -> int:
                         help="--report-threshold: face options to score with (detector_model=...)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    scenes_root = REPO.parent / "shared/data/scenes"
+    splits = [name.strip() for name in args.cv_splits.split(",") if name.strip()]
+    missing = [name for name in splits if not (scenes_root / name / "images").is_dir()]
+    if args.cv and (missing or not splits):
+        available = sorted(p.name for p in scenes_root.iterdir() if (p / "images").is_dir()) \
+            if scenes_root.is_dir() else []
+        parser.error(f"--cv-splits: expected split names under {scenes_root} (of {available}), "
+                     f"got {missing or args.cv_splits!r}")
     if args.report_threshold:
         from scene_study import report_threshold_cv
 
@@ -76,14 +84,16 @@ def main() -> int:
             parser.error("--report-threshold: expected --cv K (K >= 2) with it")
         from maskrt.detect import parse_face_options
 
-        options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
-        return report_threshold_cv(REPO.parent / "shared/data/scenes", args.cv,
-                                   args.report_thresholds, args.cv_splits.split(","), options)
+        try:
+            options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
+        except ValueError as err:
+            parser.error(str(err))
+        return report_threshold_cv(scenes_root, args.cv, args.report_thresholds, splits, options)
     if args.cv:
         from scene_study import cross_validate
 
-        return cross_validate(REPO.parent / "shared/data/scenes", args.cv, args.face_target,
-                              args.max_scale, args.upscale, args.cv_splits.split(","))
+        return cross_validate(scenes_root, args.cv, args.face_target, args.max_scale,
+                              args.upscale, splits)
     if args.robustness:
         from scene_study import robustness
 
