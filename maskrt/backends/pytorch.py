@@ -39,8 +39,9 @@ class TorchBackend(Backend):
     cudnn_benchmark: let cuDNN time its algorithms per new input shape (CUDA only). cuDNN's flag
     is process-wide: while this backend is open every convolution of the process is autotuned,
     the torch face detector's too, whose input shape changes with nearly every scene photo and
-    detector scale (the order of half a second per new shape on an H200). Pays only where shapes repeat (fixed
-    batch sizes); off by default, and close() puts the flag back as it found it.
+    detector scale (on an H200, 98 scene photos did not get through one preset in 90 s with it,
+    7 s without). Pays only where shapes repeat (fixed batch sizes); off by default, and
+    close() puts the flag back as it found it.
     """
 
     name = "torch"
