@@ -140,7 +140,7 @@ class ByteTracker:
         self._frame = frame_index
         matched = self._associate(boxes, scores)
         tracks = self._apply(matched, boxes, scores, frame_index, first)
-        return TrackerUpdate(tracks=tracks, ended=self._age(set(matched.values()), frame_index))
+        return TrackerUpdate(tracks=tracks, ended=self._age(set(tracks), frame_index))
 
     def coast(self, frame_index: int, camera_motion: np.ndarray | None = None) -> list[Track]:
         """A frame that was not searched for faces: every track is predicted to it (moved with
@@ -222,9 +222,7 @@ class ByteTracker:
         created = dict(zip(new, self._start(boxes[new], scores[new], frame_index)))
         tracks = [matched[i] if i in matched else created[i] for i in range(len(boxes))]
         # Detection order, so that ids given in one frame follow the detector's order.
-        for track in tracks:
-            self._maybe_confirm(track, first)
-        return tracks
+        return [self._maybe_confirm(track, first) for track in tracks]
 
     @staticmethod
     def _record(track: Track, box: np.ndarray, score: float, frame_index: int) -> None:
@@ -250,23 +248,55 @@ class ByteTracker:
         self._tracks.extend(created)
         return created
 
-    def _maybe_confirm(self, track: Track, first: bool) -> None:
+    def _maybe_confirm(self, track: Track, first: bool) -> Track:
+        """Confirm ``track`` when it has earned it; returns the track its detection belongs to
+        now: a lost track it revives, else itself."""
         if track.confirmed:
-            return
+            return track
         s = self.settings
         strong = track.best_score >= s.high_score and (first or track.hits >= s.min_hits)
         steady = (0 < s.steady_hits <= track.hits
                   and track.score_sum >= s.steady_score * track.hits)
-        if strong or steady:
-            track.track_id, track.state = self._next_id, TRACKED
-            self._next_id += 1
+        if not (strong or steady):
+            return track
+        lost = self._lost_under(track)
+        if lost is not None:
+            return self._revive(lost, track)
+        track.track_id, track.state = self._next_id, TRACKED
+        self._next_id += 1
+        return track
+
+    def _lost_under(self, track: Track) -> Track | None:
+        """The lost confirmed track whose predicted box overlaps ``track``'s box most (IoU >=
+        ``match_iou``), if any: a person back after an occlusion whose first detections were
+        too weak for pass 1, who should not get a second id."""
+        lost = [t for t in self._tracks if t.state == LOST]
+        if not lost:
+            return None
+        iou = box_iou(track.box[None], np.stack([t._predicted for t in lost]))[0]
+        best = int(np.argmax(iou))
+        return lost[best] if iou[best] >= self.settings.match_iou else None
+
+    @staticmethod
+    def _revive(lost: Track, tentative: Track) -> Track:
+        """``lost`` takes over ``tentative``'s detections and state; ``tentative``, never
+        confirmed, is removed (and reported ended) in this update."""
+        lost.box, lost.score = tentative.box.copy(), tentative.score
+        lost.best_score = max(lost.best_score, tentative.best_score)
+        lost.hits += tentative.hits
+        lost.score_sum += tentative.score_sum
+        lost.last_frame, lost.state = tentative.last_frame, TRACKED
+        lost._mean, lost._cov = tentative._mean, tentative._cov
+        lost._predicted = tentative._predicted
+        tentative.state = REMOVED
+        return lost
 
     def _age(self, matched: set[Track], frame_index: int) -> list[Track]:
         """Unmatched tracks: tracked ones become lost; lost ones past max_lost and unmatched
         tentative ones are removed and returned."""
-        ended = []
+        ended = [t for t in self._tracks if t.state == REMOVED]  # absorbed by a revived track
         for track in self._tracks:
-            if track in matched or track.first_frame == frame_index:
+            if track in matched or track.first_frame == frame_index or track.state == REMOVED:
                 continue
             if track.state == TRACKED:
                 track.state = LOST
