@@ -168,7 +168,7 @@ def test_a_steady_low_score_track_is_confirmed_after_steady_hits() -> None:
 
 
 def test_a_steady_track_must_be_matched_in_a_row() -> None:
-    tracker = ByteTracker(TrackSettings(steady_hits=4))
+    tracker = ByteTracker(TrackSettings(steady_hits=4, steady_score=0.4))
     for frame in range(7):  # missed in frame 3: the tentative track ends there
         update = step(tracker, frame, [] if frame == 3 else [box(100, 100)],
                       scores=[] if frame == 3 else [0.6])
@@ -182,6 +182,28 @@ def test_a_low_score_detection_does_not_revive_a_lost_track() -> None:
     step(tracker, 1, [])
     update = step(tracker, 2, [box(100, 100)], scores=[0.3])
     assert ids(update) == [None] and update.tracks[0].key == 2
+
+
+def test_a_steady_track_over_a_lost_one_revives_it() -> None:
+    # A person back from an occlusion whose detections stay under high_score: one low
+    # detection never revives the lost track (above), but steady_hits of them do, keeping the
+    # id and the track object (its decision) instead of confirming a second person.
+    tracker = ByteTracker(TrackSettings(steady_hits=3, steady_score=0.4))
+    first = step(tracker, 0, [box(100, 100)]).tracks[0]
+    step(tracker, 1, [box(102, 100)])
+    for frame in range(2, 6):
+        step(tracker, frame, [])
+    assert first.state == "lost"
+    seen = [step(tracker, frame, [box(110 + 2 * (frame - 6), 100)], scores=[0.5])
+            for frame in range(6, 10)]
+    assert [ids(u) for u in seen] == [[None], [None], [1], [1]]
+    assert seen[2].tracks[0] is first and first.state == "tracked" and first.hits == 2 + 4
+    assert [(t.track_id, t.state) for t in seen[2].ended] == [(None, "removed")]  # absorbed
+    assert [t.track_id for t in tracker.active] == [1]
+    # far from any lost track, the same steady detections are a new person
+    assert ids(step(tracker, 10, [box(112, 100), box(400, 300)], scores=[0.5, 0.5])) == [1, None]
+    step(tracker, 11, [box(114, 100), box(400, 300)], scores=[0.5, 0.5])
+    assert ids(step(tracker, 12, [box(116, 100), box(400, 300)], scores=[0.5, 0.5])) == [1, 2]
 
 
 def test_ids_follow_confirmation_order_and_are_never_reused() -> None:

@@ -23,7 +23,8 @@ class TrackSettings:
     high_score) before it is confirmed and given a ``track_id``.
     steady_hits, steady_score: a tentative track that never reached high_score is confirmed
     too once matched in steady_hits frames in a row with a mean score >= steady_score (0 turns
-    it off).
+    it off). A track confirmed over a lost track's predicted box (IoU >= match_iou) revives
+    that track (its id and decision) instead of becoming a second person.
     max_lost: frames a confirmed track survives without a detection (occlusion, a missed face).
     camera_motion: 1 moves the tracks with the camera (pan, zoom, shake) estimated between
     frames by sparse optical flow before matching (:mod:`maskrt.track.motion`); 0 does not.
@@ -62,17 +63,17 @@ class TrackSettings:
     recorded without a label and not classified, unless classify_low is 1.
     """
 
-    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video"; 0.75
-    # with the detector's sequence_min_scale, 2026-12-03);
+    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video"; 0.8
+    # with steady_hits 3 at 0.65 since lost tracks are revived by steady ones, 2026-12-04);
     # min_classified, reclassify_every and the live_ ones for cameras per machine (README)
-    high_score: float = 0.75
+    high_score: float = 0.8
     low_score: float = 0.1
     match_iou: float = 0.2
     low_match_iou: float = 0.5
     tentative_match_iou: float = 0.3
     min_hits: int = 2
-    steady_hits: int = 0
-    steady_score: float = 0.4
+    steady_hits: int = 3
+    steady_score: float = 0.65
     max_lost: int = 30
     logit_clip: float = 6.0
     size_ref: float = 64.0
