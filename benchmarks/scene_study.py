@@ -85,15 +85,18 @@ def _load(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Any]]:
 
 def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
                    max_scales: Sequence[float], fixed: Sequence[float],
-                   splits: Sequence[str] = ("train", "val")) -> int:
+                   splits: Sequence[str] = ("train", "val"),
+                   options: dict[str, Any] | None = None) -> int:
     """The scale rule by K-fold cross-validation over the scene ``splits`` (folds by photo;
-    val alone for a detector fine-tuned on train)."""
+    val alone for a detector fine-tuned on train); every candidate also takes face
+    ``options`` (e.g. another detector_model)."""
     from maskrt.engine import Engine
 
     images, truth = _load([scenes_root / split for split in splits])
     engine = Engine()
-    candidates = [{"upscale": "auto", "face_target": t, "max_scale": m}
-                  for t in targets for m in max_scales] + [{"upscale": u} for u in fixed]
+    base = dict(options or {})
+    candidates = [{**base, "upscale": "auto", "face_target": t, "max_scale": m}
+                  for t in targets for m in max_scales] + [{**base, "upscale": u} for u in fixed]
     scored = {}
     print(f"{len(images)} photos of scenes {'+'.join(splits)}, {len(candidates)} candidates, "
           f"{k} folds")

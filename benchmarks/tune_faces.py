@@ -66,7 +66,8 @@ def main() -> int:
                         help="--cv: the scene splits the folds are cut from (val alone for a "
                              "detector fine-tuned on train)")
     parser.add_argument("--face-options", default="", metavar="KEY=VALUE[,...]",
-                        help="--report-threshold: face options to score with (detector_model=...)")
+                        help="--cv, --report-threshold: face options every candidate is scored "
+                             "with (detector_model=...; --preset's: use detector_model=A+B)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     scenes_root = REPO.parent / "shared/data/scenes"
@@ -77,23 +78,23 @@ def main() -> int:
             if scenes_root.is_dir() else []
         parser.error(f"--cv-splits: expected split names under {scenes_root} (of {available}), "
                      f"got {missing or args.cv_splits!r}")
+    from maskrt.detect import parse_face_options
+
+    try:
+        options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
+    except ValueError as err:
+        parser.error(str(err))
     if args.report_threshold:
         from scene_study import report_threshold_cv
 
         if not args.cv:
             parser.error("--report-threshold: expected --cv K (K >= 2) with it")
-        from maskrt.detect import parse_face_options
-
-        try:
-            options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
-        except ValueError as err:
-            parser.error(str(err))
         return report_threshold_cv(scenes_root, args.cv, args.report_thresholds, splits, options)
     if args.cv:
         from scene_study import cross_validate
 
         return cross_validate(scenes_root, args.cv, args.face_target, args.max_scale,
-                              args.upscale, splits)
+                              args.upscale, splits, options)
     if args.robustness:
         from scene_study import robustness
 

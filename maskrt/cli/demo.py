@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="faces (default): find the faces of each image and decide each, as "
                              "maskrt score does; an image without a face found is decided whole "
                              "(a face crop); frame: every image is decided whole")
-    parser.add_argument("--preset", choices=("default", "fast"), default="default",
+    parser.add_argument("--preset", choices=("default", "fast", "accurate"), default="default",
                         help="face detection preset, as maskrt score's (default: default)")
     add_backend_arguments(parser, default="onnxruntime")
 

@@ -65,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regions", choices=("faces", "frame"), default="faces",
                         help="faces (default): detect faces and decide per face; frame: the whole "
                              "frame is one decision (inputs that already are face crops)")
-    parser.add_argument("--preset", choices=("default", "fast"), default="default",
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="default",
                         help="face detection preset: default (the detector's scale chosen per "
-                             "frame) or fast")
+                             "frame), fast, or accurate (three detectors fused: photos)")
     parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a preset setting, repeatable: "
                              + ", ".join(PRESETS["default"]))

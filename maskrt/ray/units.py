@@ -55,17 +55,9 @@ def actor_detector(preset: str, face_options: dict[str, Any], classifier_device:
     """The detector ``maskrt score`` would make for ``preset`` and ``face_options`` (see
     :func:`maskrt.detect.make_detector`); on the CPU with ONNX Runtime, given the classifier's
     ``threads`` (actors share a node's cores)."""
-    from maskrt.detect import (detector_options, make_detector, preset_settings,
-                               resolve_detector_backend, resolve_detector_device)
+    from maskrt.detect import make_detector
 
-    settings = preset_settings(preset, **face_options)
-    device = resolve_detector_device(str(settings["detector_device"]), classifier_device)
-    backend = resolve_detector_backend(device, str(settings["detector_backend"]))
-    if backend == "onnxruntime" and threads:
-        from maskrt.detect.yunet import YuNetDetector
-
-        return YuNetDetector(**detector_options(settings), threads=int(threads))
-    return make_detector(preset, classifier_device, **face_options)
+    return make_detector(preset, classifier_device, threads=threads or None, **face_options)
 
 
 class UnitScorer:

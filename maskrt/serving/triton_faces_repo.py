@@ -76,6 +76,10 @@ class FacesSettings:
         from maskrt.detect import PRESETS, detector_model_path
 
         name = str(self.overrides().get("detector_model", PRESETS[self.preset]["detector_model"]))
+        if "+" in name:
+            raise ValueError(f"the served faces pipeline runs one detector graph, got the ensemble "
+                             f"detector_model={name!r} (preset {self.preset!r}); choose one graph "
+                             "with --face-option detector_model=NAME, or a preset without one")
         return name, detector_model_path(name)
 
 
