@@ -134,24 +134,32 @@ def make_detector(preset: str = "default", classifier_device: Any = None,
     options = detector_options(settings)
     device = resolve_detector_device(str(settings["detector_device"]), classifier_device)
     backend = resolve_detector_backend(device, str(settings["detector_backend"]))
-    members = []
-    for path in detector_model_paths(str(settings["detector_model"])):
-        if backend == "onnxruntime":
-            from maskrt.detect.yunet import YuNetDetector
-
-            extra = {"threads": int(threads)} if threads else {}
-            members.append(YuNetDetector(**{**options, "model": path}, **extra))
-        else:
-            from maskrt.detect.yunet_torch import YuNetTorchDetector
-
-            members.append(YuNetTorchDetector(device=device, runtime=backend,
-                                              engine_dir=settings["detector_engine_dir"],
-                                              **{**options, "model": path}))
+    members: list[Any] = []
+    try:
+        for path in detector_model_paths(str(settings["detector_model"])):
+            members.append(_one_detector({**options, "model": path}, device, backend, threads,
+                                         settings["detector_engine_dir"]))
+    except BaseException:
+        for member in members:  # a later graph that fails to load leaves no session behind
+            member.close()
+        raise
     if len(members) == 1:
         return members[0]
     from maskrt.detect.ensemble import EnsembleDetector
 
     return EnsembleDetector(members)
+
+
+def _one_detector(options: dict[str, Any], device: str, backend: str, threads: int | None,
+                  engine_dir: Any) -> Any:
+    """One YuNet graph (``options["model"]``) on ``device`` with ``backend``."""
+    if backend == "onnxruntime":
+        from maskrt.detect.yunet import YuNetDetector
+
+        return YuNetDetector(**options, **({"threads": int(threads)} if threads else {}))
+    from maskrt.detect.yunet_torch import YuNetTorchDetector
+
+    return YuNetTorchDetector(device=device, runtime=backend, engine_dir=engine_dir, **options)
 
 
 def detector_options(settings: dict[str, Any]) -> dict[str, Any]:
