@@ -142,7 +142,7 @@ def test_detector_model_names_several_graphs_and_says_what_it_expected():
         EnsembleDetector([object()])
 
 
-def test_the_served_faces_pipeline_refuses_an_ensemble(tmp_path):
+def test_the_served_faces_pipeline_refuses_an_ensemble():
     from maskrt.serving.triton_faces_repo import FacesSettings
 
     settings = FacesSettings(preset="default", face_options=("detector_model=yunet-masks+yunet",))

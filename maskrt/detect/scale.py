@@ -71,7 +71,7 @@ class ScaleRule:
     # video speed: mAP@0.5 0.895 against 0.880 at 2.5; README "Faces in scenes")
     max_scale: float = 3.0
     # Videos and live sources: see the module docstring (camera clips of scenes train and val,
-    # README "Video")
+    # docs/studies/video.md)
     sequence_min_scale: float = 1.0
     probe_side: int = 640
     probe_score: float = 0.5
@@ -79,11 +79,11 @@ class ScaleRule:
     # Videos and live sources: a frame whose grey histogram correlates under this with the
     # source's previous detected frame is probed at once and takes the probe's scale unsmoothed
     # (a cut to another shot; 0: off). 0.5 of 0.5/0.7/0.8/0.9 on camera clips of scenes train
-    # and val (track decision accuracy and without_mask track recall; README "Video")
+    # and val (track decision accuracy and without_mask track recall; docs/studies/scenes.md)
     probe_cut: float = 0.5
     smoothing: float = 0.5
     # 160 px chosen on camera clips of scenes train (IDF1 0.800 -> 0.803, MOTA 0.657 -> 0.664;
-    # 240: 0.801, 0.660); README "Video"
+    # 240: 0.801, 0.660); docs/studies/scenes.md
     large_side: float = 160.0
 
     def __post_init__(self) -> None:

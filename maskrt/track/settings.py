@@ -35,7 +35,7 @@ class TrackSettings:
     others the confirmed tracks' predicted boxes are the faces, each taking its track's decision.
     live_detect_every: the same for live sources (cameras, streams), which must keep up: 2 by
     default (on the val clips it costs 0.008 of track decision accuracy and gives 1.5x the
-    frames/s; a 2-core machine keeps up with 2 cameras instead of 1; README "Video").
+    frames/s; a 2-core machine kept up with 2 cameras instead of 1; docs/studies/video.md).
     live_lag_ms, live_max_every: a live frame already older than live_lag_ms when the face
     stage takes it (the machine is behind) is left to the tracker too, as long as its source's
     last detected frame is fewer than live_max_every frames back: under load a camera is
@@ -63,7 +63,7 @@ class TrackSettings:
     recorded without a label and not classified, unless classify_low is 1.
     """
 
-    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, README "Video"; 0.8
+    # chosen on clips of scenes train and val (benchmarks/tune_tracks.py, docs/studies/video.md; 0.8
     # with steady_hits 3 at 0.65 since lost tracks are revived by steady ones, 2026-12-04);
     # min_classified, reclassify_every and the live_ ones for cameras per machine (README)
     high_score: float = 0.8
