@@ -36,6 +36,12 @@ class TrackSettings:
     live_detect_every: the same for live sources (cameras, streams), which must keep up: 2 by
     default (on the val clips it costs 0.008 of track decision accuracy and gives 1.5x the
     frames/s; a 2-core machine kept up with 2 cameras instead of 1; docs/studies/video.md).
+    motion_gate, gate_max_every: a frame of a tracked source in which less than motion_gate
+    (a share) of a small grey thumbnail moved since the source's last detected frame is left to
+    the tracker too, its faces predicted and decisions reused, as long as that detected frame
+    is fewer than gate_max_every frames back: a fixed camera's still scene costs the detector
+    nothing; a moving camera changes most of the thumbnail and is detected as before
+    (:mod:`maskrt.track.gate`; 0 turns it off).
     live_lag_ms, live_max_every: a live frame already older than live_lag_ms when the face
     stage takes it (the machine is behind) is left to the tracker too, as long as its source's
     last detected frame is fewer than live_max_every frames back: under load a camera is
@@ -87,6 +93,10 @@ class TrackSettings:
     scene_cut: int = 1
     detect_every: int = 1
     live_detect_every: int = 2
+    # fixed-camera clips of scenes train and val (benchmarks/fixed_camera_clips.py) and the
+    # moving ones; README "Video", docs/studies/video.md
+    motion_gate: float = 0.005
+    gate_max_every: int = 10
     live_lag_ms: float = 150.0
     live_max_every: int = 6
     live_classify_max: int = 2
@@ -101,11 +111,13 @@ class TrackSettings:
                      "steady_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} in [0, 1] (got {getattr(self, name)})")
+        if not 0.0 <= self.motion_gate < 1.0:
+            problems.append(f"motion_gate in [0, 1) (got {self.motion_gate})")
         for name in ("classify_low", "camera_motion", "scene_cut"):
             if getattr(self, name) not in (0, 1):
                 problems.append(f"{name} 0 or 1 (got {getattr(self, name)})")
         for name in ("min_hits", "reclassify_every", "min_classified", "detect_every",
-                     "live_detect_every", "live_max_every", "settle_frames"):
+                     "live_detect_every", "live_max_every", "settle_frames", "gate_max_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} >= 1 (got {getattr(self, name)})")
         for name in ("max_lost", "live_lag_ms", "steady_hits", "live_classify_max",

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from maskrt.stream.stages import Stage
 from maskrt.stream.work import RETIRED_TRACKS, SKIPPED_DETECTION, FrameTask
+from maskrt.track.gate import MotionGate
 from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
@@ -33,8 +34,10 @@ class TrackStage(Stage):
         self.settings = settings or TrackSettings()
         self._lock = threading.Lock()
         self._sources: dict[tuple[str, str | None], SourceTracks] = {}
-        #: per sequence, the frames that arrived since the last one left to the detector
+        #: per sequence, the frames that arrived since the last one left to the detector, and
+        #: its motion gate (touched by the face stage's thread only)
         self._since_detected: dict[tuple[str, str | None], int] = {}
+        self._gates: dict[tuple[str, str | None], MotionGate] = {}
 
     def process(self, task: FrameTask) -> FrameTask:
         predict = task.extra.pop(SKIPPED_DETECTION, False)
@@ -62,23 +65,54 @@ class TrackStage(Stage):
             task.extra[RETIRED_TRACKS] = self._sources.pop(other)
 
     def skips_detection(self, task: FrameTask) -> bool:
-        """Whether the face stage may leave ``task``'s frame to the tracker's predictions
-        (``detect_every``, or ``live_detect_every`` for a live source, > 1, a tracked source,
-        and not a frame the detector must see; a live frame older than ``live_lag_ms`` up to
-        ``live_max_every``)."""
+        """Whether the face stage may leave ``task``'s frame to the tracker's predictions: a
+        tracked source's frame that ``detect_every`` (``live_detect_every`` for a live source;
+        a live frame older than ``live_lag_ms`` up to ``live_max_every``) or the motion gate
+        (``motion_gate``, up to ``gate_max_every``) leaves out. Called by the face stage's
+        thread, each source's frames in order."""
         every = self._detect_interval(task)
-        if every <= 1 or not self.tracks(task):
+        gated = self._gated
+        if (every <= 1 and not gated) or not self.tracks(task):
             return False
-        # Counted in the frames that arrive, not by index modulo every: a live source drops
-        # frames, and the ones left could all fall between the detected indices.
         key = self._key(task)
         with self._lock:
             since = self._since_detected.get(key)
-            if since is not None and since + 1 < every:
+            if since is None:
+                self._forget_previous(key)
+        # Counted in the frames that arrive, not by index modulo every: a live source drops
+        # frames, and the ones left could all fall between the detected indices.
+        if since is not None and (since + 1 < every or self._still(key, task, since)):
+            with self._lock:
                 self._since_detected[key] = since + 1
-                return True
+            return True
+        with self._lock:
             self._since_detected[key] = 0
+        if gated and task.image is not None:
+            self._gates[key].detected(task.image)
         return False
+
+    def _still(self, key: tuple[str, str | None], task: FrameTask, since: int) -> bool:
+        """The motion gate's answer for ``task``'s frame, ``since`` frames after its source's
+        last detected one (never past gate_max_every)."""
+        if not self._gated or since + 1 >= self.settings.gate_max_every or task.image is None:
+            return False
+        return self._gates[key].still(task.image)
+
+    @property
+    def _gated(self) -> bool:
+        """Whether the motion gate is on: ``motion_gate`` > 0 and reuse on (``--reuse off``
+        detects, and classifies, every frame of a file)."""
+        return self.reuse and self.settings.motion_gate > 0.0
+
+    def _forget_previous(self, key: tuple[str, str | None]) -> None:
+        """A sequence's first frame: its source's earlier sequence (a folder's previous video)
+        is done; its detection count and motion gate go (a folder of many videos would
+        otherwise keep a thumbnail each). Under the lock."""
+        for other in [k for k in self._since_detected if k[0] == key[0] and k != key]:
+            del self._since_detected[other]
+            self._gates.pop(other, None)
+        if self._gated:
+            self._gates[key] = MotionGate(self.settings.motion_gate)
 
     def _detect_interval(self, task: FrameTask) -> int:
         """Detect one frame in this many of ``task``'s source: more for a live frame that
@@ -129,7 +163,8 @@ class TrackStage(Stage):
     def attach(self, stages: list[Stage]) -> None:
         """Let the face stages among ``stages`` skip the frames the tracker predicts."""
         settings = self.settings
-        if max(settings.detect_every, settings.live_detect_every, settings.live_max_every) > 1:
+        if (max(settings.detect_every, settings.live_detect_every, settings.live_max_every) > 1
+                or self._gated):
             for stage in stages:
                 if hasattr(stage, "skip_detection"):
                     stage.skip_detection = self.skips_detection

@@ -1,0 +1,161 @@
+"""The motion gate (maskrt/track/gate.py): a tracked source's frame that barely changed since its
+last detected frame is left to the tracker; noise and exposure drift are not motion, a passer-by
+and a pan are; at least one frame in gate_max_every is detected; a fixed-camera video through the
+real pipeline gives every frame's records with the still ones predicted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.work import FrameTask, SourceHandle
+from maskrt.track.gate import MotionGate, thumbnail
+from maskrt.track.settings import TrackSettings, parse_track_options
+from maskrt.track.stage import TrackStage
+from streaming_fixtures import REPO, read_jsonl, shared_engine
+
+SCENES = REPO.parent / "shared" / "data" / "scenes" / "val" / "images"
+PREDICTED = "faces predicted by the tracker (the detector skipped this frame)"
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    """A scene photo of the shared val split at 640x360 (a fixed camera's view)."""
+    paths = sorted(SCENES.glob("*.jpg")) + sorted(SCENES.glob("*.png"))
+    if not paths:
+        pytest.skip(f"no scene photos under {SCENES}")
+    image = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
+    return cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA)
+
+
+def noisy(image: np.ndarray, seed: int, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """``image`` as a camera gives it again: sensor noise (sd 4), exposure (gain, offset)."""
+    noise = np.random.default_rng(seed).normal(0.0, 4.0, image.shape)
+    return np.clip(image.astype(np.float32) * gain + offset + noise, 0, 255).astype(np.uint8)
+
+
+def passer_by(image: np.ndarray, left: int, width: int = 64) -> np.ndarray:
+    """A dark vertical bar (make_clips.py's passer-by) at ``left``."""
+    out = image.copy()
+    out[:, left:left + width] = (out[:, left:left + width] * 0.15 + 20).astype(np.uint8)
+    return out
+
+
+def test_noise_and_exposure_are_not_motion_a_passer_by_and_a_pan_are(scene):
+    gate = MotionGate(0.005)
+    assert gate.still(scene) is False  # nothing detected yet
+    gate.detected(scene)
+    assert gate.still(noisy(scene, 1)) and gate.last_moved is not None and gate.last_moved < 0.005
+    assert gate.still(noisy(scene, 2, gain=1.25, offset=-20.0))  # the exposure drifted
+    assert not gate.still(passer_by(scene, 300))
+    assert gate.last_moved > 0.05
+    panned = cv2.warpAffine(scene, np.float32([[1, 0, 12], [0, 1, 0]]), (640, 360),
+                            borderMode=cv2.BORDER_REFLECT101)
+    assert not gate.still(panned)
+    assert not gate.still(np.zeros((360, 480, 3), np.uint8))  # another size: never still
+    with pytest.raises(ValueError, match=r"changed in \(0, 1\)"):
+        MotionGate(0.0)
+
+
+def test_the_thumbnail_is_small_and_normalised(scene):
+    thumb = thumbnail(scene)
+    assert thumb.shape == (180, 320) and thumb.dtype == np.float32
+    assert abs(float(thumb.mean())) < 1e-3 and float(thumb.std()) == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(thumbnail(noisy(scene, 0, gain=0.8, offset=30.0)), thumb, atol=0.2)
+
+
+class _Video(Source):
+    kind, live = "video", False
+
+
+def _skipped(stage: TrackStage, handle: SourceHandle, images: list[np.ndarray],
+             start: int = 0) -> list[bool]:
+    return [stage.skips_detection(FrameTask(handle, Frame(start + i, None), image=image))
+            for i, image in enumerate(images)]
+
+
+def test_still_frames_are_left_to_the_tracker_up_to_gate_max_every(scene):
+    settings = TrackSettings()
+    assert (settings.motion_gate, settings.gate_max_every) == (0.005, 10)
+    stage, video = TrackStage(settings=settings), SourceHandle(_Video("door"))
+    still = [noisy(scene, seed) for seed in range(12)]
+    assert _skipped(stage, video, still) == [False] + [True] * 9 + [False, True]
+    # a passer-by is detected at once, and the next frames are compared with that one
+    moving = [passer_by(noisy(scene, 20 + i), 100 + 40 * i) for i in range(3)]
+    assert _skipped(stage, video, moving, 12) == [False] * 3
+    assert _skipped(stage, video, [moving[-1], noisy(scene, 30)], 15) == [True, False]
+    off = TrackStage(settings=TrackSettings(motion_gate=0))
+    assert _skipped(off, SourceHandle(_Video("door")), still[:4]) == [False] * 4
+    every_frame = TrackStage(reuse=False)  # --reuse off: every frame detected and classified
+    assert _skipped(every_frame, SourceHandle(_Video("door")), still[:4]) == [False] * 4
+
+
+def test_gate_options_are_checked():
+    assert parse_track_options(["motion_gate=0.01", "gate_max_every=5"]) == \
+        {"motion_gate": 0.01, "gate_max_every": 5}
+    with pytest.raises(ValueError, match=r"motion_gate in \[0, 1\)"):
+        TrackSettings(motion_gate=1.0)
+    with pytest.raises(ValueError, match="gate_max_every >= 1"):
+        TrackSettings(gate_max_every=0)
+
+
+class _Folder(Source):
+    kind, live = "folder", False
+
+
+def test_a_folders_next_video_drops_the_previous_videos_gate(scene):
+    stage, folder = TrackStage(), SourceHandle(_Folder("archive"))
+    for n in range(3):
+        task = FrameTask(folder, Frame(0, None, uri=f"/archive/v{n}.avi"), image=scene)
+        assert stage.skips_detection(task) is False
+    assert list(stage._gates) == [("archive", "/archive/v2.avi")]
+    assert list(stage._since_detected) == [("archive", "/archive/v2.avi")]
+
+
+@pytest.fixture(scope="module")
+def fixed_camera_video(scene, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s of a fixed camera at 10 fps (MJPG by OpenCV): the scene with sensor noise, a
+    passer-by crossing in frames 10-17."""
+    path = tmp_path_factory.mktemp("fixed") / "door.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
+    assert writer.isOpened(), f"cv2.VideoWriter cannot write MJPG AVI to {path}"
+    for i in range(30):
+        frame = noisy(scene, i)
+        writer.write(passer_by(frame, 80 * (i - 10)) if 10 <= i < 18 else frame)
+    writer.release()
+    return path
+
+
+def _score(video: Path, out: Path, *flags: str) -> tuple[list[dict], dict]:
+    from maskrt.cli import main as cli_main
+
+    shared_engine()
+    assert cli_main(["score", str(video), "--out", str(out), "--progress-interval", "0",
+                     *flags]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accounting_ok"] is True
+    return read_jsonl(out / "records.jsonl"), summary
+
+
+def test_a_fixed_camera_is_detected_when_it_moves_and_tracked_in_between(fixed_camera_video,
+                                                                         tmp_path):
+    records, summary = _score(fixed_camera_video, tmp_path / "gated")
+    assert summary["counts"]["scored"] == 30
+    predicted = {r["frame_index"] for r in records if r.get("reason") == PREDICTED}
+    frames = {r["frame_index"] for r in records}
+    assert frames == set(range(30))
+    # detected: the first frame, every passer-by frame, and one in gate_max_every (10)
+    assert not predicted & {0, *range(10, 18)}
+    assert len(predicted) >= 15
+    assert all(r["track_id"] is not None for r in records
+               if r.get("reason") == PREDICTED and r["region_index"] is not None)
+    everything, _ = _score(fixed_camera_video, tmp_path / "off",
+                           "--track-option", "motion_gate=0")
+    assert not any(r.get("reason") == PREDICTED for r in everything)
+    people = {r["track_id"] for r in everything if r.get("track_id") is not None}
+    assert people and {r["track_id"] for r in records if r.get("track_id")} <= people | {None}
