@@ -16,11 +16,11 @@ from maskrt.stream.sources.base import Frame, Source
 from maskrt.stream.work import FrameTask, SourceHandle
 from maskrt.track.gate import MotionGate, thumbnail
 from maskrt.track.settings import TrackSettings, parse_track_options
+from maskrt.track.source import NOTE_PREDICTED, NOTE_STILL
 from maskrt.track.stage import TrackStage
 from streaming_fixtures import REPO, read_jsonl, shared_engine
 
 SCENES = REPO.parent / "shared" / "data" / "scenes" / "val" / "images"
-PREDICTED = "faces predicted by the tracker (the detector skipped this frame)"
 
 
 @pytest.fixture(scope="module")
@@ -146,16 +146,17 @@ def test_a_fixed_camera_is_detected_when_it_moves_and_tracked_in_between(fixed_c
                                                                          tmp_path):
     records, summary = _score(fixed_camera_video, tmp_path / "gated")
     assert summary["counts"]["scored"] == 30
-    predicted = {r["frame_index"] for r in records if r.get("reason") == PREDICTED}
+    predicted = {r["frame_index"] for r in records if r.get("reason") == NOTE_STILL}
     frames = {r["frame_index"] for r in records}
     assert frames == set(range(30))
     # detected: the first frame, every passer-by frame, and one in gate_max_every (10)
     assert not predicted & {0, *range(10, 18)}
     assert len(predicted) >= 15
     assert all(r["track_id"] is not None for r in records
-               if r.get("reason") == PREDICTED and r["region_index"] is not None)
+               if r.get("reason") == NOTE_STILL and r["region_index"] is not None)
+    assert not any(r.get("reason") == NOTE_PREDICTED for r in records)  # files: detect_every 1
     everything, _ = _score(fixed_camera_video, tmp_path / "off",
                            "--track-option", "motion_gate=0")
-    assert not any(r.get("reason") == PREDICTED for r in everything)
+    assert not any(r.get("reason") in (NOTE_STILL, NOTE_PREDICTED) for r in everything)
     people = {r["track_id"] for r in everything if r.get("track_id") is not None}
     assert people and {r["track_id"] for r in records if r.get("track_id")} <= people | {None}

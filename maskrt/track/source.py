@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 #: the longest the track stage waits for a classification the uncertain rule reads
 SETTLE_TIMEOUT_S = 30.0
 
+#: the records' reason on a frame the detector skipped (detect_every and the live cadences),
+#: and on one the motion gate found still
+NOTE_PREDICTED = "faces predicted by the tracker (the detector skipped this frame)"
+NOTE_STILL = ("faces predicted by the tracker (the frame barely moved since the last one the "
+              "detector saw)")
+
 #: the kinds of track events
 TRACK_STARTED, DECISION, TRACK_ENDED = "track_started", "decision", "track_ended"
 
@@ -103,9 +109,10 @@ class SourceTracks:
             region.classify, region.deferred = False, True
         return order[:classify_max]
 
-    def coast(self, task: Any) -> None:
+    def coast(self, task: Any, still: bool = False) -> None:
         """A frame the detector skipped: its regions are the confirmed tracks' predicted boxes
-        (clipped to the frame), each reusing its track's decision."""
+        (clipped to the frame), each reusing its track's decision; ``still``: skipped by the
+        motion gate (the records say so)."""
         height, width = task.image.shape[:2]
         motion = self.motion.estimate(task.image) if self.motion is not None else None
         task.regions = []
@@ -120,8 +127,8 @@ class SourceTracks:
                 region.track, region.track_id, region.classify = track, track.track_id, False
                 task.regions.append(region)
         # detect_every for files; live sources: live_detect_every, or up to live_max_every when
-        # the machine is behind, so the note names none of them
-        task.note = "faces predicted by the tracker (the detector skipped this frame)"
+        # the machine is behind, so the note names none of them; the motion gate's is its own
+        task.note = NOTE_STILL if still else NOTE_PREDICTED
 
     def _end_at_cut(self, frame_index: int) -> None:
         """A scene cut before this frame (see :mod:`maskrt.track.motion`): every track ends, to

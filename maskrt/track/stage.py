@@ -14,6 +14,10 @@ from maskrt.track.settings import TrackSettings, check_track_mode
 from maskrt.track.source import SourceTracks
 
 
+#: the key of ``FrameTask.extra`` that marks a frame the motion gate left to the tracker
+_STILL = "motion_still"
+
+
 class TrackStage(Stage):
     """Sets ``region.track``, ``region.track_id`` and ``region.classify`` on the frames it
     tracks, and ``task.tracks`` (the source's :class:`SourceTracks`). The tracker also sees the
@@ -52,7 +56,7 @@ class TrackStage(Stage):
                                                            self.reuse)
                 self._retire_previous(task, key)
         if predict:
-            tracks.coast(task)
+            tracks.coast(task, still=task.extra.pop(_STILL, False))
         else:
             tracks.assign(task, self._classify_max(task))
         task.tracks = tracks
@@ -81,9 +85,14 @@ class TrackStage(Stage):
                 self._forget_previous(key)
         # Counted in the frames that arrive, not by index modulo every: a live source drops
         # frames, and the ones left could all fall between the detected indices.
-        if since is not None and (since + 1 < every or self._still(key, task, since)):
+        if since is not None and since + 1 < every:
             with self._lock:
                 self._since_detected[key] = since + 1
+            return True
+        if since is not None and self._still(key, task, since):
+            with self._lock:
+                self._since_detected[key] = since + 1
+            task.extra[_STILL] = True  # for the records' reason (SourceTracks.coast)
             return True
         with self._lock:
             self._since_detected[key] = 0
