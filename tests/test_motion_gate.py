@@ -6,6 +6,8 @@ real pipeline gives every frame's records with the still ones predicted."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -117,18 +119,27 @@ def test_a_folders_next_video_drops_the_previous_videos_gate(scene):
     assert list(stage._since_detected) == [("archive", "/archive/v2.avi")]
 
 
-@pytest.fixture(scope="module")
-def fixed_camera_video(scene, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s of a fixed camera at 10 fps (MJPG by OpenCV): the scene with sensor noise, a
-    passer-by crossing in frames 10-17."""
-    path = tmp_path_factory.mktemp("fixed") / "door.avi"
+@pytest.fixture(scope="module", params=["mjpg", "h264"])
+def fixed_camera_video(request, scene, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s of a fixed camera at 10 fps: the scene with sensor noise, a passer-by crossing in
+    frames 10-17; MJPG written by OpenCV, or that re-encoded by FFmpeg as H.264 (CRF 30, a key
+    frame every 10: a codec's pulsing between key frames is not motion either)."""
+    folder = tmp_path_factory.mktemp("fixed")
+    path = folder / "door.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
     assert writer.isOpened(), f"cv2.VideoWriter cannot write MJPG AVI to {path}"
     for i in range(30):
         frame = noisy(scene, i)
         writer.write(passer_by(frame, 80 * (i - 10)) if 10 <= i < 18 else frame)
     writer.release()
-    return path
+    if request.param == "mjpg":
+        return path
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package) not installed")
+    encoded = folder / "door.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(path), "-c:v", "libx264",
+                    "-crf", "30", "-g", "10", "-pix_fmt", "yuv420p", str(encoded)], check=True)
+    return encoded
 
 
 def _score(video: Path, out: Path, *flags: str) -> tuple[list[dict], dict]:
