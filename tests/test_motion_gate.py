@@ -171,3 +171,27 @@ def test_a_fixed_camera_is_detected_when_it_moves_and_tracked_in_between(fixed_c
     assert not any(r.get("reason") in (NOTE_STILL, NOTE_PREDICTED) for r in everything)
     people = {r["track_id"] for r in everything if r.get("track_id") is not None}
     assert people and {r["track_id"] for r in records if r.get("track_id")} <= people | {None}
+
+
+def test_a_cut_then_a_still_view_keeps_the_new_scenes_people(tmp_path):
+    """A fixed camera switched to another view (a cut), then still: the people of the new view
+    are tracked from the cut on, through the still frames (which skip the camera-motion
+    estimate: the cut it found on the frame before must not end their tracks again)."""
+    paths = sorted(SCENES.glob("*.jpg")) + sorted(SCENES.glob("*.png"))
+    if len(paths) < 2:
+        pytest.skip(f"fewer than two scene photos under {SCENES}")
+    views = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (640, 360),
+                        interpolation=cv2.INTER_AREA) for p in paths[:2]]
+    path = tmp_path / "switched.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
+    assert writer.isOpened(), f"cv2.VideoWriter cannot write MJPG AVI to {path}"
+    for i in range(20):
+        writer.write(noisy(views[0 if i < 8 else 1], i))
+    writer.release()
+    records, _ = _score(path, tmp_path / "out")
+    ids = {i: {r["track_id"] for r in records if r["frame_index"] == i and r.get("track_id")}
+           for i in range(20)}
+    still = {r["frame_index"] for r in records if r.get("reason") == NOTE_STILL}
+    assert still >= set(range(9, 18)), sorted(still)  # detected: 0, the cut (8), then 18
+    assert ids[8] and all(ids[i] == ids[8] for i in range(9, 18)), ids
+    assert not ids[8] & ids[7]  # the cut ended the first view's people
