@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from maskrt.stream.sources.base import Frame, Source
+from maskrt.stream.work import REASON_PREDICTED as NOTE_PREDICTED
+from maskrt.stream.work import REASON_STILL as NOTE_STILL
 from maskrt.stream.work import FrameTask, SourceHandle
 from maskrt.track.gate import MotionGate, thumbnail
 from maskrt.track.settings import TrackSettings, parse_track_options
-from maskrt.track.source import NOTE_PREDICTED, NOTE_STILL
 from maskrt.track.stage import TrackStage
 from streaming_fixtures import REPO, read_jsonl, shared_engine
 
@@ -195,3 +196,26 @@ def test_a_cut_then_a_still_view_keeps_the_new_scenes_people(tmp_path):
     assert still >= set(range(9, 18)), sorted(still)  # detected: 0, the cut (8), then 18
     assert ids[8] and all(ids[i] == ids[8] for i in range(9, 18)), ids
     assert not ids[8] & ids[7]  # the cut ended the first view's people
+
+
+def test_prometheus_counts_the_frames_the_gate_left_to_the_tracker(fixed_camera_video):
+    """maskrt_predicted_frames_total{source,by}: the scored frames whose faces the tracker
+    predicted, by why, scraped over real HTTP: the motion gate's equal the records saying so."""
+    pytest.importorskip("prometheus_client", reason="pip install maskrt[metrics]")
+    from maskrt.stream.metrics import PrometheusSink
+    from maskrt.stream.pipeline import Pipeline
+    from test_metrics_sinks import scrape
+
+    sink = PrometheusSink(0, addr="127.0.0.1")
+    pipeline = Pipeline(shared_engine(), [str(fixed_camera_video)], sinks=[sink])
+    records = []
+    with pipeline:
+        for record in pipeline:
+            records.append(record)
+            if record.frame_index == 29 and record.frame_level:  # the last frame; not closed
+                families = scrape(sink.port)
+    source = str(fixed_camera_video)
+    predicted = {l["by"]: v for l, v, n in families["maskrt_predicted_frames"]
+                 if n == "maskrt_predicted_frames_total" and l["source"] == source}
+    still = sum(r.frame_level and r.reason == NOTE_STILL for r in records)
+    assert predicted == {"motion_gate": still, "cadence": 0.0} and still >= 15

@@ -12,6 +12,9 @@ Metrics (every series of a source carries ``source``, the source id)::
     maskrt_faces_total{source,label}     counter  scored regions by label
     maskrt_reconnects_total{source}      counter  successful reconnections of a live source
     maskrt_overlays_total{source}        counter  overlays drawn (``explain``): one per image
+    maskrt_predicted_frames_total{source,by}  counter  scored frames whose faces the tracker
+                                         predicted, the detector not run: by "motion_gate" (a
+                                         still frame) or "cadence" (detect_every, live cadences)
     maskrt_latency_seconds               histogram  read -> record, scored frames
     maskrt_inference_seconds             histogram  one backend call (a batch)
     maskrt_batch_size                    histogram  regions per backend call
@@ -39,6 +42,7 @@ import numpy as np
 
 from maskrt.labels import CLASSES
 from maskrt.stream.records import SCORED, STATUSES, Record
+from maskrt.stream.work import REASON_PREDICTED, REASON_STILL
 from maskrt.stream.sinks import Sink
 
 log = logging.getLogger("maskrt.metrics")
@@ -47,6 +51,8 @@ log = logging.getLogger("maskrt.metrics")
 #: others (idle, connecting, reconnecting, finished, failed, stopped, removed) count as down
 _UP_STATES = frozenset({"reading", "streaming", "watching", "scoring"})
 
+#: maskrt_predicted_frames' ``by`` label of each reason a scored frame's faces were predicted
+_PREDICTED_BY = {REASON_STILL: "motion_gate", REASON_PREDICTED: "cadence"}
 #: latency buckets in seconds: the pipeline's latency is tens of ms on a GPU, up to seconds on
 #: a busy CPU, so the default buckets (which stop at 10 s) are kept but refined below 100 ms
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5,
@@ -143,6 +149,9 @@ class PrometheusSink(Sink):
         self._overlays = prometheus_client.Counter(
             "maskrt_overlays", "Overlays drawn (explain): one per overlay image", ["source"],
             registry=self.registry)
+        self._predicted = prometheus_client.Counter(
+            "maskrt_predicted_frames", "Scored frames whose faces the tracker predicted (the "
+            "detector not run), by why", ["source", "by"], registry=self.registry)
         self._server, self._thread = prometheus_client.start_http_server(
             port, addr=addr, registry=self.registry)
         self.addr = addr
@@ -159,6 +168,8 @@ class PrometheusSink(Sink):
             pipeline.observe_batches(self._observe_batch)
         for source_id in getattr(pipeline, "source_ids", ()):  # a 0 series from the start
             self._overlays.labels(source_id)
+            for by in _PREDICTED_BY.values():
+                self._predicted.labels(source_id, by)
 
     def _observe_batch(self, regions: int, seconds: float) -> None:
         self._batch_size.observe(regions)
@@ -168,6 +179,9 @@ class PrometheusSink(Sink):
         # One observation per scored frame (its first region), as the summary's latency counts.
         if record.status == SCORED and record.frame_level:
             self._latency.observe(record.latency_ms / 1000.0)
+            by = _PREDICTED_BY.get(record.reason)  # type: ignore[arg-type]
+            if by is not None:
+                self._predicted.labels(record.source_id, by).inc()
         if record.overlay is not None:
             self._overlays.labels(record.source_id).inc()
 

@@ -28,6 +28,11 @@ REASON_REMOVED = "source removed before the frame was scored"
 #: the key of ``FrameTask.extra`` by which the face stage leaves a frame to the tracker's
 #: predictions (``detect_every``)
 SKIPPED_DETECTION = "skipped_detection"
+#: the records' reason on a frame whose faces the tracker predicted: the detector skipped it
+#: (detect_every and the live cadences), or the motion gate found it still
+REASON_PREDICTED = "faces predicted by the tracker (the detector skipped this frame)"
+REASON_STILL = ("faces predicted by the tracker (the frame barely moved since the last one the "
+                "detector saw)")
 #: the key of ``FrameTask.extra`` that hands the tracks of a folder's previous video to the
 #: explain stage with the next video's first frame (they end once that frame is recorded)
 RETIRED_TRACKS = "retired_tracks"

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from maskrt.stream.work import Region
+from maskrt.stream.work import REASON_PREDICTED, REASON_STILL, Region
 from maskrt.track.bytetrack import ByteTracker, Track
 from maskrt.track.decision import TrackDecision
 from maskrt.track.motion import CameraMotion
@@ -27,12 +27,6 @@ log = logging.getLogger(__name__)
 
 #: the longest the track stage waits for a classification the uncertain rule reads
 SETTLE_TIMEOUT_S = 30.0
-
-#: the records' reason on a frame the detector skipped (detect_every and the live cadences),
-#: and on one the motion gate found still
-NOTE_PREDICTED = "faces predicted by the tracker (the detector skipped this frame)"
-NOTE_STILL = ("faces predicted by the tracker (the frame barely moved since the last one the "
-              "detector saw)")
 
 #: the kinds of track events
 TRACK_STARTED, DECISION, TRACK_ENDED = "track_started", "decision", "track_ended"
@@ -131,7 +125,7 @@ class SourceTracks:
                 task.regions.append(region)
         # detect_every for files; live sources: live_detect_every, or up to live_max_every when
         # the machine is behind, so the note names none of them; the motion gate's is its own
-        task.note = NOTE_STILL if still else NOTE_PREDICTED
+        task.note = REASON_STILL if still else REASON_PREDICTED
 
     def _end_at_cut(self, frame_index: int) -> None:
         """A scene cut before this frame (see :mod:`maskrt.track.motion`): every track ends, to
