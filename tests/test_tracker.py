@@ -65,6 +65,31 @@ def test_crossing_faces_swap_ids_without_the_prediction(monkeypatch: pytest.Monk
     assert crossing(ByteTracker())[16] == [2, 1]
 
 
+def walker(settings: TrackSettings, start: int = 1) -> list[list[int | None]]:
+    """A face of 24 px stepping in at frame ``start`` (after a first frame with another face,
+    so it is not confirmed at once) and walking 20 px a frame: two frames of it overlap at IoU
+    0.09, under every pass's least IoU until the track has learnt its velocity."""
+    tracker = ByteTracker(settings)
+    out = []
+    for frame in range(12):
+        faces = [box(600, 300)] + ([box(100 + 20 * (frame - start), 100, 24)]
+                                   if frame >= start else [])
+        out.append(ids(step(tracker, frame, faces)))
+    return out
+
+
+def test_a_small_fast_face_keeps_one_track_thanks_to_the_buffer() -> None:
+    assert TrackSettings().buffer == 0.3
+    assert walker(TrackSettings()) == [[1]] + [[1, None]] + [[1, 2]] * 10
+
+
+def test_a_small_fast_face_is_never_confirmed_without_the_buffer() -> None:
+    # The control: every frame starts a new tentative track, removed unmatched the next.
+    assert walker(TrackSettings(buffer=0.0)) == [[1]] + [[1, None]] * 11
+    with pytest.raises(ValueError, match="buffer >= 0"):
+        TrackSettings(buffer=-0.1)
+
+
 def test_a_missed_detection_keeps_the_id() -> None:
     tracker = ByteTracker()
     for frame in range(12):

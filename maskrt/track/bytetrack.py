@@ -14,6 +14,11 @@ at least the pass's IoU (and some overlap) to match:
    detection never revives a lost one.
 4. Pass 3: the detections still unmatched, high and low, vs the tentative tracks
    (``tentative_match_iou``).
+4b. Pass 4 (``buffer`` > 0): the tracks and detections still unmatched, on boxes widened by
+   ``buffer`` times their size on every side (C-BIoU, Yang et al. 2023), at
+   ``tentative_match_iou``; confirmed tracks take only detections ``>= high_score`` here. A
+   small face moving more than its own size a frame overlaps its prediction too little for the
+   passes above until its track has learnt its velocity, and used to start a new track a frame.
 5. Every detection still unmatched starts a tentative track, low-score ones too (the pipeline
    reuses work per track); a track whose best score stays below ``high_score`` is never confirmed.
 6. A tentative track is confirmed, and given the next public ``track_id`` (1, 2, 3... per
@@ -91,6 +96,15 @@ def assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     _, rows_to_cols, _ = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - min_iou + 1e-9)
     return [(r, int(c)) for r, c in enumerate(rows_to_cols)
             if c >= 0 and iou[r, c] >= min_iou and iou[r, c] > 0.0]
+
+
+def widened(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    """``[N, 4]`` boxes grown by ``buffer`` times their width and height on each side (C-BIoU's
+    buffered boxes: a face that moved more than its size still overlaps where it was)."""
+    if buffer <= 0.0:
+        return boxes
+    pad = (boxes[:, 2:] - boxes[:, :2]) * buffer
+    return np.concatenate([boxes[:, :2] - pad, boxes[:, 2:] + pad], axis=1)
 
 
 def _check_input(boxes: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -194,17 +208,25 @@ class ByteTracker:
         rest = np.array([i for i in range(len(boxes)) if i not in matched], dtype=np.intp)
         tentative = [t for t in self._tracks if not t.confirmed]
         self._match(tentative, rest, boxes, s.tentative_match_iou, matched)
+        if s.buffer > 0.0:  # pass 4: what is left, on widened boxes
+            left = [t for t in self._tracks if t not in matched.values()]
+            rest = np.array([i for i in range(len(boxes)) if i not in matched], dtype=np.intp)
+            self._match([t for t in left if t.confirmed], rest[high[rest]], boxes,
+                        s.tentative_match_iou, matched, s.buffer)
+            rest = np.array([i for i in rest if i not in matched], dtype=np.intp)
+            self._match([t for t in left if not t.confirmed], rest, boxes,
+                        s.tentative_match_iou, matched, s.buffer)
         return matched
 
     @staticmethod
     def _match(tracks: list[Track], dets: np.ndarray, boxes: np.ndarray, min_iou: float,
-               matched: dict[int, Track]) -> None:
+               matched: dict[int, Track], buffer: float = 0.0) -> None:
         """Assign ``tracks`` to the detections ``dets`` (indices into ``boxes``), into
-        ``matched``."""
+        ``matched``; on boxes widened by ``buffer`` times their size on every side."""
         if not tracks or len(dets) == 0:
             return
-        predicted = np.stack([t._predicted for t in tracks])
-        for r, c in assign(box_iou(predicted, boxes[dets]), min_iou):
+        predicted = widened(np.stack([t._predicted for t in tracks]), buffer)
+        for r, c in assign(box_iou(predicted, widened(boxes[dets], buffer)), min_iou):
             matched[int(dets[c])] = tracks[r]
 
     def _apply(self, matched: dict[int, Track], boxes: np.ndarray, scores: np.ndarray,
