@@ -42,8 +42,8 @@ import numpy as np
 
 from maskrt.labels import CLASSES
 from maskrt.stream.records import SCORED, STATUSES, Record
-from maskrt.stream.work import REASON_PREDICTED, REASON_STILL
 from maskrt.stream.sinks import Sink
+from maskrt.stream.work import REASON_PREDICTED, REASON_STILL
 
 log = logging.getLogger("maskrt.metrics")
 

@@ -209,7 +209,8 @@ class ByteTracker:
         tentative = [t for t in self._tracks if not t.confirmed]
         self._match(tentative, rest, boxes, s.tentative_match_iou, matched)
         if s.buffer > 0.0:  # pass 4: what is left, on widened boxes
-            left = [t for t in self._tracks if t not in matched.values()]
+            taken = set(matched.values())
+            left = [t for t in self._tracks if t not in taken]
             rest = np.array([i for i in range(len(boxes)) if i not in matched], dtype=np.intp)
             self._match([t for t in left if t.confirmed], rest[high[rest]], boxes,
                         s.tentative_match_iou, matched, s.buffer)
