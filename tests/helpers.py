@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "facemask"
+#: the shared scene photos of the val split
+SCENE_PHOTOS = REPO.parent / "shared" / "data" / "scenes" / "val" / "images"
 
 
 def val_image_paths(per_class: int) -> list[Path]:
@@ -20,6 +22,22 @@ def val_image_paths(per_class: int) -> list[Path]:
     for class_name in ("with_mask", "without_mask"):
         paths.extend(sorted((SHARED_DATA / "val" / class_name).glob("*.jpg"))[:per_class])
     return paths
+
+
+def scene_paths(n: int) -> list[Path]:
+    """The first ``n`` scene photos of the shared val split; skips the test when there are
+    fewer."""
+    paths = sorted(SCENE_PHOTOS.glob("*.jpg"))[:n]
+    if len(paths) < n:
+        pytest.skip(f"expected {n} scene photos under {SCENE_PHOTOS}")
+    return paths
+
+
+def scene_images(n: int) -> list[np.ndarray]:
+    """:func:`scene_paths` decoded (uint8 BGR)."""
+    import cv2
+
+    return [cv2.imread(str(path)) for path in scene_paths(n)]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -5,7 +5,6 @@ where an ensemble is refused."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,16 +13,7 @@ import pytest
 from maskrt.detect import PRESETS, detector_model_paths, face_stage, make_detector
 from maskrt.detect.base import Detections, box_iou
 from maskrt.detect.ensemble import FUSE_IOU, EnsembleDetector, fuse_detections
-
-SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes" / "val" / "images"
-
-
-def scene_images(n: int) -> list[np.ndarray]:
-    paths = sorted(SCENES.glob("*.jpg"))[:n]
-    if len(paths) < n:
-        pytest.skip(f"expected {n} scene photos under {SCENES}")
-    return [cv2.imread(str(path)) for path in paths]
-
+from helpers import scene_images, scene_paths
 
 def reference_fusion(parts: list[Detections], iou: float = FUSE_IOU) -> list[tuple]:
     """Weighted boxes fusion written out face by face: (box, score, landmarks) per cluster."""
@@ -168,9 +158,7 @@ def test_the_accurate_preset_fuses_the_three_shipped_graphs():
 def test_score_with_the_accurate_preset_gives_the_ensembles_faces(tmp_path):
     from maskrt.cli import main as cli_main
 
-    paths = sorted(SCENES.glob("*.jpg"))[:2]
-    if len(paths) < 2:
-        pytest.skip(f"expected 2 scene photos under {SCENES}")
+    paths = scene_paths(2)
     out = tmp_path / "out"
     argv = ["score", *map(str, paths), "--out", str(out), "--preset", "accurate",
             "--face-option", "report_threshold=0", "--progress-interval", "0"]

@@ -16,17 +16,8 @@ from maskrt.detect.base import Detections
 from maskrt.detect.regions import LARGE_SIDE, SMALL_SIDE, face_regions, fitted_box
 from maskrt.detect.yunet import MODEL_PATH, YuNetDetector
 from maskrt.stream.pipeline import Pipeline
+from helpers import scene_paths
 from streaming_fixtures import run_pipeline, check_accounting, face_paths, shared_engine
-
-SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes" / "val" / "images"
-
-
-def scene_paths(n: int) -> list[Path]:
-    paths = sorted(SCENES.glob("*.jpg"))[:n]
-    if len(paths) < n:
-        pytest.skip(f"expected {n} scene photos under {SCENES}")
-    return paths
-
 
 @pytest.fixture(scope="module")
 def detector():
@@ -272,7 +263,7 @@ def test_detector_pad_rounds_inputs_up_within_max_side_and_is_checked() -> None:
     assert _by_padded_size(inputs) == {(96, 96): [0], (128, 128): [1]}
     assert _by_padded_size(inputs, 128) == {(128, 128): [0, 1]}  # one batch where 32 gives two
 
-    image = cv2.imread(str(sorted(SCENES.glob("*.jpg"))[0]))
+    image = cv2.imread(str(scene_paths(1)[0]))
     image = cv2.resize(image, (384, 256))  # a multiple of 128 both ways
     with make_detector("fast") as small, make_detector("fast", detector_pad=128) as large:
         want, got = small.detect([image])[0], large.detect([image])[0]

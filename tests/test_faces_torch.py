@@ -5,9 +5,6 @@ where TensorRT and a GPU are)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
@@ -16,18 +13,9 @@ from maskrt.backends.tensorrt import versions as trt_compat
 from maskrt.detect import (detector_options, make_detector, parse_face_options, preset_settings,
                            resolve_detector_backend)
 from maskrt.detect.yunet import YuNetDetector
+from helpers import scene_images
 
 pytest.importorskip("onnx2torch", reason="onnx2torch is not installed (pip install maskrt[gpu])")
-
-SCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenes" / "val" / "images"
-
-
-def scene_images(n: int) -> list[np.ndarray]:
-    paths = sorted(SCENES.glob("*.jpg"))[:n]
-    if len(paths) < n:
-        pytest.skip(f"expected {n} scene photos under {SCENES}")
-    return [cv2.imread(str(p)) for p in paths]
-
 
 def assert_same_faces(got, want, score_atol: float = 1e-4) -> None:
     assert len(got) == len(want) and got.found == want.found

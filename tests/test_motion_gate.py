@@ -21,18 +21,13 @@ from maskrt.stream.work import FrameTask, SourceHandle
 from maskrt.track.gate import MotionGate, thumbnail
 from maskrt.track.settings import TrackSettings, parse_track_options
 from maskrt.track.stage import TrackStage
-from streaming_fixtures import REPO, read_jsonl, shared_engine
-
-SCENES = REPO.parent / "shared" / "data" / "scenes" / "val" / "images"
-
+from helpers import scene_images, scene_paths
+from streaming_fixtures import read_jsonl, shared_engine
 
 @pytest.fixture(scope="module")
 def scene() -> np.ndarray:
     """A scene photo of the shared val split at 640x360 (a fixed camera's view)."""
-    paths = sorted(SCENES.glob("*.jpg")) + sorted(SCENES.glob("*.png"))
-    if not paths:
-        pytest.skip(f"no scene photos under {SCENES}")
-    image = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(scene_paths(1)[0]), cv2.IMREAD_COLOR)
     return cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA)
 
 
@@ -178,11 +173,8 @@ def test_a_cut_then_a_still_view_keeps_the_new_scenes_people(tmp_path):
     """A fixed camera switched to another view (a cut), then still: the people of the new view
     are tracked from the cut on, through the still frames (which skip the camera-motion
     estimate: the cut it found on the frame before must not end their tracks again)."""
-    paths = sorted(SCENES.glob("*.jpg")) + sorted(SCENES.glob("*.png"))
-    if len(paths) < 2:
-        pytest.skip(f"fewer than two scene photos under {SCENES}")
-    views = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), (640, 360),
-                        interpolation=cv2.INTER_AREA) for p in paths[:2]]
+    views = [cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA)
+             for image in scene_images(2)]
     path = tmp_path / "switched.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
     assert writer.isOpened(), f"cv2.VideoWriter cannot write MJPG AVI to {path}"
