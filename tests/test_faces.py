@@ -272,3 +272,20 @@ def test_detector_pad_rounds_inputs_up_within_max_side_and_is_checked() -> None:
     np.testing.assert_array_equal(got.scores, want.scores)
     with pytest.raises(ValueError, match=r"detector_pad\) a multiple of 32 \(32, 64, 128...\), got 100"):
         make_detector("fast", **parse_face_options(["detector_pad=100"]))
+
+
+def test_the_detector_blob_is_each_image_as_planes_zero_padded() -> None:
+    """The detector's input: float32 [n, 3, H, W], each BGR image's planes at the top left and
+    zeros elsewhere (against the plain HWC -> CHW transpose, on a real photo and noise)."""
+    from maskrt.detect.yunet import _blob
+
+    rng = np.random.default_rng(3)
+    photo = cv2.imread(str(scene_paths(1)[0]))[:90, :130]
+    noise = rng.integers(1, 256, (70, 100, 3), dtype=np.uint8)
+    blob = _blob([photo, noise], (96, 160))
+    assert blob.shape == (2, 3, 96, 160) and blob.dtype == np.float32
+    for i, image in enumerate((photo, noise)):
+        h, w = image.shape[:2]
+        want = np.zeros((3, 96, 160), np.float32)
+        want[:, :h, :w] = image.transpose(2, 0, 1)
+        np.testing.assert_array_equal(blob[i], want)

@@ -65,6 +65,33 @@ def test_grown_box_and_uncertain_decision_are_reclassified():
     assert uncertain.wants(settings.settle_frames, side=40)
 
 
+def uncertain_asks(settings: TrackSettings, frames: int) -> list[int]:
+    """The frames a track whose every face comes back at p 0.55 is classified in (each result
+    back at once)."""
+    decision, asked = TrackDecision(settings), []
+    for frame in range(frames):
+        if decision.wants(frame, side=40):
+            asked.append(frame)
+            decision.requested_at(frame, 40)
+            decision.add(result(0.55), 0.9, [0, 0, 40, 40], frame)
+            decision.settle(frame)
+    return asked
+
+
+def test_an_uncertain_track_is_asked_again_less_and_less_often_with_a_backoff():
+    plain = TrackSettings(reclassify_every=100, uncertain=0.2, settle_frames=2)
+    assert uncertain_asks(plain, 20) == list(range(0, 20, 2))  # every settle_frames frames
+    backoff = TrackSettings(reclassify_every=100, uncertain=0.2, settle_frames=2,
+                            uncertain_backoff=2.0)
+    assert uncertain_asks(backoff, 40) == [0, 2, 6, 14, 30]  # waits of 2, 4, 8, 16
+    # another rule's request (here reclassify_every) starts the waits over
+    again = TrackSettings(reclassify_every=10, uncertain=0.2, settle_frames=2,
+                          uncertain_backoff=2.0)
+    assert uncertain_asks(again, 31) == [0, 2, 6, 14, 24, 26, 30]
+    with pytest.raises(ValueError, match="uncertain_backoff >= 1"):
+        TrackSettings(uncertain_backoff=0.5)
+
+
 def test_one_bad_frame_does_not_flip_the_decision():
     decision = TrackDecision(TrackSettings())
     for frame in range(5):

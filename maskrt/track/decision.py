@@ -30,6 +30,9 @@ class TrackDecision:
         self.settings = settings
         self.requested = 0  # classifications asked for by the track stage
         self.last_requested: int | None = None  # frame index of the last one
+        #: classifications asked for by the uncertain rule alone since the last one another
+        #: rule asked for (each waits uncertain_backoff times longer than the one before)
+        self.uncertain_asks = 0
         #: frame index -> classifications asked for in it and not yet settled (a result came,
         #: or none will); the uncertain rule waits for these (see unsettled)
         self.pending: dict[int, int] = {}
@@ -73,9 +76,12 @@ class TrackDecision:
     def uncertain_at(self, frame_index: int) -> bool:
         """Whether the decision from the settled classifications is still uncertain, and no
         classification was asked for since them (whose result would answer it): so an
-        uncertain track is classified again every settle_frames frames."""
-        horizon = frame_index - self.settings.settle_frames
-        if self.last_requested is not None and self.last_requested > horizon:
+        uncertain track is classified again every settle_frames frames, or, with
+        uncertain_backoff b, after waits growing by b (another rule's request starts over)."""
+        s = self.settings
+        wait = max(s.settle_frames,
+                   round(s.settle_frames * s.uncertain_backoff ** self.uncertain_asks))
+        if self.last_requested is not None and frame_index - self.last_requested < wait:
             return False
         p = self.p_settled(frame_index)
         return p is not None and abs(p - 0.5) < self.settings.uncertain
@@ -100,6 +106,8 @@ class TrackDecision:
         return 1.0 / (1.0 + math.exp(-self._settled_wl / self._settled_w))
 
     def requested_at(self, frame_index: int, side: float) -> None:
+        # asked for by the uncertain rule alone, or by another (due is read before the update)
+        self.uncertain_asks = 0 if self.due(frame_index, side) else self.uncertain_asks + 1
         self.requested += 1
         self.last_requested = frame_index
         self.largest_side = max(self.largest_side, side)
