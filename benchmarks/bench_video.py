@@ -37,7 +37,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 SERVERS = REPO / "tests" / "streaming_servers.py"
 CLIP_KEYS = ("mota", "idf1", "id_switches", "det_recall", "det_precision", "track_decision_acc",
-             "without_mask_track_recall", "label_flicker", "pred_tracks_per_person")
+             "without_mask_track_recall", "label_flicker", "pred_tracks_per_person",
+             "classified_per_frame")
 CAMERA_FPS = 10.0
 
 

@@ -224,6 +224,8 @@ def test_eval_cli_with_records(clip_dir: Path, clip_set: ClipSet, tmp_path: Path
     assert set(METRIC_KEYS) | {"frames_per_s", "per_clip", "settings"} <= set(report)
     assert report["id_switches"] > 0 and report["track_decision_acc"] == 0.0
     assert report["frames_per_s"] is None and report["settings"]["records"] == str(records)
+    assert report["classified_faces"] == sum(1 for line in records.read_text().splitlines()
+                                             if json.loads(line).get("label") is not None)
     assert set(METRIC_KEYS) <= set(report["per_clip"]["clip_000"])
     assert gallery.stat().st_size > 0
     printed = capsys.readouterr().out
@@ -287,6 +289,13 @@ def test_eval_cli_scores_clips_through_the_pipeline(clip_dir: Path, tmp_path: Pa
     assert 0 < report["counts"]["frames"] <= 16  # evaluated up to the frames read
     written = [json.loads(line) for line in records.read_text().splitlines()]
     assert any(r["status"] == "scored" and r["box"] for r in written)
+    # the classifier's load: faces whose record says they went through it (reuse on: fewer
+    # than the faces recorded, at least one a track)
+    faces = [r for r in written if r["status"] == "scored" and r["box"]]
+    classified = sum(1 for r in faces if r["classified"])
+    assert report["classified_faces"] == classified
+    assert len({r["track_id"] for r in faces if r["track_id"] is not None}) <= classified < len(faces)
+    assert report["classified_per_frame"] == pytest.approx(classified / report["counts"]["frames"])
 
 
 def test_clip_crops_are_the_considered_faces_of_every_nth_frame(clip_dir: Path,
