@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import faulthandler
 import importlib.util
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,9 +32,9 @@ import pytest
 
 from maskrt.image import decode_image
 from ray_helpers import (DieMidUnit, DieOnFirstBatch, NoteNode, assert_same_face_records,
-                         assert_same_records, by_face, by_frame, encode_jpeg, make_media,
-                         read_jsonl)
-from streaming_fixtures import REPO, face_frames, face_paths, shared_engine, write_frames_dir
+                         assert_same_records, by_face, by_frame, encode_jpeg, held_app,
+                         make_media, read_jsonl)
+from streaming_fixtures import REPO, face_frames, face_paths, shared_engine
 from streaming_servers import free_port, mjpeg_server
 
 pytestmark = [pytest.mark.ray,
@@ -565,30 +567,56 @@ def test_a_replica_killed_mid_load_fails_no_request_after_the_retry(served):
     serve.delete("t-kill")
 
 
+# under load, starting the replica alone took 45 s (two busy loops beside the test)
+@pytest.mark.time_limit(3 * TIME_LIMIT_S)
 def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served, media, tmp_path):
+    """The replica holds its batches (HeldDeployment) until a refusal was seen, so what its
+    queue cannot take is refused however fast or loaded the machine is."""
     from ray import serve
     from ray.serve.exceptions import BackPressureError
 
     from maskrt.ray.ingest import REASON_BACK_PRESSURE, ingest
 
-    handle = _deploy("t-flood", replicas=1, max_batch=2, max_ongoing_requests=2,
-                     max_queued_requests=3, regions="frame")
-    frames = face_frames(2)
-    outcomes = []
-    for response in [handle.score.remote(frames[i % 2]) for i in range(60)]:
+    gate = tmp_path / "gate"
+    handle = serve.run(held_app(gate, max_batch=2, max_ongoing_requests=2, max_queued_requests=3),
+                       name="t-flood", route_prefix="/t-flood")
+    handle.stats.remote().result(timeout_s=60)  # the router knows the replica: its limit holds
+
+    def outcome(response):
         try:
-            outcomes.append(response.result(timeout_s=60)["status"])
+            return response.result(timeout_s=60)["status"]
         except BackPressureError:
-            outcomes.append("back-pressure")
+            gate.touch()
+            return "back-pressure"
+
+    frames = face_frames(2)
+    with ThreadPoolExecutor(16) as pool:  # more threads than requests the replica can hold
+        outcomes = list(pool.map(outcome, [handle.score.remote(frames[i % 2]) for i in range(60)]))
     assert 0 < outcomes.count("back-pressure") < 60 and "scored" in outcomes
+    gate.unlink()
     summary = ingest([str(media["video"]), str(media["folder"])], tmp_path / "ingest",
-                     handle=handle, groups=2, max_in_flight=32)
+                     handle=handle, groups=1, max_in_flight=32, poll_s=0.1,
+                     progress=GateOnDrop(gate))
     rows = by_frame(read_jsonl(tmp_path / "ingest" / "records.jsonl"))
     dropped = [r for r in rows.values() if r["status"] == "dropped"]
     assert summary["accounting_ok"] and len(rows) == summary["counts"]["read"] == 24 + 13
     assert dropped and all(r["reason"] == REASON_BACK_PRESSURE for r in dropped)
     assert summary["counts"]["dropped"] == len(dropped) and summary["counts"]["failed"] == 1
+    assert summary["counts"]["scored"] == 36 - len(dropped) > 0
     serve.delete("t-flood")
+
+
+class GateOnDrop(io.StringIO):
+    """ingest's progress stream: opens the gate (creates the file) once a frame was dropped."""
+
+    def __init__(self, gate: Path) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def write(self, text: str) -> int:
+        if int(re.search(r"(\d+) dropped", text).group(1)) > 0:
+            self.gate.touch()
+        return super().write(text)
 
 
 def _scored_per_source(path: Path) -> dict[str, int]:

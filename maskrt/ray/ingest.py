@@ -258,10 +258,7 @@ def _run(ray: Any, actors: list[Any], counts: Any, outputs: tuple[Any, Any], t0:
             outputs[1].events(events)
         status = [s for _, _, s in polled]
         if progress is not None:
-            total = counts.totals()
-            progress.write(f"[{time.perf_counter() - t0:6.1f}s] {total[SCORED]} scored, "
-                           f"{total[DROPPED]} dropped, {total[FAILED]} failed, "
-                           f"{sum(s['in_flight'] for s in status)} in flight\n")
+            progress.write(_progress_line(status, time.perf_counter() - t0))
         if all(s["done"] for s in status):
             return status, stopped_by
         if stopped_by is None and _timed_out(t0, duration_s):
@@ -274,6 +271,18 @@ def _run(ray: Any, actors: list[Any], counts: Any, outputs: tuple[Any, Any], t0:
             time.sleep(poll_s)
         except KeyboardInterrupt:  # where a Ctrl-C mostly lands: between polls
             stopped_by = _stop(ray, actors, stopped_by, "interrupt")
+
+
+def _progress_line(status: list[dict[str, Any]], elapsed_s: float) -> str:
+    """What the actors did so far, by their own counts: a frame counts when it is answered,
+    before the records of the frames read before it are (records leave in frame order)."""
+    total: Counter = Counter()
+    for s in status:
+        for counted in s["counts"].values():
+            total.update(counted)
+    return (f"[{elapsed_s:6.1f}s] {total['read']} read, {total[SCORED]} scored, "
+            f"{total[DROPPED]} dropped, {total[FAILED]} failed, "
+            f"{sum(s['in_flight'] for s in status)} in flight\n")
 
 
 def _stop(ray: Any, actors: list[Any], stopped_by: str | None, why: str) -> str:
