@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import cv2
 import numpy as np
 
 from maskrt.ray.scorer import RecordScorer
-from maskrt.ray.serve import MaskDeployment
 from maskrt.ray.units import UnitScorer
 
 
@@ -57,34 +55,6 @@ class DieMidUnit(UnitScorer):
             if k == self.after and _claim(self.marker):
                 os._exit(1)
             yield table
-
-
-class HeldDeployment(MaskDeployment.func_or_class):
-    """The maskrt deployment whose replica holds every batch until the file ``gate`` exists:
-    requests pile up behind it as behind a slow backend, on a fast machine or a loaded one."""
-
-    def __init__(self, *args: Any, gate: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = gate
-
-    def _answers(self, items: list[Any]) -> list[dict[str, Any]]:
-        while not os.path.exists(self.gate):
-            time.sleep(0.02)
-        return super()._answers(items)
-
-
-def held_app(gate: Path, *, max_batch: int, max_ongoing_requests: int,
-             max_queued_requests: int) -> Any:
-    """A one-replica :class:`HeldDeployment` scoring whole frames, ready for ``serve.run``."""
-    from ray import serve
-
-    from maskrt.ray.serve import DEPLOYMENT_NAME
-
-    deployment = serve.deployment(HeldDeployment, name=DEPLOYMENT_NAME).options(
-        num_replicas=1, max_ongoing_requests=max_ongoing_requests,
-        max_queued_requests=max_queued_requests, ray_actor_options={"num_cpus": 0.5},
-        logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    return deployment.bind(gate=str(gate), max_batch=max_batch, regions="frame")
 
 
 class NoteNode(RecordScorer):

@@ -32,8 +32,8 @@ import pytest
 
 from maskrt.image import decode_image
 from ray_helpers import (DieMidUnit, DieOnFirstBatch, NoteNode, assert_same_face_records,
-                         assert_same_records, by_face, by_frame, encode_jpeg, held_app,
-                         make_media, read_jsonl)
+                         assert_same_records, by_face, by_frame, encode_jpeg, make_media,
+                         read_jsonl)
 from streaming_fixtures import REPO, face_frames, face_paths, shared_engine
 from streaming_servers import free_port, mjpeg_server
 
@@ -595,6 +595,7 @@ def test_a_flood_past_max_queued_gives_back_pressure_and_dropped_records(served,
     from ray.serve.exceptions import BackPressureError
 
     from maskrt.ray.ingest import REASON_BACK_PRESSURE, ingest
+    from ray_serve_helpers import held_app
 
     gate = tmp_path / "gate"
     handle = serve.run(held_app(gate, max_batch=2, max_ongoing_requests=2, max_queued_requests=3),
