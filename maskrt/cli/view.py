@@ -1,11 +1,12 @@
 """``maskrt view RUN_DIR [--port P]``: the live view's page over a finished ``maskrt score``
 run (summary, tiles, the face gallery with filters by source, label and time), served until
-Ctrl-C (:mod:`maskrt.web.run_view`)."""
+Ctrl-C or SIGTERM (:mod:`maskrt.web.run_view`)."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def main(args: argparse.Namespace) -> int:
         if err.errno == errno.EADDRINUSE:
             raise ValueError(f"--port {args.port}: address already in use") from err
         raise
+    # Our own handlers, not Python's default: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored (Ctrl-C then did nothing), and SIGTERM
+    # (docker stop, systemd) would end it without closing the socket.
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     print(f"maskrt view: {args.run_dir} at {server.url} (Ctrl-C ends it)", file=sys.stderr)
     try:
         while not server.wait_closed(1.0):
@@ -39,6 +45,12 @@ def main(args: argparse.Namespace) -> int:
         pass
     finally:
         server.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
