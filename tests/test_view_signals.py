@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -55,3 +56,14 @@ def test_view_ends_on_the_signal_even_with_sigint_inherited_ignored(finished_run
             view.send_signal(signal.SIGABRT)  # its threads' stacks, where it hung
             pytest.fail(f"maskrt view still running after {signum!r}:\n"
                         f"{view.communicate(timeout=30)[1][-6000:]}")
+
+
+def test_interrupted_by_signals_raises_keyboard_interrupt_then_restores_the_handlers():
+    from maskrt.cli.common import interrupted_by_signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with interrupted_by_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler's exception ends the sleep at once
+    assert {s: signal.getsignal(s) for s in before} == before

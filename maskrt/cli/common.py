@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -187,3 +189,25 @@ def track_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     return {"track": args.track, "reuse": args.reuse == "on",
             "track_options": parse_track_options(args.track_option)}
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, whatever
+    handlers were inherited: a background job of a non-interactive shell starts with SIGINT
+    ignored (Ctrl-C then did nothing), and SIGTERM (docker stop, systemd) ended the process
+    without its cleanup. Called outside the main thread, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

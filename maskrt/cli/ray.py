@@ -162,7 +162,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from maskrt.cli.common import track_kwargs
+    from maskrt.cli.common import interrupted_by_signals, track_kwargs
     from maskrt.detect import parse_face_options
 
     if args.ingest and args.out is None:
@@ -192,15 +192,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
               f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image for "
               f"{what} (?explain=1: with the overlay)", flush=True)
-        if args.ingest:
-            from maskrt.ray.ingest import ingest
+        with interrupted_by_signals():  # SIGTERM stops as Ctrl-C does: Serve shut down
+            if args.ingest:
+                from maskrt.ray.ingest import ingest
 
-            summary = ingest(args.ingest, args.out, handle=handle, groups=args.groups,
-                             duration_s=args.duration, progress=sys.stderr,
-                             track=tracking["track"], track_options=tracking["track_options"])
-            print_summary(summary, args.out)
-            return 0 if summary["accounting_ok"] else 1
-        _wait(args.duration)
+                summary = ingest(args.ingest, args.out, handle=handle, groups=args.groups,
+                                 duration_s=args.duration, progress=sys.stderr,
+                                 track=tracking["track"],
+                                 track_options=tracking["track_options"])
+                print_summary(summary, args.out)
+                return 0 if summary["accounting_ok"] else 1
+            _wait(args.duration)
         return 0
     finally:
         serve.shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from maskrt.cli.common import interrupted_by_signals
     from maskrt.web.run_view import serve_run
 
     if not 0 <= args.port <= 65535:
@@ -32,25 +32,13 @@ def main(args: argparse.Namespace) -> int:
         if err.errno == errno.EADDRINUSE:
             raise ValueError(f"--port {args.port}: address already in use") from err
         raise
-    # Our own handlers, not Python's default: a process started in the background by a
-    # non-interactive shell inherits SIGINT ignored (Ctrl-C then did nothing), and SIGTERM
-    # (docker stop, systemd) would end it without closing the socket.
-    previous = {signum: signal.signal(signum, _interrupt)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
     print(f"maskrt view: {args.run_dir} at {server.url} (Ctrl-C ends it)", file=sys.stderr)
     try:
-        while not server.wait_closed(1.0):
-            pass
+        with interrupted_by_signals():
+            while not server.wait_closed(1.0):
+                pass
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
