@@ -186,13 +186,14 @@ def _serve(args: argparse.Namespace) -> int:
     serve.start(http_options={"host": args.host, "port": args.port})
     try:  # from here on Serve is shut down however this ends (serve.run failing too)
         handle = serve.run(app, name=APP_NAME, route_prefix="/")
-        scale = (f"autoscaling {args.autoscale[0]}-{args.autoscale[1]} replicas"
-                 if args.autoscale else f"{args.replicas} replica(s)")
-        what = "every face" if args.regions == "faces" else "the whole frame's decision"
-        print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
-              f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image for "
-              f"{what} (?explain=1: with the overlay)", flush=True)
-        with interrupted_by_signals():  # SIGTERM stops as Ctrl-C does: Serve shut down
+        # SIGTERM stops as Ctrl-C does (Serve shut down); set before the line is printed
+        with interrupted_by_signals():
+            scale = (f"autoscaling {args.autoscale[0]}-{args.autoscale[1]} replicas"
+                     if args.autoscale else f"{args.replicas} replica(s)")
+            what = "every face" if args.regions == "faces" else "the whole frame's decision"
+            print(f"maskrt ray serve: http://{args.host}:{args.port}/ ({scale}, batches of up to "
+                  f"{args.max_batch}, {args.batch_wait_ms:g} ms wait); POST an encoded image for "
+                  f"{what} (?explain=1: with the overlay)", flush=True)
             if args.ingest:
                 from maskrt.ray.ingest import ingest
 

@@ -32,9 +32,10 @@ def main(args: argparse.Namespace) -> int:
         if err.errno == errno.EADDRINUSE:
             raise ValueError(f"--port {args.port}: address already in use") from err
         raise
-    print(f"maskrt view: {args.run_dir} at {server.url} (Ctrl-C ends it)", file=sys.stderr)
     try:
-        with interrupted_by_signals():
+        with interrupted_by_signals():  # before the line: whoever waits for it may signal next
+            print(f"maskrt view: {args.run_dir} at {server.url} (Ctrl-C ends it)",
+                  file=sys.stderr)
             while not server.wait_closed(1.0):
                 pass
     except KeyboardInterrupt:
