@@ -83,39 +83,36 @@ def _load(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Any]]:
     return [decode_image(s.image) for s in scenes], [s.truth for s in scenes]
 
 
-def cross_validate(scenes_root: Path, k: int, targets: Sequence[float],
-                   max_scales: Sequence[float], fixed: Sequence[float],
-                   splits: Sequence[str] = ("train", "val"),
-                   options: dict[str, Any] | None = None) -> int:
-    """The scale rule by K-fold cross-validation over the scene ``splits`` (folds by photo;
-    val alone for a detector fine-tuned on train); every candidate also takes face
-    ``options`` (e.g. another detector_model)."""
+def cross_validate(scenes_root: Path, k: int, candidates: Sequence[dict[str, Any]],
+                   baselines: Sequence[dict[str, Any]] = (),
+                   splits: Sequence[str] = ("train", "val")) -> int:
+    """Face settings chosen by K-fold cross-validation over the scene ``splits`` (folds by
+    photo; val alone for a detector fine-tuned on train): every candidate (face options over the
+    default preset's) and every baseline scores every photo once; each fold's held-out photos
+    take the candidate with the best mAP@0.5 on the other folds (baselines are never chosen)."""
     from maskrt.engine import Engine
 
     images, truth = _load([scenes_root / split for split in splits])
     engine = Engine()
-    base = dict(options or {})
-    candidates = [{**base, "upscale": "auto", "face_target": t, "max_scale": m}
-                  for t in targets for m in max_scales] + [{**base, "upscale": u} for u in fixed]
+    settings = list(candidates) + list(baselines)
     scored = {}
     print(f"{len(images)} photos of scenes {'+'.join(splits)}, {len(candidates)} candidates, "
-          f"{k} folds")
+          f"{len(baselines)} baselines, {k} folds")
     print(f"{'map50':>6} {'map30':>6} {'rec50':>6} {'rec30':>6} {'no rec':>6} {'det ms':>6}  "
           "candidate (all photos)")
-    for n, options in enumerate(candidates):
+    for n, options in enumerate(settings):
         detections, detect_s = score_photos(images, options, engine)
         scored[n] = detections
         f = figures(detections, truth)
         print(f"{f['map50']:6.3f} {f['map30']:6.3f} {f['face_recall50']:6.3f} "
               f"{f['face_recall30']:6.3f} {f['without_mask_recall']:6.3f} {detect_s * 1e3:6.1f}  "
-              f"{options}", flush=True)
+              f"{options}{'' if n < len(candidates) else ' (baseline)'}", flush=True)
     folds = np.random.default_rng(0).permutation(len(images)) % k  # folds by photo
     held_out: list[Any] = [None] * len(images)
-    rules = [n for n, options in enumerate(candidates) if options["upscale"] == "auto"]
-    for fold in range(k):  # the fixed factors are baselines, not candidates
+    for fold in range(k):
         train = np.nonzero(folds != fold)[0]
-        best = max(rules, key=lambda c: figures([scored[c][i] for i in train],
-                                                [truth[i] for i in train])["map50"])
+        best = max(range(len(candidates)), key=lambda c: figures(
+            [scored[c][i] for i in train], [truth[i] for i in train])["map50"])
         print(f"fold {fold}: chose {candidates[best]}")
         for i in np.nonzero(folds == fold)[0]:
             held_out[i] = scored[best][i]

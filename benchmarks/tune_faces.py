@@ -11,6 +11,9 @@ scenes train+val, folds by photo: every candidate (``--face-target`` x ``--max-s
 the fixed ``--upscale`` factors (baselines, never chosen) score every photo once; each fold's
 held-out photos are scored with the candidate that has the best mAP@0.5 on the other folds,
 and the pooled held-out figure is the one to quote (beside each candidate's on all photos).
+``--cv K --grid KEY=V1,V2,...`` (repeatable) cross-validates any face options the same way
+(every combination of the grids' values over the default preset; no baselines), e.g.
+``--grid widen=1.0,1.2,1.4 --grid score_threshold=0.1,0.2``.
 
 ``--report-threshold --cv K``: the default ``report_threshold`` (the least face score of a face
 reported to people) by K-fold cross-validation over scenes train+val, folds by photo, for the
@@ -25,6 +28,7 @@ mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the u
 
     python benchmarks/tune_faces.py [--data ../shared/data/scenes/val]
     python benchmarks/tune_faces.py --cv 5
+    python benchmarks/tune_faces.py --cv 5 --cv-splits val --grid widen=1.1,1.2,1.3,1.4
     python benchmarks/tune_faces.py --report-threshold --cv 5
     python benchmarks/tune_faces.py --robustness --compare upscale=2.0
 """
@@ -32,12 +36,36 @@ mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the u
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cv_candidates(args: argparse.Namespace, options: dict[str, Any]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """--cv's candidates and baselines: with ``--grid``, every combination of its values over
+    ``options`` (no baselines); else the scale rule's ``--face-target`` x ``--max-scale``, with
+    the fixed ``--upscale`` factors as baselines."""
+    from maskrt.detect import parse_face_options
+
+    if not args.grid:
+        return ([{**options, "upscale": "auto", "face_target": t, "max_scale": m}
+                 for t in args.face_target for m in args.max_scale],
+                [{**options, "upscale": u} for u in args.upscale])
+    axes = []
+    for text in args.grid:
+        key, sep, values = text.partition("=")
+        if not sep or not values.strip() or key.strip() == "box_fit":
+            raise ValueError(f"--grid: expected KEY=V1,V2,... (KEY a face option other than "
+                             f"box_fit), got {text!r}")
+        axes.append([parse_face_options([f"{key}={v}"]) for v in values.split(",")])
+    return [options | {k: v for part in combo for k, v in part.items()}
+            for combo in itertools.product(*axes)], []
 
 
 def main() -> int:
@@ -51,6 +79,9 @@ def main() -> int:
                         help="choose the scale rule by K-fold cross-validation over train+val")
     parser.add_argument("--face-target", type=float, nargs="+", default=[24.0, 32.0, 40.0, 48.0])
     parser.add_argument("--max-scale", type=float, nargs="+", default=[2.5, 4.0])
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="--cv: cross-validate these values of a face option instead of the "
+                             "scale rule (repeatable: the candidates are every combination)")
     parser.add_argument("--report-threshold", action="store_true",
                         help="with --cv K: choose the default report_threshold")
     parser.add_argument("--report-thresholds", type=float, nargs="+",
@@ -93,8 +124,11 @@ def main() -> int:
     if args.cv:
         from scene_study import cross_validate
 
-        return cross_validate(scenes_root, args.cv, args.face_target, args.max_scale,
-                              args.upscale, splits, options)
+        try:
+            candidates, baselines = cv_candidates(args, options)
+        except ValueError as err:
+            parser.error(str(err))
+        return cross_validate(scenes_root, args.cv, candidates, baselines, splits)
     if args.robustness:
         from scene_study import robustness
 
