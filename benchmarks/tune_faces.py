@@ -63,7 +63,10 @@ def cv_candidates(args: argparse.Namespace, options: dict[str, Any]
         if not sep or not values.strip() or key.strip() == "box_fit":
             raise ValueError(f"--grid: expected KEY=V1,V2,... (KEY a face option other than "
                              f"box_fit), got {text!r}")
-        axes.append([parse_face_options([f"{key}={v}"]) for v in values.split(",")])
+        try:
+            axes.append([parse_face_options([f"{key}={v}"]) for v in values.split(",")])
+        except ValueError as err:
+            raise ValueError(f"--grid {text!r}: {err}") from None
     return [options | {k: v for part in combo for k, v in part.items()}
             for combo in itertools.product(*axes)], []
 

@@ -1,0 +1,67 @@
+"""benchmarks/tune_faces.py's cross-validation candidates: ``--grid`` gives every combination of
+its values over the shared face options, the scale rule's grid stays the default, and a bad
+grid is refused by name before any photo is scored."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "tune_faces.py"
+
+
+@pytest.fixture(scope="module")
+def tune_faces():
+    spec = importlib.util.spec_from_file_location("tune_faces_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**overrides):
+    import argparse
+
+    values = {"grid": [], "face_target": [40.0], "max_scale": [2.5, 3.0], "upscale": [2.0]}
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_grid_candidates_are_every_combination_over_the_shared_options(tune_faces) -> None:
+    args = _args(grid=["widen=1.2,1.4", "nms_iou=0.3,0.5"])
+    candidates, baselines = tune_faces.cv_candidates(args, {"detector_model": "yunet", "widen": 9.0})
+    assert baselines == []
+    assert candidates == [
+        {"detector_model": "yunet", "widen": w, "nms_iou": n}
+        for w in (1.2, 1.4) for n in (0.3, 0.5)]  # the grid's value wins over the shared one
+
+
+def test_without_a_grid_the_scale_rule_is_cross_validated_beside_fixed_factors(tune_faces) -> None:
+    candidates, baselines = tune_faces.cv_candidates(_args(), {})
+    assert [c["max_scale"] for c in candidates] == [2.5, 3.0]
+    assert all(c["upscale"] == "auto" and c["face_target"] == 40.0 for c in candidates)
+    assert baselines == [{"upscale": 2.0}]
+
+
+@pytest.mark.parametrize("grid, says", [
+    ("widen", "expected KEY=V1,V2"),
+    ("box_fit=1,1,0,0", "other than box_fit"),
+    ("not_an_option=1,2", "expected KEY=VALUE with KEY one of"),
+    ("widen=1.2,wide", "widen: expected a number, got 'wide'"),
+])
+def test_a_bad_grid_is_refused_by_name(tune_faces, grid, says) -> None:
+    with pytest.raises(ValueError, match=says):
+        tune_faces.cv_candidates(_args(grid=[grid]), {})
+
+
+def test_the_command_line_refuses_a_bad_grid_before_scoring_anything() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cv", "2", "--cv-splits", "val", "--grid", "widen"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if "--cv-splits: expected split names" in result.stderr:
+        pytest.skip("the shared scene splits are not beside the repository")
+    assert result.returncode == 2
+    assert "--grid: expected KEY=V1,V2,..." in result.stderr
