@@ -302,3 +302,16 @@ def test_degrade_shrinks_compresses_and_keeps_the_face() -> None:
     assert augment_params("light")["degrade_p"] == 0.0
     light = augment_image(face, 224, augment_params("light"), np.random.default_rng(1))
     assert light.shape == face.shape
+
+
+def test_degrade_tiny_reaches_the_faces_of_crowds_that_degrade_does_not() -> None:
+    from maskrt.train.augment import DEGRADE_SCALE, TINY_DEGRADE_SCALE, augment_params, degrade
+
+    face = resize_to_input(decode_image(shared_images("val", "without_mask", 1)[0]), 224)
+    detail = lambda im: float(np.abs(np.diff(im.astype(np.float32), axis=1)).mean())  # noqa: E731
+    # the least detail each range leaves: its smallest side (one seed: the same blur and JPEG draws)
+    smallest = lambda scale: detail(degrade(face, np.random.default_rng(0), (scale[0], scale[0])))  # noqa: E731
+    assert smallest(TINY_DEGRADE_SCALE) < smallest(DEGRADE_SCALE) < detail(face)
+    tiny = augment_params("degrade-tiny")
+    assert tiny["degrade_scale"] == TINY_DEGRADE_SCALE and TINY_DEGRADE_SCALE[0] * 224 < 10
+    assert {k: v for k, v in tiny.items() if k != "degrade_scale"} == augment_params("degrade")

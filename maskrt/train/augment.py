@@ -27,6 +27,8 @@ def augment_params(level: str) -> dict[str, Any]:
     """
     if level == "degrade":
         return {**augment_params("light"), "degrade_p": 0.5}
+    if level == "degrade-tiny":  # down to the 9-px faces of crowds far from the camera
+        return {**augment_params("degrade"), "degrade_scale": TINY_DEGRADE_SCALE}
     if level == "strong":
         return {"scale": (0.45, 1.0), "ratio": (3 / 4, 4 / 3), "flip": True, "rotate": 12.0,
                 "rotate_p": 0.4, "brightness": 0.35, "contrast": 0.35, "saturation": 0.4,
@@ -65,24 +67,26 @@ def augment_image(image: np.ndarray, size: int, params: dict[str, Any], rng: np.
     if params["blur_p"] and rng.random() < params["blur_p"]:
         out = cv2.GaussianBlur(np.ascontiguousarray(out), (0, 0), rng.uniform(0.3, 1.2))
     if params["degrade_p"] and rng.random() < params["degrade_p"]:
-        out = degrade(np.ascontiguousarray(out), rng)
+        out = degrade(np.ascontiguousarray(out), rng, params.get("degrade_scale", DEGRADE_SCALE))
     return np.ascontiguousarray(out)
 
 
 #: the side a degraded face is shrunk to, as a fraction of the input side (224: 27-134 px, the
 #: faces of scene photos and camera frames), and the JPEG qualities it may be stored at
 DEGRADE_SCALE = (0.12, 0.6)
+TINY_DEGRADE_SCALE = (0.04, 0.6)
 DEGRADE_QUALITY = (20, 70)
 
 
-def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def degrade(image: np.ndarray, rng: np.random.Generator,
+            scale: tuple[float, float] = DEGRADE_SCALE) -> np.ndarray:
     """A square uint8 image as a camera sees the same face from further away: shrunk to a side
     in :data:`DEGRADE_SCALE`, blurred (40%), JPEG-compressed (60%) at that size, enlarged back
     bilinearly as scoring enlarges small crops. Degrading at the small size matters: JPEG blocks
     and blur act on the face's own pixels, as in a frame, not on the 224-pixel crop."""
     import cv2
     size = image.shape[0]
-    side = max(8, int(round(size * rng.uniform(*DEGRADE_SCALE))))
+    side = max(8, int(round(size * rng.uniform(*scale))))
     small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.4:
         small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.4, 1.2))

@@ -17,7 +17,7 @@ STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 FREEZE_CHOICES: tuple[str, ...] = ("none",) + STAGES
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
-AUGMENT = ("off", "light", "strong", "degrade")
+AUGMENT = ("off", "light", "strong", "degrade", "degrade-tiny")
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Recipe:
     batch_size: int = 32
     img_size: int = INPUT_SIZE         # final training size = validation size
     progressive: list[tuple[int, int]] = field(default_factory=list)  # [(size, epochs), ...] first
-    augment: str = "light"             # off | light | strong | degrade
+    augment: str = "light"             # off | light | strong | degrade | degrade-tiny
     final_augment: str | None = None   # augmentation of the epochs at img_size (None: = augment)
     label_smoothing: float = 0.0
     seed: int = 0
