@@ -118,6 +118,8 @@ def main() -> int:
         options = parse_face_options(args.face_options.split(",")) if args.face_options else {}
     except ValueError as err:
         parser.error(str(err))
+    if args.grid and (not args.cv or args.report_threshold):
+        parser.error("--grid: expected --cv K with it (and not --report-threshold)")
     if args.report_threshold:
         from scene_study import report_threshold_cv
 

@@ -65,3 +65,10 @@ def test_the_command_line_refuses_a_bad_grid_before_scoring_anything() -> None:
         pytest.skip("the shared scene splits are not beside the repository")
     assert result.returncode == 2
     assert "--grid: expected KEY=V1,V2,..." in result.stderr
+
+
+def test_a_grid_without_cross_validation_is_refused() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--grid", "widen=1.2,1.4"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "--grid: expected --cv K with it" in result.stderr

@@ -81,7 +81,7 @@ DEGRADE_QUALITY = (20, 70)
 def degrade(image: np.ndarray, rng: np.random.Generator,
             scale: tuple[float, float] = DEGRADE_SCALE) -> np.ndarray:
     """A square uint8 image as a camera sees the same face from further away: shrunk to a side
-    in :data:`DEGRADE_SCALE`, blurred (40%), JPEG-compressed (60%) at that size, enlarged back
+    in ``scale`` (fractions of its own; default :data:`DEGRADE_SCALE`), blurred (40%), JPEG-compressed (60%) at that size, enlarged back
     bilinearly as scoring enlarges small crops. Degrading at the small size matters: JPEG blocks
     and blur act on the face's own pixels, as in a frame, not on the 224-pixel crop."""
     import cv2
