@@ -72,7 +72,8 @@ def augment_image(image: np.ndarray, size: int, params: dict[str, Any], rng: np.
 
 
 #: the side a degraded face is shrunk to, as a fraction of the input side (224: 27-134 px, the
-#: faces of scene photos and camera frames), and the JPEG qualities it may be stored at
+#: faces of scene photos and camera frames; "degrade-tiny": from 9 px, crowds far from the
+#: camera), and the JPEG qualities it may be stored at
 DEGRADE_SCALE = (0.12, 0.6)
 TINY_DEGRADE_SCALE = (0.04, 0.6)
 DEGRADE_QUALITY = (20, 70)
@@ -81,8 +82,8 @@ DEGRADE_QUALITY = (20, 70)
 def degrade(image: np.ndarray, rng: np.random.Generator,
             scale: tuple[float, float] = DEGRADE_SCALE) -> np.ndarray:
     """A square uint8 image as a camera sees the same face from further away: shrunk to a side
-    in ``scale`` (fractions of its own; default :data:`DEGRADE_SCALE`), blurred (40%), JPEG-compressed (60%) at that size, enlarged back
-    bilinearly as scoring enlarges small crops. Degrading at the small size matters: JPEG blocks
+    in ``scale`` (fractions of its own; default :data:`DEGRADE_SCALE`), blurred (40%),
+    JPEG-compressed (60%) at that size, enlarged back bilinearly as scoring enlarges small crops. Degrading at the small size matters: JPEG blocks
     and blur act on the face's own pixels, as in a frame, not on the 224-pixel crop."""
     import cv2
     size = image.shape[0]
