@@ -22,6 +22,10 @@ preset, then the ``--report-thresholds`` only filter. Prints precision, recall, 
 without_mask alarms per 100 photos for each threshold, the folds' choices and the pooled
 held-out figures (the ones to quote).
 
+``--annotated-labels``: the default preset on ``--data`` as classified and with each detection
+given its annotated face's label (a perfect classifier on the same detections): how much of
+what is missing is the classifier's.
+
 ``--robustness``: the default preset (and ``--compare`` option sets) on ``--data`` with the
 photos resized 0.5x, 2x and 3x, JPEG quality 30, a mild blur and a brightness change:
 mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the unchanged photos.
@@ -31,6 +35,7 @@ mAP@0.5, mAP@0.3 and face recall at IoU 0.5 for each, and the loss against the u
     python benchmarks/tune_faces.py --cv 5 --cv-splits val --grid widen=1.1,1.2,1.3,1.4
     python benchmarks/tune_faces.py --report-threshold --cv 5
     python benchmarks/tune_faces.py --robustness --compare upscale=2.0
+    python benchmarks/tune_faces.py --annotated-labels
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ def main() -> int:
                         default=[round(0.1 + 0.02 * i, 2) for i in range(43)])
     parser.add_argument("--robustness", action="store_true",
                         help="the default preset on changed photos (sizes, JPEG, blur, light)")
+    parser.add_argument("--annotated-labels", action="store_true",
+                        help="the default preset with each detection given its face's label")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="--robustness: also these face options (repeatable)")
     parser.add_argument("--model", default=None,
@@ -134,6 +141,10 @@ def main() -> int:
         except ValueError as err:
             parser.error(str(err))
         return cross_validate(scenes_root, args.cv, candidates, baselines, splits)
+    if args.annotated_labels:
+        from scene_study import annotated_labels
+
+        return annotated_labels(args.data)
     if args.robustness:
         from scene_study import robustness
 

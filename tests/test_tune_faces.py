@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +73,26 @@ def test_a_grid_without_cross_validation_is_refused() -> None:
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2
     assert "--grid: expected --cv K with it" in result.stderr
+
+
+def test_annotated_labels_relabel_only_the_detections_on_a_labelled_face() -> None:
+    spec = importlib.util.spec_from_file_location("scene_study_under_test",
+                                                  ROOT / "benchmarks" / "scene_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    from maskrt.train.voc_metric import Detections, GroundTruth
+
+    truth = GroundTruth.make([[0, 0, 20, 20], [100, 100, 120, 120], [200, 0, 220, 20]],
+                             ["with_mask", "mask_worn_incorrectly", "without_mask"],
+                             [False, True, False])
+    found = Detections.make([[1, 1, 21, 21], [101, 100, 121, 120], [300, 300, 320, 320],
+                             [205, 0, 230, 20]],
+                            ["without_mask", "with_mask", "without_mask", "with_mask"],
+                            [0.63, 0.72, 0.45, 0.2], [0.7, 0.8, 0.5, 0.25])
+    out = study._with_annotated_labels(found, truth)
+    # on a masked face: its label, at the face score; on a difficult face or none: as it was;
+    # overlapping a bare face at IoU 0.5 (>= 0.3): bare
+    assert out.labels == ("with_mask", "with_mask", "without_mask", "without_mask")
+    np.testing.assert_allclose(out.confidence, [0.7, 0.72, 0.45, 0.25])
+    np.testing.assert_array_equal(out.boxes, found.boxes)
+    assert found.labels[0] == "without_mask"  # the input is not changed
